@@ -1,0 +1,67 @@
+//! ExpressGateway configuration: the TOML schema, every default (defined
+//! once in [`defaults`]), and validation that reports every error with its
+//! key path. [`load`] and [`parse`] return a fully validated [`Config`].
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+#![deny(missing_docs)]
+
+pub mod defaults;
+mod error;
+mod model;
+pub mod schema;
+mod validate;
+
+pub use error::{ConfigError, LoadError};
+pub use model::*;
+
+/// Read, parse and validate the file at `path`.
+pub fn load(path: &str) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text)
+}
+
+/// Parse and validate TOML text.
+pub fn parse(text: &str) -> Result<Config, LoadError> {
+    let raw = parse_raw(text)?;
+    validate::validate(raw).map_err(LoadError::Invalid)
+}
+
+fn parse_raw(text: &str) -> Result<schema::RawConfig, LoadError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        LoadError::Parse(ConfigError {
+            path: String::new(),
+            reason: e.to_string().trim_end().to_owned(),
+        })
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let reason = inner.message().trim_end().to_owned();
+        let location = inner
+            .span()
+            .map(|span| format!(" (line {})", line_of(text, span.start)))
+            .unwrap_or_default();
+        LoadError::Parse(ConfigError {
+            path: if path == "." { String::new() } else { path },
+            reason: format!("{reason}{location}"),
+        })
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|before| before.matches('\n').count() + 1)
+        .unwrap_or(1)
+}

@@ -1,0 +1,235 @@
+//! The validated configuration: every default applied, every address
+//! resolved, every cross-reference checked. Nothing downstream re-validates.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Process-wide settings.
+    pub runtime: Runtime,
+    /// Listeners in file order.
+    pub listeners: Vec<Listener>,
+    /// Clusters: named ones in file order, then one anonymous cluster per
+    /// listener that used inline `backends`.
+    pub clusters: Vec<Cluster>,
+}
+
+impl Config {
+    /// The cluster with this name.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    /// 0 = one per core.
+    pub worker_threads: usize,
+    /// Drain budget.
+    pub drain_timeout: Duration,
+}
+
+/// Listener kinds available in this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerProtocol {
+    /// Plain TCP proxying.
+    Tcp,
+    /// HTTP/1.1 and h2c prior knowledge on one port.
+    H1,
+}
+
+impl ListenerProtocol {
+    /// The config token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::H1 => "h1",
+        }
+    }
+}
+
+/// Backend protocols available in this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// Raw TCP.
+    Tcp,
+    /// HTTP/1.1.
+    H1,
+    /// HTTP/2 with prior knowledge (h2c).
+    H2,
+}
+
+impl BackendProtocol {
+    /// The config token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::H1 => "h1",
+            Self::H2 => "h2",
+        }
+    }
+}
+
+/// Balancing policies available in this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Policy {
+    /// Each backend in turn.
+    #[default]
+    RoundRobin,
+}
+
+impl Policy {
+    /// The config token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+        }
+    }
+}
+
+/// A listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Kind.
+    pub protocol: ListenerProtocol,
+    /// Concurrent connection cap.
+    pub max_connections: u32,
+    /// Client inactivity timeout.
+    pub idle_timeout: Duration,
+    /// What the listener does with traffic.
+    pub kind: ListenerKind,
+}
+
+/// Protocol-specific listener settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerKind {
+    /// TCP: every connection goes to one cluster.
+    Tcp {
+        /// Cluster name.
+        cluster: String,
+    },
+    /// HTTP: routed requests.
+    Http(HttpListener),
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpListener {
+    /// Routes in file order (matching picks the most specific).
+    pub routes: Vec<Route>,
+    /// Request head deadline.
+    pub request_headers_timeout: Duration,
+    /// Whole-request deadline, `None` = off.
+    pub total_timeout: Option<Duration>,
+    /// Maximum request header fields.
+    pub max_header_count: usize,
+    /// Maximum request head bytes.
+    pub max_header_bytes: usize,
+    /// Forwarding headers.
+    pub forwarding: Forwarding,
+}
+
+/// Which forwarding headers are added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarding {
+    /// `X-Forwarded-For`.
+    pub x_forwarded_for: bool,
+    /// `X-Forwarded-Proto`.
+    pub x_forwarded_proto: bool,
+    /// `X-Forwarded-Host`.
+    pub x_forwarded_host: bool,
+    /// `Via`.
+    pub via: bool,
+    /// Forward `Proxy-Authorization` / `Proxy-Authenticate`.
+    pub pass_proxy_auth: bool,
+}
+
+/// How a route matches the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Any host.
+    Any,
+    /// Exactly this host (lowercase, no port).
+    Exact(String),
+    /// `*.suffix`: stores `.suffix` (lowercase); matches at least one label
+    /// before it.
+    Wildcard(String),
+}
+
+/// A route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Host match.
+    pub host: HostMatch,
+    /// Path prefix, starting with `/`.
+    pub path_prefix: String,
+    /// What to do.
+    pub action: RouteAction,
+}
+
+/// A route's action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// Proxy to the named cluster.
+    Cluster(String),
+    /// Answer with a fixed response.
+    Direct(DirectResponse),
+}
+
+/// A fixed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    /// Status code (100..=599... validated to 200..=599).
+    pub status: u16,
+    /// Body.
+    pub body: String,
+    /// Content type.
+    pub content_type: String,
+}
+
+/// A cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// Name (anonymous clusters are named after their listener).
+    pub name: String,
+    /// Policy.
+    pub policy: Policy,
+    /// Members, at least one.
+    pub backends: Vec<Backend>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Response header timeout (HTTP).
+    pub response_headers_timeout: Duration,
+    /// Connection pool.
+    pub pool: Pool,
+}
+
+/// Upstream pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool {
+    /// Idle connections kept per backend.
+    pub max_idle_per_backend: usize,
+    /// Idle lifetime.
+    pub idle_timeout: Duration,
+    /// Open connections per backend.
+    pub max_connections_per_backend: usize,
+}
+
+/// A backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The address as written (`host:port`), used as the backend's identity
+    /// and default authority.
+    pub address: String,
+    /// Resolved socket address.
+    pub resolved: SocketAddr,
+    /// Protocol.
+    pub protocol: BackendProtocol,
+    /// Weight; 0 = drained.
+    pub weight: u32,
+}

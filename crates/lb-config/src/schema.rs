@@ -1,0 +1,206 @@
+//! The TOML schema exactly as operators write it. Every table rejects
+//! unknown keys; optional keys stay `Option` so validation can tell "absent"
+//! from "set" (a key that does not apply to a listener kind is an error, not
+//! silently ignored). Defaults are applied in `validate`, from `defaults`.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    /// Listening sockets.
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    /// Named groups of backends.
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// Tokio worker threads; 0 = one per core.
+    pub worker_threads: Option<usize>,
+    /// Drain budget after SIGTERM/SIGINT.
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// Listener protocol tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawListenerProtocol {
+    /// Plain TCP proxying.
+    Tcp,
+    /// TLS termination in front of TCP backends.
+    Tls,
+    /// HTTP/1.1 and h2c.
+    H1,
+    /// HTTPS (HTTP/1.1 and HTTP/2 over TLS).
+    H1s,
+    /// HTTP/3 and QUIC.
+    Quic,
+}
+
+/// Backend protocol tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawBackendProtocol {
+    /// Raw TCP.
+    Tcp,
+    /// HTTP/1.1.
+    H1,
+    /// HTTP/2 with prior knowledge.
+    H2,
+    /// HTTP/3.
+    H3,
+}
+
+/// Balancing policy tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RawPolicy {
+    /// Round robin.
+    RoundRobin,
+}
+
+/// `[[listeners]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// `ip:port` (or `name:port`) to bind.
+    pub address: String,
+    /// Listener kind.
+    pub protocol: RawListenerProtocol,
+    /// Inline backends: shorthand for a catch-all route to an anonymous
+    /// round-robin cluster.
+    #[serde(default)]
+    pub backends: Option<Vec<RawBackend>>,
+    /// A named cluster (TCP listeners).
+    pub cluster: Option<String>,
+    /// HTTP routes.
+    pub routes: Option<Vec<RawRoute>>,
+    /// Concurrent connection cap.
+    pub max_connections: Option<u32>,
+    /// Maximum request header fields (HTTP).
+    pub max_header_count: Option<usize>,
+    /// Maximum request head size in bytes (HTTP).
+    pub max_header_bytes: Option<usize>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: RawListenerTimeouts,
+    /// Forwarding headers (HTTP).
+    pub forwarding: Option<RawForwarding>,
+}
+
+/// `[listeners.timeouts]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTimeouts {
+    /// Complete request head deadline (HTTP/1.1).
+    pub request_headers_ms: Option<u64>,
+    /// Client inactivity.
+    pub idle_ms: Option<u64>,
+    /// Whole request deadline, 0 = off (HTTP).
+    pub total_ms: Option<u64>,
+}
+
+/// `[listeners.forwarding]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwarding {
+    /// Append the client address to `X-Forwarded-For`.
+    pub x_forwarded_for: Option<bool>,
+    /// Set `X-Forwarded-Proto`.
+    pub x_forwarded_proto: Option<bool>,
+    /// Set `X-Forwarded-Host`.
+    pub x_forwarded_host: Option<bool>,
+    /// Add `Via`.
+    pub via: Option<bool>,
+    /// Forward `Proxy-Authorization` / `Proxy-Authenticate`.
+    pub pass_proxy_auth: Option<bool>,
+}
+
+/// `[[listeners.routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Exact host or `*.suffix`; absent = any.
+    pub host: Option<String>,
+    /// Path prefix; absent = `/`.
+    pub path_prefix: Option<String>,
+    /// Target cluster name.
+    pub cluster: Option<String>,
+    /// Fixed response.
+    pub direct: Option<RawDirect>,
+}
+
+/// `direct = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirect {
+    /// Status code.
+    pub status: u16,
+    /// Body text.
+    #[serde(default)]
+    pub body: String,
+    /// Content type.
+    pub content_type: Option<String>,
+}
+
+/// `[[clusters]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Unique name.
+    pub name: String,
+    /// Balancing policy.
+    pub policy: Option<RawPolicy>,
+    /// Members.
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: RawClusterTimeouts,
+    /// Upstream connection pool.
+    #[serde(default)]
+    pub pool: RawPool,
+}
+
+/// `[clusters.timeouts]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClusterTimeouts {
+    /// TCP connect.
+    pub connect_ms: Option<u64>,
+    /// Backend response headers (HTTP).
+    pub response_headers_ms: Option<u64>,
+}
+
+/// `[clusters.pool]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// Idle connections kept per backend.
+    pub max_idle_per_backend: Option<usize>,
+    /// Idle connection lifetime.
+    pub idle_timeout_ms: Option<u64>,
+    /// Open connections per backend.
+    pub max_connections_per_backend: Option<usize>,
+}
+
+/// `[[clusters.backends]]` and `[[listeners.backends]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `host:port`.
+    pub address: String,
+    /// Backend protocol; default `tcp` for TCP listeners, `h1` otherwise.
+    pub protocol: Option<RawBackendProtocol>,
+    /// Relative weight; 0 drains.
+    pub weight: Option<u32>,
+}

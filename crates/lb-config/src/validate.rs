@@ -1,0 +1,639 @@
+//! Raw schema → validated [`Config`]. Every problem is collected with its
+//! key path; nothing stops at the first error.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::defaults as d;
+use crate::error::ConfigError;
+use crate::model::*;
+use crate::schema::*;
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Errors(Vec::new());
+    let runtime = runtime(&raw.runtime, &mut errors);
+
+    let mut clusters = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, rc) in raw.clusters.iter().enumerate() {
+        let path = format!("clusters[{i}]");
+        if let Some(first) = names.get(&rc.name) {
+            errors.push(
+                format!("{path}.name"),
+                format!(
+                    "duplicate cluster name {:?} (also clusters[{first}])",
+                    rc.name
+                ),
+            );
+        } else {
+            names.insert(rc.name.clone(), i);
+        }
+        if !valid_cluster_name(&rc.name) {
+            errors.push(
+                format!("{path}.name"),
+                format!(
+                    "{:?} is not a valid cluster name (letters, digits, '-', '_', '.')",
+                    rc.name
+                ),
+            );
+        }
+        clusters.push(cluster(
+            rc,
+            &rc.backends,
+            &path,
+            BackendProtocol::H1,
+            &mut errors,
+        ));
+    }
+
+    let mut listeners = Vec::new();
+    let mut bound: HashMap<SocketAddr, usize> = HashMap::new();
+    if raw.listeners.is_empty() {
+        errors.push("listeners", "at least one listener is required");
+    }
+    for (i, rl) in raw.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        if let Some(l) = listener(rl, &path, &names, &raw.clusters, &mut clusters, &mut errors) {
+            if let Some(first) = bound.get(&l.address) {
+                errors.push(
+                    format!("{path}.address"),
+                    format!("{:?} is also bound by listeners[{first}]", rl.address),
+                );
+            } else {
+                bound.insert(l.address, i);
+            }
+            listeners.push(l);
+        }
+    }
+
+    if errors.0.is_empty() {
+        Ok(Config {
+            runtime,
+            listeners,
+            clusters,
+        })
+    } else {
+        Err(errors.0)
+    }
+}
+
+fn runtime(raw: &RawRuntime, errors: &mut Errors) -> Runtime {
+    Runtime {
+        worker_threads: raw.worker_threads.unwrap_or(d::WORKER_THREADS),
+        drain_timeout: millis(
+            raw.drain_timeout_ms,
+            d::DRAIN_TIMEOUT_MS,
+            "runtime.drain_timeout_ms",
+            errors,
+        ),
+    }
+}
+
+/// A positive duration in milliseconds, or the default.
+fn millis(value: Option<u64>, default: u64, path: &str, errors: &mut Errors) -> Duration {
+    let ms = value.unwrap_or(default);
+    if ms == 0 {
+        errors.push(path, "must be greater than 0");
+    }
+    Duration::from_millis(ms)
+}
+
+fn valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `rc` carries the cluster's settings; `raw_backends` its members (inline
+/// backends of a listener form an anonymous cluster with default settings).
+fn cluster(
+    rc: &RawCluster,
+    raw_backends: &[RawBackend],
+    path: &str,
+    default_protocol: BackendProtocol,
+    errors: &mut Errors,
+) -> Cluster {
+    if raw_backends.is_empty() {
+        errors.push(
+            format!("{path}.backends"),
+            "a cluster needs at least one backend",
+        );
+    }
+    let backends: Vec<Backend> = raw_backends
+        .iter()
+        .enumerate()
+        .filter_map(|(j, rb)| {
+            backend(
+                rb,
+                &format!("{path}.backends[{j}]"),
+                default_protocol,
+                errors,
+            )
+        })
+        .collect();
+    let tcp = backends
+        .iter()
+        .filter(|b| b.protocol == BackendProtocol::Tcp)
+        .count();
+    if tcp != 0 && tcp != backends.len() {
+        errors.push(
+            format!("{path}.backends"),
+            "a cluster cannot mix tcp backends with HTTP (h1, h2) backends",
+        );
+    }
+    if tcp != 0 && rc.timeouts.response_headers_ms.is_some() {
+        errors.push(
+            format!("{path}.timeouts.response_headers_ms"),
+            "applies to HTTP backends only; this cluster's backends are tcp",
+        );
+    }
+    let pool = Pool {
+        max_idle_per_backend: rc
+            .pool
+            .max_idle_per_backend
+            .unwrap_or(d::POOL_MAX_IDLE_PER_BACKEND),
+        idle_timeout: millis(
+            rc.pool.idle_timeout_ms,
+            d::POOL_IDLE_TIMEOUT_MS,
+            &format!("{path}.pool.idle_timeout_ms"),
+            errors,
+        ),
+        max_connections_per_backend: rc
+            .pool
+            .max_connections_per_backend
+            .unwrap_or(d::POOL_MAX_CONNECTIONS_PER_BACKEND),
+    };
+    if pool.max_connections_per_backend == 0 {
+        errors.push(
+            format!("{path}.pool.max_connections_per_backend"),
+            "must be greater than 0",
+        );
+    }
+    if pool.max_idle_per_backend > pool.max_connections_per_backend {
+        errors.push(
+            format!("{path}.pool.max_idle_per_backend"),
+            format!(
+                "{} exceeds max_connections_per_backend ({})",
+                pool.max_idle_per_backend, pool.max_connections_per_backend
+            ),
+        );
+    }
+    Cluster {
+        name: rc.name.clone(),
+        policy: match rc.policy {
+            Some(RawPolicy::RoundRobin) | None => Policy::RoundRobin,
+        },
+        backends,
+        connect_timeout: millis(
+            rc.timeouts.connect_ms,
+            d::CONNECT_MS,
+            &format!("{path}.timeouts.connect_ms"),
+            errors,
+        ),
+        response_headers_timeout: millis(
+            rc.timeouts.response_headers_ms,
+            d::RESPONSE_HEADERS_MS,
+            &format!("{path}.timeouts.response_headers_ms"),
+            errors,
+        ),
+        pool,
+    }
+}
+
+fn backend(
+    rb: &RawBackend,
+    path: &str,
+    default_protocol: BackendProtocol,
+    errors: &mut Errors,
+) -> Option<Backend> {
+    let protocol = match rb.protocol {
+        None => default_protocol,
+        Some(RawBackendProtocol::Tcp) => BackendProtocol::Tcp,
+        Some(RawBackendProtocol::H1) => BackendProtocol::H1,
+        Some(RawBackendProtocol::H2) => BackendProtocol::H2,
+        Some(RawBackendProtocol::H3) => {
+            errors.push(
+                format!("{path}.protocol"),
+                "\"h3\" backends are not supported by this build yet",
+            );
+            return None;
+        }
+    };
+    let resolved = match resolve(&rb.address) {
+        Ok(addr) => addr,
+        Err(reason) => {
+            errors.push(format!("{path}.address"), reason);
+            return None;
+        }
+    };
+    Some(Backend {
+        address: rb.address.clone(),
+        resolved,
+        protocol,
+        weight: rb.weight.unwrap_or(d::BACKEND_WEIGHT),
+    })
+}
+
+/// Resolve `host:port` (or `ip:port`, `[v6]:port`) to its first address.
+pub(crate) fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let not_host_port = || format!("{address:?} is not host:port");
+    let (host, port) = address.rsplit_once(':').ok_or_else(not_host_port)?;
+    let port: u16 = port.parse().map_err(|_| not_host_port())?;
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(not_host_port());
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{address:?} does not resolve to any address")),
+        Err(e) => Err(format!("{address:?} does not resolve: {e}")),
+    }
+}
+
+fn listener(
+    rl: &RawListener,
+    path: &str,
+    names: &HashMap<String, usize>,
+    raw_clusters: &[RawCluster],
+    clusters: &mut Vec<Cluster>,
+    errors: &mut Errors,
+) -> Option<Listener> {
+    let protocol = match rl.protocol {
+        RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
+        RawListenerProtocol::H1 => ListenerProtocol::H1,
+        other => {
+            let token = match other {
+                RawListenerProtocol::Tls => "tls",
+                RawListenerProtocol::H1s => "h1s",
+                _ => "quic",
+            };
+            errors.push(
+                format!("{path}.protocol"),
+                format!("{token:?} listeners are not supported by this build yet"),
+            );
+            return None;
+        }
+    };
+    let address = match resolve(&rl.address) {
+        Ok(a) => Some(a),
+        Err(reason) => {
+            errors.push(format!("{path}.address"), reason);
+            None
+        }
+    };
+    let max_connections = rl.max_connections.unwrap_or(d::LISTENER_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        errors.push(format!("{path}.max_connections"), "must be greater than 0");
+    }
+    let idle_timeout = millis(
+        rl.timeouts.idle_ms,
+        d::CLIENT_IDLE_MS,
+        &format!("{path}.timeouts.idle_ms"),
+        errors,
+    );
+
+    let given = [
+        rl.backends.is_some(),
+        rl.cluster.is_some(),
+        rl.routes.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count();
+    if given == 0 {
+        errors.push(
+            path,
+            "a listener needs routes, backends or (for tcp) a cluster; it has none",
+        );
+    } else if given > 1 {
+        errors.push(
+            path,
+            "routes, backends and cluster are alternatives; give exactly one",
+        );
+    }
+    let is_tcp = protocol == ListenerProtocol::Tcp;
+    let anonymous = rl.backends.as_ref().map(|backends| {
+        let name = format!("listener:{}", rl.address);
+        let raw = RawCluster {
+            name: name.clone(),
+            policy: None,
+            backends: Vec::new(),
+            timeouts: RawClusterTimeouts::default(),
+            pool: RawPool::default(),
+        };
+        let default_protocol = if is_tcp {
+            BackendProtocol::Tcp
+        } else {
+            BackendProtocol::H1
+        };
+        clusters.push(cluster(&raw, backends, path, default_protocol, errors));
+        name
+    });
+
+    let kind = if is_tcp {
+        tcp_only_checks(rl, path, errors);
+        let cluster = match (&anonymous, &rl.cluster) {
+            (Some(name), _) => name.clone(),
+            (None, Some(name)) => {
+                check_cluster_ref(name, &format!("{path}.cluster"), names, errors);
+                name.clone()
+            }
+            (None, None) => String::new(),
+        };
+        ListenerKind::Tcp { cluster }
+    } else {
+        if rl.cluster.is_some() {
+            errors.push(
+                format!("{path}.cluster"),
+                "HTTP listeners select clusters through routes; use [[listeners.routes]] with cluster = ...",
+            );
+        }
+        ListenerKind::Http(http_listener(rl, path, anonymous, names, errors))
+    };
+    check_backend_kinds(&kind, path, names, raw_clusters, clusters, errors);
+    Some(Listener {
+        address: address?,
+        protocol,
+        max_connections,
+        idle_timeout,
+        kind,
+    })
+}
+
+fn tcp_only_checks(rl: &RawListener, path: &str, errors: &mut Errors) {
+    let http_only = [
+        ("routes", rl.routes.is_some()),
+        ("max_header_count", rl.max_header_count.is_some()),
+        ("max_header_bytes", rl.max_header_bytes.is_some()),
+        (
+            "timeouts.request_headers_ms",
+            rl.timeouts.request_headers_ms.is_some(),
+        ),
+        ("timeouts.total_ms", rl.timeouts.total_ms.is_some()),
+        ("forwarding", rl.forwarding.is_some()),
+    ];
+    for (key, set) in http_only {
+        if set {
+            errors.push(
+                format!("{path}.{key}"),
+                "applies to HTTP listeners only; this is a tcp listener",
+            );
+        }
+    }
+}
+
+fn check_cluster_ref(name: &str, path: &str, names: &HashMap<String, usize>, errors: &mut Errors) {
+    if !names.contains_key(name) {
+        errors.push(path, format!("unknown cluster {name:?}"));
+    }
+}
+
+/// TCP listeners need tcp backends; HTTP listeners need HTTP backends.
+fn check_backend_kinds(
+    kind: &ListenerKind,
+    path: &str,
+    names: &HashMap<String, usize>,
+    raw_clusters: &[RawCluster],
+    clusters: &[Cluster],
+    errors: &mut Errors,
+) {
+    let referenced: Vec<(String, &str)> = match kind {
+        ListenerKind::Tcp { cluster } => vec![(format!("{path}.cluster"), cluster.as_str())],
+        ListenerKind::Http(h) => h
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(j, r)| match &r.action {
+                RouteAction::Cluster(c) => {
+                    Some((format!("{path}.routes[{j}].cluster"), c.as_str()))
+                }
+                RouteAction::Direct(_) => None,
+            })
+            .collect(),
+    };
+    let want_tcp = matches!(kind, ListenerKind::Tcp { .. });
+    for (key, name) in referenced {
+        let Some(c) = clusters.iter().find(|c| c.name == name) else {
+            continue;
+        };
+        let has_tcp = c
+            .backends
+            .iter()
+            .any(|b| b.protocol == BackendProtocol::Tcp);
+        let has_http = c
+            .backends
+            .iter()
+            .any(|b| b.protocol != BackendProtocol::Tcp);
+        let named = names.contains_key(name) && raw_clusters.iter().any(|r| r.name == name);
+        let key = if named {
+            key
+        } else {
+            format!("{path}.backends")
+        };
+        if want_tcp && has_http {
+            errors.push(
+                key,
+                format!("cluster {name:?} has HTTP backends; a tcp listener needs protocol = \"tcp\" backends"),
+            );
+        } else if !want_tcp && has_tcp {
+            errors.push(
+                key,
+                format!(
+                    "cluster {name:?} has tcp backends; an HTTP listener needs h1 or h2 backends"
+                ),
+            );
+        }
+    }
+}
+
+fn http_listener(
+    rl: &RawListener,
+    path: &str,
+    anonymous: Option<String>,
+    names: &HashMap<String, usize>,
+    errors: &mut Errors,
+) -> HttpListener {
+    let mut routes = Vec::new();
+    if let Some(name) = anonymous {
+        routes.push(Route {
+            host: HostMatch::Any,
+            path_prefix: "/".to_owned(),
+            action: RouteAction::Cluster(name),
+        });
+    }
+    if let Some(raw_routes) = &rl.routes {
+        if raw_routes.is_empty() {
+            errors.push(format!("{path}.routes"), "the routes list is empty");
+        }
+        for (j, rr) in raw_routes.iter().enumerate() {
+            let rpath = format!("{path}.routes[{j}]");
+            if let Some(r) = route(rr, &rpath, names, errors) {
+                if let Some(k) = routes
+                    .iter()
+                    .position(|o: &Route| o.host == r.host && o.path_prefix == r.path_prefix)
+                {
+                    errors.push(
+                        rpath,
+                        format!("matches the same host and path_prefix as routes[{k}]"),
+                    );
+                }
+                routes.push(r);
+            }
+        }
+    }
+    let max_header_count = rl.max_header_count.unwrap_or(d::MAX_HEADER_COUNT);
+    if max_header_count == 0 {
+        errors.push(format!("{path}.max_header_count"), "must be greater than 0");
+    }
+    let max_header_bytes = rl.max_header_bytes.unwrap_or(d::MAX_HEADER_BYTES);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        errors.push(
+            format!("{path}.max_header_bytes"),
+            format!("{max_header_bytes} is outside 1024..=1048576"),
+        );
+    }
+    let total_ms = rl.timeouts.total_ms.unwrap_or(d::REQUEST_TOTAL_MS);
+    let fw = rl.forwarding.as_ref();
+    let flag =
+        |f: fn(&RawForwarding) -> Option<bool>, default: bool| fw.and_then(f).unwrap_or(default);
+    HttpListener {
+        routes,
+        request_headers_timeout: millis(
+            rl.timeouts.request_headers_ms,
+            d::REQUEST_HEADERS_MS,
+            &format!("{path}.timeouts.request_headers_ms"),
+            errors,
+        ),
+        total_timeout: (total_ms > 0).then(|| Duration::from_millis(total_ms)),
+        max_header_count,
+        max_header_bytes,
+        forwarding: Forwarding {
+            x_forwarded_for: flag(|f| f.x_forwarded_for, d::FORWARDING_HEADER_ENABLED),
+            x_forwarded_proto: flag(|f| f.x_forwarded_proto, d::FORWARDING_HEADER_ENABLED),
+            x_forwarded_host: flag(|f| f.x_forwarded_host, d::FORWARDING_HEADER_ENABLED),
+            via: flag(|f| f.via, d::FORWARDING_HEADER_ENABLED),
+            pass_proxy_auth: flag(|f| f.pass_proxy_auth, false),
+        },
+    }
+}
+
+fn route(
+    rr: &RawRoute,
+    path: &str,
+    names: &HashMap<String, usize>,
+    errors: &mut Errors,
+) -> Option<Route> {
+    let host = match &rr.host {
+        None => Some(HostMatch::Any),
+        Some(h) => host_match(h)
+            .map_err(|reason| errors.push(format!("{path}.host"), reason))
+            .ok(),
+    };
+    let path_prefix = rr.path_prefix.clone().unwrap_or_else(|| "/".to_owned());
+    if !path_prefix.starts_with('/') || path_prefix.contains(|c: char| c.is_whitespace()) {
+        errors.push(
+            format!("{path}.path_prefix"),
+            format!("{path_prefix:?} must start with '/' and contain no whitespace"),
+        );
+    }
+    let action = match (&rr.cluster, &rr.direct) {
+        (Some(c), None) => {
+            check_cluster_ref(c, &format!("{path}.cluster"), names, errors);
+            Some(RouteAction::Cluster(c.clone()))
+        }
+        (None, Some(dr)) => direct(dr, &format!("{path}.direct"), errors).map(RouteAction::Direct),
+        (Some(_), Some(_)) => {
+            errors.push(
+                path,
+                "a route has exactly one of cluster and direct; it has both",
+            );
+            None
+        }
+        (None, None) => {
+            errors.push(
+                path,
+                "a route has exactly one of cluster and direct; it has neither",
+            );
+            None
+        }
+    };
+    Some(Route {
+        host: host?,
+        path_prefix,
+        action: action?,
+    })
+}
+
+fn host_match(h: &str) -> Result<HostMatch, String> {
+    let lower = h.to_ascii_lowercase();
+    let label_ok = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    };
+    if let Some(suffix) = lower.strip_prefix("*.") {
+        if label_ok(suffix) {
+            return Ok(HostMatch::Wildcard(format!(".{suffix}")));
+        }
+    } else if label_ok(&lower) {
+        return Ok(HostMatch::Exact(lower));
+    }
+    Err(format!(
+        "{h:?} is not a host name or a \"*.suffix\" wildcard (no port, no path)"
+    ))
+}
+
+fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectResponse> {
+    let mut ok = true;
+    if !(200..=599).contains(&dr.status) {
+        errors.push(
+            format!("{path}.status"),
+            format!("{} is outside 200..=599", dr.status),
+        );
+        ok = false;
+    } else if matches!(dr.status, 204 | 304) && !dr.body.is_empty() {
+        errors.push(
+            format!("{path}.body"),
+            format!("status {} cannot carry a body", dr.status),
+        );
+        ok = false;
+    }
+    let content_type = dr
+        .content_type
+        .clone()
+        .unwrap_or_else(|| d::DIRECT_CONTENT_TYPE.to_owned());
+    if content_type.is_empty()
+        || content_type
+            .chars()
+            .any(|c| c.is_control() || !c.is_ascii())
+    {
+        errors.push(
+            format!("{path}.content_type"),
+            format!("{content_type:?} is not a valid header value"),
+        );
+        ok = false;
+    }
+    ok.then(|| DirectResponse {
+        status: dr.status,
+        body: dr.body.clone(),
+        content_type,
+    })
+}

@@ -1,0 +1,164 @@
+//! The HTTP front: accepts client connections, detects HTTP/1.1 or h2c by
+//! the connection preface, and serves requests through the proxy core with
+//! connection caps, timeouts and drain.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use lb_core::Drain;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::io::{Activity, FrontIo};
+use crate::plan::ListenerPlan;
+use crate::proxy::{self, ConnInfo};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serve a bound HTTP listener until drain starts; `plan` is re-read for
+/// every request so reloads apply without touching open connections.
+pub async fn serve(listener: TcpListener, plan: Arc<ArcSwap<ListenerPlan>>, drain: Arc<Drain>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = drain.draining() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let cap = plan.load().listener.max_connections as usize;
+        if open.fetch_add(1, Ordering::AcqRel) >= cap {
+            open.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(%peer, cap, "connection limit reached; closing");
+            continue;
+        }
+        let open = OpenGuard(Arc::clone(&open));
+        let tracked = drain.track();
+        let plan = Arc::clone(&plan);
+        let drain = Arc::clone(&drain);
+        tokio::spawn(async move {
+            serve_connection(stream, peer, plan, drain).await;
+            drop((open, tracked));
+        });
+    }
+}
+
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    plan: Arc<ArcSwap<ListenerPlan>>,
+    drain: Arc<Drain>,
+) {
+    let _ = stream.set_nodelay(true);
+    let settings = plan.load_full();
+    let http = &settings.http;
+    let sniffed =
+        tokio::time::timeout(http.request_headers_timeout, sniff_preface(&mut stream)).await;
+    let Ok(Ok((prefix, is_h2))) = sniffed else {
+        return;
+    };
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(FrontIo::new(stream, prefix, Arc::clone(&activity)));
+    let info = ConnInfo { peer };
+    let service = service_fn(move |req| proxy::handle(plan.load_full(), info, req));
+    let idle = settings.listener.idle_timeout;
+    if is_h2 {
+        let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(header_list)
+            .serve_connection(io, service);
+        drive(conn, &drain, &activity, idle, |c| c.graceful_shutdown()).await;
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(http.request_headers_timeout)
+            .max_headers(http.max_header_count)
+            .max_header_size(http.max_header_bytes)
+            .serve_connection(io, service);
+        drive(conn, &drain, &activity, idle, |c| c.graceful_shutdown()).await;
+    }
+}
+
+/// Read until the bytes either are the HTTP/2 preface or cannot become it.
+async fn sniff_preface(stream: &mut TcpStream) -> std::io::Result<(Bytes, bool)> {
+    let mut buf = [0u8; 24];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let Some(rest) = buf.get_mut(filled..) else {
+            break;
+        };
+        let n = stream.read(rest).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+        let seen = buf.get(..filled).unwrap_or_default();
+        if !H2_PREFACE.starts_with(seen) {
+            break;
+        }
+    }
+    let seen = buf.get(..filled).unwrap_or_default();
+    Ok((Bytes::copy_from_slice(seen), seen == H2_PREFACE))
+}
+
+/// Run a connection to completion, shutting it down gracefully when drain
+/// starts and closing it after `idle` without any byte moving.
+async fn drive<C, E>(
+    conn: C,
+    drain: &Drain,
+    activity: &Activity,
+    idle: Duration,
+    graceful: fn(Pin<&mut C>),
+) where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut draining = std::pin::pin!(drain.draining());
+    let mut drain_seen = false;
+    loop {
+        let remaining = activity.remaining(idle);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "client connection ended with error");
+                }
+                return;
+            }
+            () = draining.as_mut(), if !drain_seen => {
+                drain_seen = true;
+                graceful(conn.as_mut());
+            }
+            () = tokio::time::sleep(remaining) => {
+                if activity.remaining(idle).is_zero() {
+                    tracing::debug!("client connection idle; closing");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Proxy header handling, done once for every front × backend pair:
+//! hop-by-hop removal, forwarding headers, `Host` ↔ `:authority`.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+use lb_config::Forwarding;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Remove hop-by-hop headers: `Connection` and every header it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `TE`
+/// (except `TE: trailers` on requests), and the proxy authentication pair
+/// unless the listener passes it.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, forwarding: &Forwarding, request: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            if let Ok(list) = value.to_str() {
+                named.extend(
+                    list.split(',')
+                        .filter_map(|n| HeaderName::try_from(n.trim()).ok()),
+                );
+            }
+        }
+        headers.remove(header::CONNECTION);
+        for name in named {
+            if !(request && name == header::TE) {
+                headers.remove(name);
+            }
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    if !forwarding.pass_proxy_auth {
+        headers.remove(header::PROXY_AUTHORIZATION);
+        headers.remove(header::PROXY_AUTHENTICATE);
+    }
+    if let Some(te) = headers.remove(header::TE) {
+        let trailers = request
+            && te.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Add the forwarding headers the listener asks for.
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    forwarding: &Forwarding,
+    client: IpAddr,
+    authority: Option<&HeaderValue>,
+    scheme: &'static str,
+    version: Version,
+) {
+    if forwarding.x_forwarded_for {
+        let client = client.to_string();
+        let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
+            Some(Ok(prior)) => HeaderValue::try_from(format!("{prior}, {client}")),
+            _ => HeaderValue::try_from(client),
+        };
+        if let Ok(value) = value {
+            headers.insert(&X_FORWARDED_FOR, value);
+        }
+    }
+    if forwarding.x_forwarded_proto {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    }
+    if forwarding.x_forwarded_host {
+        if let Some(host) = authority {
+            headers.insert(&X_FORWARDED_HOST, host.clone());
+        }
+    }
+    if forwarding.via {
+        append_via(headers, version);
+    }
+}
+
+/// Append this hop to `Via` (RFC 9110 §7.6.3).
+pub(crate) fn append_via(headers: &mut HeaderMap, version: Version) {
+    headers.append(header::VIA, HeaderValue::from_static(via_token(version)));
+}
+
+fn via_token(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9 expressgateway",
+        Version::HTTP_10 => "1.0 expressgateway",
+        Version::HTTP_2 => "2 expressgateway",
+        Version::HTTP_3 => "3 expressgateway",
+        _ => "1.1 expressgateway",
+    }
+}
+
+/// Size of a header block as HTTP/2 counts it (RFC 9113 §6.5.2).
+pub(crate) fn header_list_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fw(pass: bool) -> Forwarding {
+        Forwarding {
+            x_forwarded_for: true,
+            x_forwarded_proto: true,
+            x_forwarded_host: true,
+            via: true,
+            pass_proxy_auth: pass,
+        }
+    }
+
+    #[test]
+    fn strips_connection_named_and_keeps_te_trailers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers, deflate".parse().unwrap());
+        h.insert(header::PROXY_AUTHORIZATION, "Basic x".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, &fw(false), true);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::PROXY_AUTHORIZATION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn proxy_auth_passes_when_configured() {
+        let mut h = HeaderMap::new();
+        h.insert(header::PROXY_AUTHORIZATION, "Basic x".parse().unwrap());
+        strip_hop_by_hop(&mut h, &fw(true), true);
+        assert!(h.get(header::PROXY_AUTHORIZATION).is_some());
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        let host = HeaderValue::from_static("example.com");
+        add_forwarded(
+            &mut h,
+            &fw(false),
+            "127.0.0.2".parse().unwrap(),
+            Some(&host),
+            "http",
+            Version::HTTP_11,
+        );
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.2");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
+        assert_eq!(h.get("via").unwrap(), "1.1 expressgateway");
+    }
+}

@@ -1,0 +1,124 @@
+//! The client socket as the HTTP front sees it: bytes already read while
+//! detecting the protocol are replayed first, and every transfer stamps the
+//! connection's last-activity time for the idle watchdog.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process epoch, for activity stamps.
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Last time bytes moved on a connection.
+#[derive(Debug)]
+pub(crate) struct Activity(AtomicU64);
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self(AtomicU64::new(now_ms()))
+    }
+
+    fn touch(&self) {
+        self.0.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Time left before `idle` passes without activity; zero when it has.
+    pub(crate) fn remaining(&self, idle: Duration) -> Duration {
+        let last = self.0.load(Ordering::Relaxed);
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis((last.saturating_add(idle_ms)).saturating_sub(now_ms()))
+    }
+}
+
+/// A stream with replayed prefix bytes and activity stamping.
+#[derive(Debug)]
+pub(crate) struct FrontIo<S> {
+    inner: S,
+    prefix: Bytes,
+    activity: std::sync::Arc<Activity>,
+}
+
+impl<S> FrontIo<S> {
+    pub(crate) fn new(inner: S, prefix: Bytes, activity: std::sync::Arc<Activity>) -> Self {
+        Self {
+            inner,
+            prefix,
+            activity,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FrontIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            let chunk = this.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FrontIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

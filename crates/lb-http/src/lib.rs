@@ -1,0 +1,30 @@
+//! ExpressGateway L7 proxy core. Fronts turn their protocol into
+//! `http::Request<ProxyBody>`; one core routes, balances and forwards it;
+//! upstream connectors turn it back into the backend's protocol.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+#![deny(missing_docs)]
+
+mod body;
+mod connector;
+mod error;
+mod front;
+mod headers;
+mod io;
+mod plan;
+mod pool;
+mod proxy;
+
+pub use body::{BoxError, ProxyBody};
+pub use error::UpstreamError;
+pub use front::serve;
+pub use plan::{upstreams, ListenerPlan, Upstream};

@@ -1,0 +1,208 @@
+//! Upstream connection pools, one per backend. HTTP/1.1 keeps idle
+//! connections in a lock-free bounded queue and returns a connection only
+//! after its response body was read to the end; HTTP/2 shares one
+//! multiplexed connection. Open connections per backend are capped by a
+//! semaphore whose permit lives as long as the connection.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::{http1, http2};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::connector;
+use crate::error::UpstreamError;
+use lb_config::BackendProtocol;
+use lb_core::Backend;
+
+/// The pool of one backend.
+#[derive(Debug)]
+pub struct BackendPool {
+    backend: Arc<Backend>,
+    settings: lb_config::Pool,
+    connect_timeout: Duration,
+    permits: Arc<Semaphore>,
+    idle: ArrayQueue<Idle>,
+    released: Notify,
+    h2: ArcSwapOption<http2::SendRequest<ProxyBody>>,
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// A connection ready to carry one request.
+#[derive(Debug)]
+pub enum Conn {
+    /// An HTTP/1.1 connection checked out of the pool.
+    H1(Checkout),
+    /// A handle on the shared HTTP/2 connection.
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+/// An HTTP/1.1 connection out of the pool; [`Checkout::release`] puts it
+/// back, dropping it closes it.
+#[derive(Debug)]
+pub struct Checkout {
+    pub(crate) sender: http1::SendRequest<ProxyBody>,
+    pool: Arc<BackendPool>,
+}
+
+impl Checkout {
+    /// Return the connection for reuse (after its response was fully read).
+    pub fn release(self) {
+        let idle = Idle {
+            sender: self.sender,
+            since: Instant::now(),
+        };
+        if !idle.sender.is_closed() && self.pool.idle.push(idle).is_ok() {
+            self.pool.released.notify_one();
+        }
+    }
+}
+
+impl BackendPool {
+    /// A pool for `backend` with the cluster's settings; starts its idle
+    /// reaper.
+    pub fn new(backend: Arc<Backend>, cluster: &lb_config::Cluster) -> Arc<Self> {
+        let settings = cluster.pool;
+        let pool = Arc::new(Self {
+            backend,
+            settings,
+            connect_timeout: cluster.connect_timeout,
+            permits: Arc::new(Semaphore::new(settings.max_connections_per_backend)),
+            idle: ArrayQueue::new(settings.max_idle_per_backend.max(1)),
+            released: Notify::new(),
+            h2: ArcSwapOption::empty(),
+            h2_connecting: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(reap_idle(Arc::downgrade(&pool), settings.idle_timeout));
+        pool
+    }
+
+    /// A connection to send one request on.
+    pub async fn acquire(self: &Arc<Self>) -> Result<Conn, UpstreamError> {
+        match self.backend.spec.protocol {
+            BackendProtocol::H2 => self.acquire_h2().await.map(Conn::H2),
+            BackendProtocol::H1 | BackendProtocol::Tcp => self.acquire_h1().await.map(Conn::H1),
+        }
+    }
+
+    fn pop_idle(self: &Arc<Self>) -> Option<Checkout> {
+        while let Some(idle) = self.idle.pop() {
+            if idle.sender.is_closed() || idle.since.elapsed() >= self.settings.idle_timeout {
+                continue;
+            }
+            return Some(Checkout {
+                sender: idle.sender,
+                pool: Arc::clone(self),
+            });
+        }
+        None
+    }
+
+    async fn acquire_h1(self: &Arc<Self>) -> Result<Checkout, UpstreamError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            if let Some(mut checkout) = self.pop_idle() {
+                // A connection goes back to the queue as soon as its body
+                // ended; the driver may need a moment to mark it ready.
+                if tokio::time::timeout_at(deadline, checkout.sender.ready())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    return Ok(checkout);
+                }
+                continue;
+            }
+            let released = self.released.notified();
+            tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => {
+                    let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
+                    let sender = self.connect_h1(permit, deadline).await?;
+                    return Ok(Checkout { sender, pool: Arc::clone(self) });
+                }
+                () = released => continue,
+                () = tokio::time::sleep_until(deadline) => return Err(UpstreamError::PoolExhausted),
+            }
+        }
+    }
+
+    async fn connect_h1(
+        &self,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
+        let io = connector::connect(self.backend.spec.resolved, deadline).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        self.spawn_driver(permit, conn);
+        Ok(sender)
+    }
+
+    async fn acquire_h2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
+        if let Some(sender) = self.h2.load().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(http2::SendRequest::clone(sender));
+        }
+        let deadline = Instant::now() + self.connect_timeout;
+        let _connecting = tokio::time::timeout_at(deadline, self.h2_connecting.lock())
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?;
+        if let Some(sender) = self.h2.load().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(http2::SendRequest::clone(sender));
+        }
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::PoolExhausted)?
+            .map_err(|_| UpstreamError::PoolExhausted)?;
+        let io = connector::connect(self.backend.spec.resolved, deadline).await?;
+        let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        self.spawn_driver(permit, conn);
+        self.h2.store(Some(Arc::new(sender.clone())));
+        Ok(sender)
+    }
+
+    fn spawn_driver<F>(&self, permit: OwnedSemaphorePermit, conn: F)
+    where
+        F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
+        let backend = Arc::clone(&self.backend);
+        backend.state.connection_opened();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %backend.spec.address, error = %e, "upstream connection ended");
+            }
+            backend.state.connection_closed();
+            drop(permit);
+        });
+    }
+}
+
+/// Close idle connections older than `idle_timeout`; ends with the pool.
+async fn reap_idle(pool: Weak<BackendPool>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { return };
+        for _ in 0..pool.idle.len() {
+            let Some(idle) = pool.idle.pop() else { break };
+            if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout {
+                // The queue cannot be full: we just took this slot.
+                let _ = pool.idle.push(idle);
+            }
+        }
+    }
+}

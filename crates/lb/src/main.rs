@@ -1,0 +1,180 @@
+//! The `expressgateway` binary: command line, wiring and signals only.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::todo,
+    clippy::unimplemented
+)]
+
+mod cli;
+mod summary;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use lb_config::{Config, ListenerKind};
+use lb_core::{Drain, Snapshot};
+use tokio::net::{TcpListener, TcpSocket};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let check = matches!(command, cli::Command::Check(_));
+    let path = match command {
+        cli::Command::Version => {
+            println!("expressgateway {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        cli::Command::Help => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        cli::Command::Check(path) | cli::Command::Run(path) => path,
+    };
+    let config = match lb_config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            let errors = e.errors();
+            eprintln!(
+                "configuration {path} is invalid ({} error(s)):",
+                errors.len()
+            );
+            for line in errors {
+                eprintln!("  {line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if check {
+        print!("{}", summary::render(&path, &config));
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    match run(path, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "gateway stopped");
+            eprintln!("expressgateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn run(path: String, config: Config) -> anyhow::Result<()> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.runtime.worker_threads > 0 {
+        builder.worker_threads(config.runtime.worker_threads);
+    }
+    let runtime = builder
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(path, config))
+}
+
+async fn serve(path: String, config: Config) -> anyhow::Result<()> {
+    // Bind everything before serving anything: a listener that cannot bind
+    // stops the start with nothing half up.
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = bind(l.address).with_context(|| format!("binding listener {}", l.address))?;
+        bound.push((l.address, socket));
+    }
+    let drain_budget = config.runtime.drain_timeout;
+    let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
+    let upstreams = lb_http::upstreams(&snapshot);
+    let drain = Drain::new();
+    let listeners: HashMap<SocketAddr, lb_config::Listener> = snapshot
+        .config
+        .listeners
+        .iter()
+        .map(|l| (l.address, l.clone()))
+        .collect();
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    let mut tasks = Vec::new();
+    for (address, socket) in bound {
+        let Some(listener) = listeners.get(&address) else {
+            continue;
+        };
+        match &listener.kind {
+            ListenerKind::Http(_) => {
+                let plan = lb_http::ListenerPlan::build(listener, &upstreams)
+                    .context("compiling an HTTP listener")?;
+                let plan = Arc::new(ArcSwap::from_pointee(plan));
+                tasks.push(tokio::spawn(lb_http::serve(
+                    socket,
+                    plan,
+                    Arc::clone(&drain),
+                )));
+            }
+            ListenerKind::Tcp { .. } => {
+                let snap = Arc::clone(&snapshot);
+                tasks.push(tokio::spawn(lb_l4::serve(
+                    socket,
+                    address,
+                    snap,
+                    Arc::clone(&drain),
+                )));
+            }
+        }
+        tracing::info!(%address, protocol = listener.protocol.as_str(), "listening");
+    }
+    tracing::info!(config = %path, listeners = tasks.len(), "expressgateway started");
+
+    shutdown_signal().await?;
+    tracing::info!(budget_ms = drain_budget.as_millis() as u64, "draining");
+    drain.start();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let left = drain.wait_idle(drain_budget).await;
+    if left > 0 {
+        tracing::warn!(
+            connections = left,
+            "drain budget exhausted; aborting the rest"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
