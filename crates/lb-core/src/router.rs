@@ -44,14 +44,16 @@ impl<T> Router<T> {
             };
             group.push((prefix, target));
         }
-        router.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        let by_len = |a: &(String, T), b: &(String, T)| b.0.len().cmp(&a.0.len());
-        router.any.sort_by(by_len);
+        router
+            .wildcard
+            .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        let longest_first = |r: &(String, T)| std::cmp::Reverse(r.0.len());
+        router.any.sort_by_key(longest_first);
         for group in router.exact.values_mut() {
-            group.sort_by(by_len);
+            group.sort_by_key(longest_first);
         }
         for (_, group) in router.wildcard.iter_mut() {
-            group.sort_by(by_len);
+            group.sort_by_key(longest_first);
         }
         router
     }

@@ -1,0 +1,159 @@
+//! Small real backends: hyper HTTP/1.1 or HTTP/2 (h2c) servers running a
+//! test-supplied handler on a background runtime thread.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// The response body type handlers return.
+pub type RespBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Protocol a test backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+impl Proto {
+    pub fn token(self) -> &'static str {
+        match self {
+            Proto::H1 => "h1",
+            Proto::H2 => "h2",
+        }
+    }
+}
+
+/// A running backend; its runtime thread stops when dropped.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Backend {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Wrap a small text into a response body.
+pub fn full(text: impl Into<Bytes>) -> RespBody {
+    Full::new(text.into()).map_err(|e| match e {}).boxed()
+}
+
+/// Start a backend on a free port.
+pub fn start<F, Fut>(proto: Proto, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<RespBody>> + Send + 'static,
+{
+    start_on(proto, super::free_addr(), handler)
+}
+
+/// Start a backend on `addr`.
+pub fn start_on<F, Fut>(proto: Proto, addr: SocketAddr, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<RespBody>> + Send + 'static,
+{
+    let hits = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handler = Arc::new(handler);
+    let (h, c) = (hits.clone(), connections.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            ready_tx.send(()).unwrap();
+            let accept = async {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    stream.set_nodelay(true).unwrap();
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let handler = handler.clone();
+                    let hits = h.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    tokio::spawn(async move {
+                        let io = TokioIo::new(stream);
+                        let _ = match proto {
+                            Proto::H1 => {
+                                hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(io, service)
+                                    .await
+                            }
+                            Proto::H2 => {
+                                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                    .serve_connection(io, service)
+                                    .await
+                            }
+                        };
+                    });
+                }
+            };
+            tokio::select! {
+                _ = accept => {}
+                _ = rx => {}
+            }
+        });
+    });
+    ready_rx.recv().unwrap();
+    Backend {
+        addr,
+        hits,
+        connections,
+        _shutdown: tx,
+    }
+}
+
+/// A backend answering every request with `name` as body.
+pub fn named(proto: Proto, name: &'static str) -> Backend {
+    start(proto, move |_req| async move {
+        Response::builder()
+            .header("x-backend", name)
+            .body(full(name))
+            .unwrap()
+    })
+}
+
+/// A backend streaming the request body straight back (with trailers).
+pub fn echo(proto: Proto) -> Backend {
+    start(proto, |req| async move {
+        let body = req
+            .into_body()
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+        Response::new(body.boxed())
+    })
+}
+
+/// A backend answering with the request line and headers as text:
+/// first line `METHOD URI VERSION`, then `name: value` lines.
+pub fn headers_echo(proto: Proto) -> Backend {
+    start(proto, |req| async move {
+        let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+        for (name, value) in req.headers() {
+            text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
+        }
+        Response::new(full(text))
+    })
+}

@@ -1,0 +1,119 @@
+//! Streaming test bodies: a deterministic byte pattern generated on the
+//! fly and a verifier that checks it, so gigabyte transfers need no memory.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+const CHUNK: usize = 64 * 1024;
+
+/// The pattern byte at offset `i`.
+pub fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// A body of `len` pattern bytes, optionally followed by trailers.
+pub struct PatternBody {
+    offset: u64,
+    len: u64,
+    trailers: Option<http::HeaderMap>,
+    known_length: bool,
+}
+
+impl PatternBody {
+    pub fn new(len: u64) -> Self {
+        Self {
+            offset: 0,
+            len,
+            trailers: None,
+            known_length: true,
+        }
+    }
+
+    /// Without a declared length (chunked on HTTP/1.1).
+    pub fn chunked(len: u64) -> Self {
+        Self {
+            known_length: false,
+            ..Self::new(len)
+        }
+    }
+
+    pub fn with_trailers(mut self, trailers: http::HeaderMap) -> Self {
+        self.trailers = Some(trailers);
+        self.known_length = false;
+        self
+    }
+}
+
+impl Body for PatternBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.offset >= self.len {
+            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
+        let n = ((self.len - self.offset) as usize).min(CHUNK);
+        let start = self.offset;
+        let chunk: Vec<u8> = (0..n as u64).map(|i| pattern_byte(start + i)).collect();
+        self.offset += n as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.offset >= self.len && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.known_length {
+            SizeHint::with_exact(self.len - self.offset)
+        } else {
+            SizeHint::default()
+        }
+    }
+}
+
+/// Read a body to the end, checking every byte against the pattern;
+/// returns (bytes read, trailers).
+pub async fn verify_pattern<B>(mut body: B) -> (u64, Option<http::HeaderMap>)
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut offset = 0u64;
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        match frame.into_data() {
+            Ok(data) => {
+                for (i, b) in data.iter().enumerate() {
+                    assert_eq!(
+                        *b,
+                        pattern_byte(offset + i as u64),
+                        "byte {} differs",
+                        offset + i as u64
+                    );
+                }
+                offset += data.len() as u64;
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    (offset, trailers)
+}
+
+/// Collect a small body as a string.
+pub async fn text<B>(body: B) -> String
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = body.collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
