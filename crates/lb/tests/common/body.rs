@@ -15,6 +15,24 @@ pub fn pattern_byte(i: u64) -> u8 {
     (i % 251) as u8
 }
 
+/// The pattern from offset 0, long enough to slice any chunk out of it, so
+/// generating and checking gigabytes is a memcpy/memcmp even in debug builds.
+fn pattern() -> &'static Bytes {
+    static PATTERN: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..(CHUNK as u64 + 251))
+            .map(pattern_byte)
+            .collect::<Vec<u8>>()
+            .into()
+    })
+}
+
+/// `len` (≤ CHUNK) pattern bytes starting at `offset`.
+fn pattern_at(offset: u64, len: usize) -> Bytes {
+    let start = (offset % 251) as usize;
+    pattern().slice(start..start + len)
+}
+
 /// A body of `len` pattern bytes, optionally followed by trailers.
 pub struct PatternBody {
     offset: u64,
@@ -61,9 +79,8 @@ impl Body for PatternBody {
         }
         let n = ((self.len - self.offset) as usize).min(CHUNK);
         let start = self.offset;
-        let chunk: Vec<u8> = (0..n as u64).map(|i| pattern_byte(start + i)).collect();
         self.offset += n as u64;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+        Poll::Ready(Some(Ok(Frame::data(pattern_at(start, n)))))
     }
 
     fn is_end_stream(&self) -> bool {
