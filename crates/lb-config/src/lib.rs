@@ -39,10 +39,16 @@ pub fn parse(text: &str) -> Result<Config, LoadError> {
 }
 
 fn parse_raw(text: &str) -> Result<schema::RawConfig, LoadError> {
+    // One line per error: toml's own rendering spans several lines with a
+    // source excerpt, which would break the one-error-per-line report.
     let de = toml::Deserializer::parse(text).map_err(|e| {
+        let location = e
+            .span()
+            .map(|span| format!(" at {}", position_of(text, span.start)))
+            .unwrap_or_default();
         LoadError::Parse(ConfigError {
             path: String::new(),
-            reason: e.to_string().trim_end().to_owned(),
+            reason: format!("TOML syntax error{location}: {}", e.message().trim_end()),
         })
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -64,4 +70,15 @@ fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset)
         .map(|before| before.matches('\n').count() + 1)
         .unwrap_or(1)
+}
+
+/// `line L, column C` (both from 1, column in characters).
+fn position_of(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or_default();
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
+    format!("line {}, column {column}", line_of(text, offset))
 }

@@ -59,20 +59,26 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
 
     let mut listeners = Vec::new();
-    let mut bound: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut bound: Vec<(SocketAddr, usize)> = Vec::new();
     if raw.listeners.is_empty() {
         errors.push("listeners", "at least one listener is required");
     }
     for (i, rl) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
         if let Some(l) = listener(rl, &path, &names, &raw.clusters, &mut clusters, &mut errors) {
-            if let Some(first) = bound.get(&l.address) {
-                errors.push(
+            match bound.iter().find(|(other, _)| binds_overlap(*other, l.address)) {
+                Some((other, first)) if *other == l.address => errors.push(
                     format!("{path}.address"),
                     format!("{:?} is also bound by listeners[{first}]", rl.address),
-                );
-            } else {
-                bound.insert(l.address, i);
+                ),
+                Some((other, first)) => errors.push(
+                    format!("{path}.address"),
+                    format!(
+                        "{:?} overlaps {other} bound by listeners[{first}] (a wildcard address takes the port on every address it covers)",
+                        rl.address
+                    ),
+                ),
+                None => bound.push((l.address, i)),
             }
             listeners.push(l);
         }
@@ -87,6 +93,17 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     } else {
         Err(errors.0)
     }
+}
+
+/// Whether binding both addresses fails: same port and the same IP, or one
+/// is a wildcard covering the other. `[::]` covers IPv4 too because IPv6
+/// sockets are bound dual-stack; `0.0.0.0` covers IPv4 and `[::]`.
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers = |wild: SocketAddr, other: SocketAddr| {
+        wild.ip().is_unspecified()
+            && (wild.is_ipv6() || other.is_ipv4() || other.ip().is_unspecified())
+    };
+    a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 fn runtime(raw: &RawRuntime, errors: &mut Errors) -> Runtime {
@@ -160,21 +177,24 @@ fn cluster(
             "applies to HTTP backends only; this cluster's backends are tcp",
         );
     }
+    let max_connections_per_backend = rc
+        .pool
+        .max_connections_per_backend
+        .unwrap_or(d::POOL_MAX_CONNECTIONS_PER_BACKEND);
     let pool = Pool {
+        // An unset idle cap follows a lowered connection cap instead of
+        // making the operator set both.
         max_idle_per_backend: rc
             .pool
             .max_idle_per_backend
-            .unwrap_or(d::POOL_MAX_IDLE_PER_BACKEND),
+            .unwrap_or(d::POOL_MAX_IDLE_PER_BACKEND.min(max_connections_per_backend)),
         idle_timeout: millis(
             rc.pool.idle_timeout_ms,
             d::POOL_IDLE_TIMEOUT_MS,
             &format!("{path}.pool.idle_timeout_ms"),
             errors,
         ),
-        max_connections_per_backend: rc
-            .pool
-            .max_connections_per_backend
-            .unwrap_or(d::POOL_MAX_CONNECTIONS_PER_BACKEND),
+        max_connections_per_backend,
     };
     if pool.max_connections_per_backend == 0 {
         errors.push(
@@ -275,22 +295,7 @@ fn listener(
     clusters: &mut Vec<Cluster>,
     errors: &mut Errors,
 ) -> Option<Listener> {
-    let protocol = match rl.protocol {
-        RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
-        RawListenerProtocol::H1 => ListenerProtocol::H1,
-        other => {
-            let token = match other {
-                RawListenerProtocol::Tls => "tls",
-                RawListenerProtocol::H1s => "h1s",
-                _ => "quic",
-            };
-            errors.push(
-                format!("{path}.protocol"),
-                format!("{token:?} listeners are not supported by this build yet"),
-            );
-            return None;
-        }
-    };
+    let (protocol, supported) = listener_protocol(rl.protocol, path, errors);
     let address = match resolve(&rl.address) {
         Ok(a) => Some(a),
         Err(reason) => {
@@ -368,6 +373,9 @@ fn listener(
         ListenerKind::Http(http_listener(rl, path, anonymous, names, errors))
     };
     check_backend_kinds(&kind, path, names, raw_clusters, clusters, errors);
+    if !supported {
+        return None;
+    }
     Some(Listener {
         address: address?,
         protocol,
@@ -375,6 +383,28 @@ fn listener(
         idle_timeout,
         kind,
     })
+}
+
+/// The listener kind to validate as, and whether this build serves it. An
+/// unsupported kind is validated as the kind it builds on (tls as tcp, h1s
+/// and quic as HTTP) so the rest of its errors are reported in the same run.
+fn listener_protocol(
+    raw: RawListenerProtocol,
+    path: &str,
+    errors: &mut Errors,
+) -> (ListenerProtocol, bool) {
+    let (protocol, unsupported) = match raw {
+        RawListenerProtocol::Tcp => return (ListenerProtocol::Tcp, true),
+        RawListenerProtocol::H1 => return (ListenerProtocol::H1, true),
+        RawListenerProtocol::Tls => (ListenerProtocol::Tcp, "tls"),
+        RawListenerProtocol::H1s => (ListenerProtocol::H1, "h1s"),
+        RawListenerProtocol::Quic => (ListenerProtocol::H1, "quic"),
+    };
+    errors.push(
+        format!("{path}.protocol"),
+        format!("{unsupported:?} listeners are not supported by this build yet"),
+    );
+    (protocol, false)
 }
 
 fn tcp_only_checks(rl: &RawListener, path: &str, errors: &mut Errors) {
@@ -636,4 +666,218 @@ fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectRespo
         body: dr.body.clone(),
         content_type,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(text: &str) -> Config {
+        match crate::parse(text) {
+            Ok(c) => c,
+            Err(e) => panic!("expected a valid config, got:\n{e}"),
+        }
+    }
+
+    fn error_paths(text: &str) -> Vec<String> {
+        match crate::parse(text) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => match e {
+                crate::LoadError::Invalid(all) => all.into_iter().map(|e| e.path).collect(),
+                other => panic!("expected validation errors, got {other}"),
+            },
+        }
+    }
+
+    const INLINE_H1: &str = r#"
+        [[listeners]]
+        address = "127.0.0.1:8081"
+        protocol = "h1"
+        [[listeners.backends]]
+        address = "127.0.0.1:9001"
+        [[listeners.backends]]
+        address = "127.0.0.1:9002"
+        weight = 0
+    "#;
+
+    #[test]
+    fn inline_backends_become_an_anonymous_round_robin_cluster() {
+        let config = valid(INLINE_H1);
+        let cluster = config.cluster("listener:127.0.0.1:8081").unwrap();
+        assert_eq!(cluster.policy, Policy::RoundRobin);
+        assert_eq!(
+            cluster.connect_timeout,
+            Duration::from_millis(d::CONNECT_MS)
+        );
+        assert_eq!(
+            cluster.response_headers_timeout,
+            Duration::from_millis(d::RESPONSE_HEADERS_MS)
+        );
+        assert_eq!(
+            cluster.pool,
+            Pool {
+                max_idle_per_backend: d::POOL_MAX_IDLE_PER_BACKEND,
+                idle_timeout: Duration::from_millis(d::POOL_IDLE_TIMEOUT_MS),
+                max_connections_per_backend: d::POOL_MAX_CONNECTIONS_PER_BACKEND,
+            }
+        );
+        let ListenerKind::Http(http) = &config.listeners[0].kind else {
+            panic!("expected an HTTP listener");
+        };
+        assert_eq!(
+            http.routes,
+            vec![Route {
+                host: HostMatch::Any,
+                path_prefix: "/".into(),
+                action: RouteAction::Cluster("listener:127.0.0.1:8081".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn weight_defaults_to_one_and_zero_is_valid() {
+        let config = valid(INLINE_H1);
+        let weights: Vec<u32> = config.clusters[0]
+            .backends
+            .iter()
+            .map(|b| b.weight)
+            .collect();
+        assert_eq!(weights, vec![d::BACKEND_WEIGHT, 0]);
+        assert_eq!(d::BACKEND_WEIGHT, 1);
+    }
+
+    #[test]
+    fn backend_protocol_defaults_to_h1_for_http_and_tcp_for_tcp_listeners() {
+        let http = valid(INLINE_H1);
+        assert_eq!(http.clusters[0].backends[0].protocol, BackendProtocol::H1);
+        let tcp = valid(
+            r#"
+            [[listeners]]
+            address = "127.0.0.1:8084"
+            protocol = "tcp"
+            [[listeners.backends]]
+            address = "127.0.0.1:9001"
+            "#,
+        );
+        assert_eq!(tcp.clusters[0].backends[0].protocol, BackendProtocol::Tcp);
+        assert_eq!(
+            tcp.listeners[0].kind,
+            ListenerKind::Tcp {
+                cluster: "listener:127.0.0.1:8084".into()
+            }
+        );
+    }
+
+    #[test]
+    fn listener_and_runtime_defaults_apply() {
+        let config = valid(INLINE_H1);
+        assert_eq!(config.runtime.worker_threads, d::WORKER_THREADS);
+        assert_eq!(
+            config.runtime.drain_timeout,
+            Duration::from_millis(d::DRAIN_TIMEOUT_MS)
+        );
+        let l = &config.listeners[0];
+        assert_eq!(l.max_connections, d::LISTENER_MAX_CONNECTIONS);
+        assert_eq!(l.idle_timeout, Duration::from_millis(d::CLIENT_IDLE_MS));
+        let ListenerKind::Http(http) = &l.kind else {
+            panic!("expected an HTTP listener");
+        };
+        assert_eq!(
+            http.request_headers_timeout,
+            Duration::from_millis(d::REQUEST_HEADERS_MS)
+        );
+        assert_eq!(http.total_timeout, None);
+        assert_eq!(http.max_header_count, d::MAX_HEADER_COUNT);
+        assert_eq!(http.max_header_bytes, d::MAX_HEADER_BYTES);
+        let fw = http.forwarding;
+        assert!(fw.x_forwarded_for && fw.x_forwarded_proto && fw.x_forwarded_host && fw.via);
+        assert!(!fw.pass_proxy_auth);
+    }
+
+    #[test]
+    fn routes_normalise_hosts_and_default_prefix_and_content_type() {
+        let config = valid(
+            r#"
+            [[listeners]]
+            address = "127.0.0.1:8083"
+            protocol = "h1"
+            [[listeners.routes]]
+            host = "API.Example.com"
+            direct = { status = 200 }
+            [[listeners.routes]]
+            host = "*.Example.com"
+            path_prefix = "/x/"
+            direct = { status = 404, body = "no" }
+            "#,
+        );
+        let ListenerKind::Http(http) = &config.listeners[0].kind else {
+            panic!("expected an HTTP listener");
+        };
+        assert_eq!(
+            http.routes[0].host,
+            HostMatch::Exact("api.example.com".into())
+        );
+        assert_eq!(http.routes[0].path_prefix, "/");
+        assert_eq!(
+            http.routes[0].action,
+            RouteAction::Direct(DirectResponse {
+                status: 200,
+                body: String::new(),
+                content_type: d::DIRECT_CONTENT_TYPE.into(),
+            })
+        );
+        assert_eq!(
+            http.routes[1].host,
+            HostMatch::Wildcard(".example.com".into())
+        );
+    }
+
+    #[test]
+    fn unset_idle_cap_follows_a_lower_connection_cap() {
+        let config = valid(
+            r#"
+            [[clusters]]
+            name = "small"
+            pool = { max_connections_per_backend = 8 }
+            [[clusters.backends]]
+            address = "127.0.0.1:9001"
+            [[listeners]]
+            address = "127.0.0.1:8082"
+            protocol = "h1"
+            [[listeners.routes]]
+            cluster = "small"
+            "#,
+        );
+        assert_eq!(config.clusters[0].pool.max_idle_per_backend, 8);
+        assert_eq!(config.clusters[0].pool.max_connections_per_backend, 8);
+    }
+
+    #[test]
+    fn unsupported_listener_kind_still_reports_its_other_errors() {
+        let paths = error_paths(
+            r#"
+            [[listeners]]
+            address = "127.0.0.1:8081"
+            protocol = "h1s"
+            [[listeners.backends]]
+            address = "10.0.0.1"
+            "#,
+        );
+        assert_eq!(
+            paths,
+            vec!["listeners[0].protocol", "listeners[0].backends[0].address"]
+        );
+    }
+
+    #[test]
+    fn wildcard_listener_addresses_overlap_specific_ones_on_the_same_port() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(binds_overlap(a("0.0.0.0:80"), a("127.0.0.1:80")));
+        assert!(binds_overlap(a("127.0.0.1:80"), a("[::]:80")));
+        assert!(binds_overlap(a("0.0.0.0:80"), a("[::]:80")));
+        assert!(binds_overlap(a("[::]:80"), a("[::1]:80")));
+        assert!(!binds_overlap(a("0.0.0.0:80"), a("[::1]:80")));
+        assert!(!binds_overlap(a("127.0.0.1:80"), a("127.0.0.2:80")));
+        assert!(!binds_overlap(a("0.0.0.0:80"), a("0.0.0.0:81")));
+    }
 }

@@ -62,7 +62,8 @@ impl Checkout {
             sender: self.sender,
             since: Instant::now(),
         };
-        if !idle.sender.is_closed() && self.pool.idle.push(idle).is_ok() {
+        let keep = self.pool.settings.max_idle_per_backend > 0 && !idle.sender.is_closed();
+        if keep && self.pool.idle.push(idle).is_ok() {
             self.pool.released.notify_one();
         }
     }

@@ -1,0 +1,141 @@
+//! The command line: `--check` summaries, `--version`, `--help`, unknown
+//! flags and missing config files.
+
+mod common;
+
+use common::{run_cli, temp_dir};
+
+const CONFIG: &str = r#"
+[[clusters]]
+name = "api"
+[[clusters.backends]]
+address = "127.0.0.1:9001"
+protocol = "h2"
+weight = 3
+[[clusters.backends]]
+address = "127.0.0.1:9002"
+weight = 0
+
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.routes]]
+host = "API.example.com"
+path_prefix = "/v1/"
+cluster = "api"
+[[listeners.routes]]
+host = "*.example.com"
+direct = { status = 404, body = "none" }
+
+[[listeners]]
+address = "127.0.0.1:8084"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9010" }]
+"#;
+
+fn write_config(text: &str) -> String {
+    let path = temp_dir("cli").join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn check_prints_listeners_routes_and_clusters() {
+    let path = write_config(CONFIG);
+    let (code, stdout, stderr) = run_cli(&["--check", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let expected = format!(
+        "configuration {path} is valid
+listeners:
+  127.0.0.1:8081 h1
+    api.example.com/v1/ -> cluster api
+    *.example.com/ -> direct 404
+  127.0.0.1:8084 tcp
+    -> cluster listener:127.0.0.1:8084
+clusters:
+  api (round_robin)
+    127.0.0.1:9001 h2 weight 3
+    127.0.0.1:9002 h1 weight 0
+  listener:127.0.0.1:8084 (round_robin)
+    127.0.0.1:9010 tcp weight 1
+"
+    );
+    assert_eq!(stdout, expected);
+}
+
+#[test]
+fn check_short_flag_is_the_same_as_long() {
+    let path = write_config(CONFIG);
+    assert_eq!(run_cli(&["-t", &path]), run_cli(&["--check", &path]));
+}
+
+#[test]
+fn check_of_an_invalid_config_prints_errors_only_to_stderr() {
+    let path = write_config("[[listeners]]\naddress = \"127.0.0.1:8081\"\nprotocol = \"h1\"\n");
+    let (code, stdout, stderr) = run_cli(&["--check", &path]);
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with(&format!("configuration {path} is invalid (1 error(s)):")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let want = format!("expressgateway {}\n", env!("CARGO_PKG_VERSION"));
+    for flag in ["--version", "-V"] {
+        let (code, stdout, stderr) = run_cli(&[flag]);
+        assert_eq!(
+            (code, stdout.as_str(), stderr.as_str()),
+            (0, want.as_str(), "")
+        );
+    }
+}
+
+#[test]
+fn help_prints_usage() {
+    for flag in ["--help", "-h"] {
+        let (code, stdout, _) = run_cli(&[flag]);
+        assert_eq!(code, 0);
+        assert!(stdout.contains("USAGE:"), "{stdout}");
+        for item in ["--check", "--version", "--help", "SIGTERM"] {
+            assert!(stdout.contains(item), "usage lacks {item}:\n{stdout}");
+        }
+    }
+}
+
+#[test]
+fn unknown_flags_exit_2_with_usage() {
+    let cases: [&[&str]; 3] = [
+        &["--bogus"],
+        &["--check", "a.toml", "b.toml"],
+        &["a.toml", "b.toml"],
+    ];
+    for args in cases {
+        let (code, stdout, stderr) = run_cli(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains(&format!("unrecognised arguments: {}", args.join(" "))),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("USAGE:"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_named_in_the_error() {
+    let missing = temp_dir("cli").join("does-not-exist.toml");
+    let missing = missing.to_str().unwrap();
+    for args in [vec!["--check", missing], vec![missing]] {
+        let (code, stdout, stderr) = run_cli(&args);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains(&format!("cannot read {missing}")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

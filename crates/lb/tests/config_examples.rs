@@ -1,0 +1,136 @@
+//! The shipped configurations (`config/default.toml` and every file in
+//! `config/examples/`) pass `--check` and actually boot the binary with
+//! every listener bound.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use common::backend::Proto;
+use common::client::get;
+use common::{free_addr, run_cli, workspace_root, Gateway};
+
+/// The deployment shapes documented in the task; fewer files means one was
+/// lost.
+const MIN_EXAMPLES: usize = 4;
+
+fn examples() -> Vec<PathBuf> {
+    let dir = workspace_root().join("config/examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= MIN_EXAMPLES,
+        "expected at least {MIN_EXAMPLES} examples in {}, found {files:?}",
+        dir.display()
+    );
+    files
+}
+
+fn shipped_configs() -> Vec<PathBuf> {
+    let mut all = examples();
+    all.push(workspace_root().join("config/default.toml"));
+    all
+}
+
+/// The config text with every listener moved to a free loopback port, and
+/// the addresses to wait for.
+fn on_free_ports(path: &Path) -> (String, Vec<SocketAddr>) {
+    let mut text = std::fs::read_to_string(path).unwrap();
+    let table: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let listeners = table
+        .get("listeners")
+        .and_then(toml::Value::as_array)
+        .unwrap_or_else(|| panic!("{} has no [[listeners]]", path.display()));
+    let mut bound = Vec::new();
+    for listener in listeners {
+        let address = listener
+            .get("address")
+            .and_then(toml::Value::as_str)
+            .unwrap_or_else(|| panic!("{}: a listener has no address", path.display()));
+        let quoted = format!("{address:?}");
+        assert_eq!(
+            text.matches(&quoted).count(),
+            1,
+            "{}: listener address {quoted} must appear exactly once to be rewritten",
+            path.display()
+        );
+        let free = free_addr();
+        text = text.replace(&quoted, &format!("\"{free}\""));
+        bound.push(free);
+    }
+    (text, bound)
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    for path in shipped_configs() {
+        let path = path.to_str().unwrap();
+        let (code, stdout, stderr) = run_cli(&["--check", path]);
+        assert_eq!(code, 0, "--check {path} failed:\n{stderr}");
+        assert!(
+            stdout.starts_with(&format!("configuration {path} is valid")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn every_example_names_its_shape_and_run_command() {
+    for path in examples() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            text.starts_with('#'),
+            "{name} must start with a comment describing its shape"
+        );
+        let command = format!("./target/release/expressgateway config/examples/{name}");
+        let header: String = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            header.contains(&command),
+            "{name}'s opening comment must give `{command}`"
+        );
+    }
+}
+
+#[test]
+fn every_shipped_config_boots_with_all_listeners_bound() {
+    for path in shipped_configs() {
+        let (text, listeners) = on_free_ports(&path);
+        assert!(!listeners.is_empty(), "{}", path.display());
+        let mut gw = Gateway::start(&text, &listeners);
+        assert!(
+            gw.child.try_wait().unwrap().is_none(),
+            "{} exited after binding:\n{}",
+            path.display(),
+            gw.log()
+        );
+    }
+}
+
+#[tokio::test]
+async fn default_config_answers_with_its_own_path() {
+    let (text, listeners) = on_free_ports(&workspace_root().join("config/default.toml"));
+    let _gw = Gateway::start(&text, &listeners);
+    let (status, body) = get(Proto::H1, listeners[0], "localhost", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("config/default.toml"), "{body}");
+}
+
+#[tokio::test]
+async fn routing_example_falls_back_to_its_direct_response() {
+    let (text, listeners) = on_free_ports(&workspace_root().join("config/examples/routing.toml"));
+    let _gw = Gateway::start(&text, &listeners);
+    let (status, body) = get(Proto::H1, listeners[0], "other.org", "/nothing/here").await;
+    assert_eq!((status, body.as_str()), (404, "no such service\n"));
+}

@@ -1,0 +1,684 @@
+//! Malformed configurations are rejected by `expressgateway --check` with
+//! the key path and the reason of every problem, and the gateway refuses to
+//! start on them without binding anything.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{binary, free_addr, run_cli, temp_dir};
+
+/// One malformed config: what is wrong, where, and a fragment of why.
+struct Case {
+    name: &'static str,
+    toml: &'static str,
+    /// Key path the error must start with; empty for file-level errors.
+    path: &'static str,
+    reason: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown top-level key",
+        toml: r#"
+bogus = 1
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "bogus",
+        reason: "unknown field `bogus`",
+    },
+    Case {
+        name: "unknown key inside a listener",
+        toml: r#"
+[[listeners]]
+adress = "127.0.0.1:8081"
+protocol = "h1"
+"#,
+        path: "listeners[0].adress",
+        reason: "unknown field `adress`, expected one of `address`",
+    },
+    Case {
+        name: "unknown key inside a nested table",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+[listeners.timeouts]
+idle = 5
+"#,
+        path: "listeners[0].timeouts.idle",
+        reason: "unknown field `idle`",
+    },
+    Case {
+        name: "bad listener protocol token",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "http"
+"#,
+        path: "listeners[0].protocol",
+        reason: "unknown variant `http`, expected one of `tcp`, `tls`, `h1`, `h1s`, `quic`",
+    },
+    Case {
+        name: "tls listener not supported yet",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tls"
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].protocol",
+        reason: "\"tls\" listeners are not supported by this build yet",
+    },
+    Case {
+        name: "h1s listener not supported yet",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1s"
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].protocol",
+        reason: "\"h1s\" listeners are not supported by this build yet",
+    },
+    Case {
+        name: "quic listener not supported yet",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].protocol",
+        reason: "\"quic\" listeners are not supported by this build yet",
+    },
+    Case {
+        name: "h3 backend not supported yet",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+"#,
+        path: "listeners[0].backends[0].protocol",
+        reason: "\"h3\" backends are not supported by this build yet",
+    },
+    Case {
+        name: "backend address without a port",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.backends]]
+address = "10.0.0.1"
+"#,
+        path: "listeners[0].backends[0].address",
+        reason: "\"10.0.0.1\" is not host:port",
+    },
+    Case {
+        name: "backend name that does not resolve",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.backends]]
+address = "nonexistent.invalid:80"
+"#,
+        path: "listeners[0].backends[0].address",
+        reason: "\"nonexistent.invalid:80\" does not resolve",
+    },
+    Case {
+        name: "listener address without a port",
+        toml: r#"
+[[listeners]]
+address = "8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].address",
+        reason: "\"8081\" is not host:port",
+    },
+    Case {
+        name: "route to an unknown cluster",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "nope"
+"#,
+        path: "listeners[0].routes[0].cluster",
+        reason: "unknown cluster \"nope\"",
+    },
+    Case {
+        name: "tcp listener naming an unknown cluster",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+cluster = "nope"
+"#,
+        path: "listeners[0].cluster",
+        reason: "unknown cluster \"nope\"",
+    },
+    Case {
+        name: "duplicate listener addresses",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[1].address",
+        reason: "\"127.0.0.1:8081\" is also bound by listeners[0]",
+    },
+    Case {
+        name: "wildcard listener overlapping a specific one",
+        toml: r#"
+[[listeners]]
+address = "0.0.0.0:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[1].address",
+        reason: "overlaps 0.0.0.0:8081 bound by listeners[0]",
+    },
+    Case {
+        name: "duplicate cluster names",
+        toml: r#"
+[[clusters]]
+name = "app"
+backends = [{ address = "127.0.0.1:9001" }]
+[[clusters]]
+name = "app"
+backends = [{ address = "127.0.0.1:9002" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "app" }]
+"#,
+        path: "clusters[1].name",
+        reason: "duplicate cluster name \"app\" (also clusters[0])",
+    },
+    Case {
+        name: "cluster without backends",
+        toml: r#"
+[[clusters]]
+name = "app"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "app" }]
+"#,
+        path: "clusters[0].backends",
+        reason: "a cluster needs at least one backend",
+    },
+    Case {
+        name: "listener with neither routes nor backends",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+"#,
+        path: "listeners[0]",
+        reason: "a listener needs routes, backends or (for tcp) a cluster; it has none",
+    },
+    Case {
+        name: "listener with both routes and backends",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+backends = [{ address = "127.0.0.1:9001" }]
+routes = [{ path_prefix = "/x/", direct = { status = 200 } }]
+"#,
+        path: "listeners[0]",
+        reason: "routes, backends and cluster are alternatives; give exactly one",
+    },
+    Case {
+        name: "route with both cluster and direct",
+        toml: r#"
+[[clusters]]
+name = "app"
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "app", direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0]",
+        reason: "exactly one of cluster and direct; it has both",
+    },
+    Case {
+        name: "route with neither cluster nor direct",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ path_prefix = "/x/" }]
+"#,
+        path: "listeners[0].routes[0]",
+        reason: "exactly one of cluster and direct; it has neither",
+    },
+    Case {
+        name: "host pattern with a port",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ host = "example.com:80", direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0].host",
+        reason: "\"example.com:80\" is not a host name or a \"*.suffix\" wildcard",
+    },
+    Case {
+        name: "wildcard in the middle of a host",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ host = "api.*.com", direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0].host",
+        reason: "is not a host name or a \"*.suffix\" wildcard",
+    },
+    Case {
+        name: "path_prefix not starting with a slash",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ path_prefix = "api/", direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0].path_prefix",
+        reason: "\"api/\" must start with '/'",
+    },
+    Case {
+        name: "two routes with the same host and prefix",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ path_prefix = "/a/", direct = { status = 200 } }, { path_prefix = "/a/", direct = { status = 201 } }]
+"#,
+        path: "listeners[0].routes[1]",
+        reason: "matches the same host and path_prefix as routes[0]",
+    },
+    Case {
+        name: "direct status out of range",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 700 } }]
+"#,
+        path: "listeners[0].routes[0].direct.status",
+        reason: "700 is outside 200..=599",
+    },
+    Case {
+        name: "direct 204 with a body",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 204, body = "x" } }]
+"#,
+        path: "listeners[0].routes[0].direct.body",
+        reason: "status 204 cannot carry a body",
+    },
+    Case {
+        name: "wrong value type",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.backends]]
+address = "127.0.0.1:9001"
+weight = "heavy"
+"#,
+        path: "listeners[0].backends[0].weight",
+        reason: "invalid type: string \"heavy\", expected u32",
+    },
+    Case {
+        name: "tcp listener with routes",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes",
+        reason: "applies to HTTP listeners only; this is a tcp listener",
+    },
+    Case {
+        name: "tcp listener with an HTTP-only timeout",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001" }]
+timeouts = { request_headers_ms = 1000 }
+"#,
+        path: "listeners[0].timeouts.request_headers_ms",
+        reason: "applies to HTTP listeners only",
+    },
+    Case {
+        name: "HTTP listener routing to a cluster of tcp backends",
+        toml: r#"
+[[clusters]]
+name = "db"
+backends = [{ address = "127.0.0.1:9001", protocol = "tcp" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "db" }]
+"#,
+        path: "listeners[0].routes[0].cluster",
+        reason: "cluster \"db\" has tcp backends; an HTTP listener needs h1 or h2 backends",
+    },
+    Case {
+        name: "tcp listener naming a cluster of HTTP backends",
+        toml: r#"
+[[clusters]]
+name = "web"
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+cluster = "web"
+"#,
+        path: "listeners[0].cluster",
+        reason:
+            "cluster \"web\" has HTTP backends; a tcp listener needs protocol = \"tcp\" backends",
+    },
+    Case {
+        name: "HTTP listener with a cluster key",
+        toml: r#"
+[[clusters]]
+name = "web"
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+cluster = "web"
+"#,
+        path: "listeners[0].cluster",
+        reason: "HTTP listeners select clusters through routes",
+    },
+    Case {
+        name: "zero listener idle timeout",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+timeouts = { idle_ms = 0 }
+"#,
+        path: "listeners[0].timeouts.idle_ms",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "zero cluster connect timeout",
+        toml: r#"
+[[clusters]]
+name = "app"
+timeouts = { connect_ms = 0 }
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "app" }]
+"#,
+        path: "clusters[0].timeouts.connect_ms",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "zero drain timeout",
+        toml: r#"
+[runtime]
+drain_timeout_ms = 0
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "runtime.drain_timeout_ms",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "more idle connections than open ones",
+        toml: r#"
+[[clusters]]
+name = "app"
+pool = { max_idle_per_backend = 10, max_connections_per_backend = 5 }
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "app" }]
+"#,
+        path: "clusters[0].pool.max_idle_per_backend",
+        reason: "10 exceeds max_connections_per_backend (5)",
+    },
+    Case {
+        name: "response header timeout on a tcp cluster",
+        toml: r#"
+[[clusters]]
+name = "db"
+timeouts = { response_headers_ms = 1000 }
+backends = [{ address = "127.0.0.1:9001", protocol = "tcp" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+cluster = "db"
+"#,
+        path: "clusters[0].timeouts.response_headers_ms",
+        reason: "applies to HTTP backends only",
+    },
+    Case {
+        name: "header size limit out of range",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+max_header_bytes = 100
+"#,
+        path: "listeners[0].max_header_bytes",
+        reason: "100 is outside 1024..=1048576",
+    },
+    Case {
+        name: "no listeners",
+        toml: "",
+        path: "listeners",
+        reason: "at least one listener is required",
+    },
+    Case {
+        name: "TOML syntax error",
+        toml: "[[listeners]\naddress = 1\n",
+        path: "",
+        reason: "TOML syntax error at line 1, column 13: unclosed array table",
+    },
+];
+
+/// Run `--check` on `toml`; returns (exit code, stdout, stderr).
+fn check(toml: &str) -> (i32, String, String) {
+    let path = temp_dir("reject").join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    run_cli(&["--check", path.to_str().unwrap()])
+}
+
+/// The indented error lines of a rejection report.
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .collect()
+}
+
+fn reports(stderr: &str, path: &str, reason: &str) -> bool {
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    error_lines(stderr)
+        .iter()
+        .any(|l| l.starts_with(&prefix) && l.contains(reason))
+}
+
+#[test]
+fn each_malformed_config_is_rejected_with_key_path_and_reason() {
+    assert!(CASES.len() >= 18);
+    let mut failures = Vec::new();
+    for case in CASES {
+        let (code, stdout, stderr) = check(case.toml);
+        if code != 1 || !stdout.is_empty() || !reports(&stderr, case.path, case.reason) {
+            failures.push(format!(
+                "{}: exit {code}, want 1 and `{}: ...{}...`\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                case.name, case.path, case.reason
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+#[test]
+fn every_error_line_names_its_problem_alone() {
+    for case in CASES {
+        let (_, _, stderr) = check(case.toml);
+        let lines = error_lines(&stderr);
+        let header = stderr.lines().next().unwrap_or_default();
+        assert!(
+            header.ends_with(&format!("({} error(s)):", lines.len())),
+            "{}: the header must count the error lines:\n{stderr}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn several_errors_are_all_reported() {
+    let toml = r#"
+[runtime]
+drain_timeout_ms = 0
+
+[[clusters]]
+name = "app"
+pool = { max_idle_per_backend = 10, max_connections_per_backend = 5 }
+backends = [{ address = "10.0.0.1" }]
+
+[[clusters]]
+name = "empty"
+
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [
+    { host = "bad host", direct = { status = 200 } },
+    { path_prefix = "nope", cluster = "missing" },
+]
+
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+"#;
+    let expected = [
+        "runtime.drain_timeout_ms: ",
+        "clusters[0].backends[0].address: ",
+        "clusters[0].pool.max_idle_per_backend: ",
+        "clusters[1].backends: ",
+        "listeners[0].routes[0].host: ",
+        "listeners[0].routes[1].path_prefix: ",
+        "listeners[0].routes[1].cluster: ",
+        "listeners[1].backends[0].protocol: ",
+        "listeners[1].address: ",
+    ];
+    let (code, _, stderr) = check(toml);
+    assert_eq!(code, 1, "{stderr}");
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), expected.len(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!("is invalid ({} error(s)):", expected.len())),
+        "{stderr}"
+    );
+    for path in expected {
+        assert!(
+            lines.iter().any(|l| l.starts_with(path)),
+            "missing {path}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn invalid_config_stops_the_gateway_before_anything_is_bound() {
+    let valid_listener = free_addr();
+    let broken_listener = free_addr();
+    let toml = format!(
+        r#"
+[[listeners]]
+address = "{valid_listener}"
+protocol = "h1"
+routes = [{{ direct = {{ status = 200 }} }}]
+
+[[listeners]]
+address = "{broken_listener}"
+protocol = "h1"
+backends = [{{ address = "10.0.0.1" }}]
+"#
+    );
+    let path = temp_dir("reject-run").join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(binary())
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        for addr in [valid_listener, broken_listener] {
+            assert!(
+                TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_err(),
+                "{addr} accepted a connection from a gateway with an invalid config"
+            );
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gateway kept running on an invalid config");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        reports(
+            &stderr,
+            "listeners[1].backends[0].address",
+            "is not host:port"
+        ),
+        "{stderr}"
+    );
+}
