@@ -1,0 +1,210 @@
+use super::*;
+
+fn valid(text: &str) -> Config {
+    match crate::parse(text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn error_paths(text: &str) -> Vec<String> {
+    match crate::parse(text) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => match e {
+            crate::LoadError::Invalid(all) => all.into_iter().map(|e| e.path).collect(),
+            other => panic!("expected validation errors, got {other}"),
+        },
+    }
+}
+
+const INLINE_H1: &str = r#"
+    [[listeners]]
+    address = "127.0.0.1:8081"
+    protocol = "h1"
+    [[listeners.backends]]
+    address = "127.0.0.1:9001"
+    [[listeners.backends]]
+    address = "127.0.0.1:9002"
+    weight = 0
+"#;
+
+#[test]
+fn inline_backends_become_an_anonymous_round_robin_cluster() {
+    let config = valid(INLINE_H1);
+    let cluster = config.cluster("listener:127.0.0.1:8081").unwrap();
+    assert_eq!(cluster.policy, Policy::RoundRobin);
+    assert_eq!(
+        cluster.connect_timeout,
+        Duration::from_millis(d::CONNECT_MS)
+    );
+    assert_eq!(
+        cluster.response_headers_timeout,
+        Duration::from_millis(d::RESPONSE_HEADERS_MS)
+    );
+    assert_eq!(
+        cluster.pool,
+        Pool {
+            max_idle_per_backend: d::POOL_MAX_IDLE_PER_BACKEND,
+            idle_timeout: Duration::from_millis(d::POOL_IDLE_TIMEOUT_MS),
+            max_connections_per_backend: d::POOL_MAX_CONNECTIONS_PER_BACKEND,
+        }
+    );
+    let ListenerKind::Http(http) = &config.listeners[0].kind else {
+        panic!("expected an HTTP listener");
+    };
+    assert_eq!(
+        http.routes,
+        vec![Route {
+            host: HostMatch::Any,
+            path_prefix: "/".into(),
+            action: RouteAction::Cluster("listener:127.0.0.1:8081".into()),
+        }]
+    );
+}
+
+#[test]
+fn weight_defaults_to_one_and_zero_is_valid() {
+    let config = valid(INLINE_H1);
+    let weights: Vec<u32> = config.clusters[0]
+        .backends
+        .iter()
+        .map(|b| b.weight)
+        .collect();
+    assert_eq!(weights, vec![d::BACKEND_WEIGHT, 0]);
+    assert_eq!(d::BACKEND_WEIGHT, 1);
+}
+
+#[test]
+fn backend_protocol_defaults_to_h1_for_http_and_tcp_for_tcp_listeners() {
+    let http = valid(INLINE_H1);
+    assert_eq!(http.clusters[0].backends[0].protocol, BackendProtocol::H1);
+    let tcp = valid(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:8084"
+        protocol = "tcp"
+        [[listeners.backends]]
+        address = "127.0.0.1:9001"
+        "#,
+    );
+    assert_eq!(tcp.clusters[0].backends[0].protocol, BackendProtocol::Tcp);
+    assert_eq!(
+        tcp.listeners[0].kind,
+        ListenerKind::Tcp {
+            cluster: "listener:127.0.0.1:8084".into()
+        }
+    );
+}
+
+#[test]
+fn listener_and_runtime_defaults_apply() {
+    let config = valid(INLINE_H1);
+    assert_eq!(config.runtime.worker_threads, d::WORKER_THREADS);
+    assert_eq!(
+        config.runtime.drain_timeout,
+        Duration::from_millis(d::DRAIN_TIMEOUT_MS)
+    );
+    let l = &config.listeners[0];
+    assert_eq!(l.max_connections, d::LISTENER_MAX_CONNECTIONS);
+    assert_eq!(l.idle_timeout, Duration::from_millis(d::CLIENT_IDLE_MS));
+    let ListenerKind::Http(http) = &l.kind else {
+        panic!("expected an HTTP listener");
+    };
+    assert_eq!(
+        http.request_headers_timeout,
+        Duration::from_millis(d::REQUEST_HEADERS_MS)
+    );
+    assert_eq!(http.total_timeout, None);
+    assert_eq!(http.max_header_count, d::MAX_HEADER_COUNT);
+    assert_eq!(http.max_header_bytes, d::MAX_HEADER_BYTES);
+    let fw = http.forwarding;
+    assert!(fw.x_forwarded_for && fw.x_forwarded_proto && fw.x_forwarded_host && fw.via);
+    assert!(!fw.pass_proxy_auth);
+}
+
+#[test]
+fn routes_normalise_hosts_and_default_prefix_and_content_type() {
+    let config = valid(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:8083"
+        protocol = "h1"
+        [[listeners.routes]]
+        host = "API.Example.com"
+        direct = { status = 200 }
+        [[listeners.routes]]
+        host = "*.Example.com"
+        path_prefix = "/x/"
+        direct = { status = 404, body = "no" }
+        "#,
+    );
+    let ListenerKind::Http(http) = &config.listeners[0].kind else {
+        panic!("expected an HTTP listener");
+    };
+    assert_eq!(
+        http.routes[0].host,
+        HostMatch::Exact("api.example.com".into())
+    );
+    assert_eq!(http.routes[0].path_prefix, "/");
+    assert_eq!(
+        http.routes[0].action,
+        RouteAction::Direct(DirectResponse {
+            status: 200,
+            body: String::new(),
+            content_type: d::DIRECT_CONTENT_TYPE.into(),
+        })
+    );
+    assert_eq!(
+        http.routes[1].host,
+        HostMatch::Wildcard(".example.com".into())
+    );
+}
+
+#[test]
+fn unset_idle_cap_follows_a_lower_connection_cap() {
+    let config = valid(
+        r#"
+        [[clusters]]
+        name = "small"
+        pool = { max_connections_per_backend = 8 }
+        [[clusters.backends]]
+        address = "127.0.0.1:9001"
+        [[listeners]]
+        address = "127.0.0.1:8082"
+        protocol = "h1"
+        [[listeners.routes]]
+        cluster = "small"
+        "#,
+    );
+    assert_eq!(config.clusters[0].pool.max_idle_per_backend, 8);
+    assert_eq!(config.clusters[0].pool.max_connections_per_backend, 8);
+}
+
+#[test]
+fn unsupported_listener_kind_still_reports_its_other_errors() {
+    let paths = error_paths(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:8081"
+        protocol = "h1s"
+        [[listeners.backends]]
+        address = "10.0.0.1"
+        "#,
+    );
+    assert_eq!(
+        paths,
+        vec!["listeners[0].protocol", "listeners[0].backends[0].address"]
+    );
+}
+
+#[test]
+fn wildcard_listener_addresses_overlap_specific_ones_on_the_same_port() {
+    let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert!(binds_overlap(a("0.0.0.0:80"), a("127.0.0.1:80")));
+    assert!(binds_overlap(a("127.0.0.1:80"), a("[::]:80")));
+    assert!(binds_overlap(a("0.0.0.0:80"), a("[::]:80")));
+    assert!(binds_overlap(a("[::]:80"), a("[::1]:80")));
+    assert!(!binds_overlap(a("0.0.0.0:80"), a("[::1]:80")));
+    assert!(!binds_overlap(a("127.0.0.1:80"), a("127.0.0.2:80")));
+    assert!(!binds_overlap(a("0.0.0.0:80"), a("0.0.0.0:81")));
+}
