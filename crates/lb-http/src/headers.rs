@@ -65,12 +65,18 @@ pub(crate) fn add_forwarded(
     version: Version,
 ) {
     if forwarding.x_forwarded_for {
-        let client = client.to_string();
-        let value = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
-            Some(Ok(prior)) => HeaderValue::try_from(format!("{prior}, {client}")),
-            _ => HeaderValue::try_from(client),
-        };
-        if let Ok(value) = value {
+        // Several lines are one comma-separated list (RFC 9110 §5.3): keep
+        // every prior hop, in order, before this client.
+        let mut list: Vec<u8> = Vec::new();
+        for prior in headers.get_all(&X_FORWARDED_FOR) {
+            let prior = prior.as_bytes().trim_ascii();
+            if !prior.is_empty() {
+                list.extend_from_slice(prior);
+                list.extend_from_slice(b", ");
+            }
+        }
+        list.extend_from_slice(client.to_string().as_bytes());
+        if let Ok(value) = HeaderValue::from_bytes(&list) {
             headers.insert(&X_FORWARDED_FOR, value);
         }
     }
@@ -165,5 +171,22 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.2");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
         assert_eq!(h.get("via").unwrap(), "1.1 expressgateway");
+    }
+
+    #[test]
+    fn forwarded_for_keeps_every_prior_line() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.2, 10.0.0.3".parse().unwrap());
+        add_forwarded(
+            &mut h,
+            &fw(false),
+            "127.0.0.2".parse().unwrap(),
+            None,
+            "http",
+            Version::HTTP_11,
+        );
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.2"]);
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use lb_config::BackendProtocol;
@@ -33,36 +33,29 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let version = req.version();
     let mut response = match check(&plan, &req) {
-        Err(rejected) => rejected,
-        Ok(()) => route(&plan, conn, req).await,
+        Some(rejected) => rejected,
+        None => route(&plan, conn, req).await,
     };
     *response.version_mut() = version;
     Ok(response)
 }
 
-/// Request hygiene that hyper does not already enforce.
-fn check(plan: &ListenerPlan, req: &Request<Incoming>) -> Result<(), Response<ProxyBody>> {
+/// Request hygiene that hyper does not already enforce; `Some` is the
+/// rejection to send. (hyper's HTTP/1.1 parser already rejects conflicting
+/// Content-Lengths, malformed heads and oversized heads; HTTP/2 forbids
+/// Transfer-Encoding.)
+fn check(plan: &ListenerPlan, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        // A smuggling vector: the connection cannot be trusted past this.
-        let mut res = status_response(
-            StatusCode::BAD_REQUEST,
-            "both Content-Length and Transfer-Encoding",
-        );
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Err(res);
-    }
     if h.len() > plan.http.max_header_count
         || headers::header_list_size(h) > plan.http.max_header_bytes
     {
-        return Err(status_response(
+        return Some(status_response(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers too large",
         ));
     }
     if req.method() == Method::CONNECT {
-        return Err(status_response(
+        return Some(status_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "CONNECT is not supported",
         ));
@@ -71,12 +64,27 @@ fn check(plan: &ListenerPlan, req: &Request<Incoming>) -> Result<(), Response<Pr
         && req.uri().authority().is_none()
         && !h.contains_key(header::HOST)
     {
-        return Err(status_response(
+        return Some(status_response(
             StatusCode::BAD_REQUEST,
             "missing Host header",
         ));
     }
-    Ok(())
+    if !host_valid(h) {
+        return Some(status_response(
+            StatusCode::BAD_REQUEST,
+            "repeated or invalid Host header",
+        ));
+    }
+    None
+}
+
+/// At most one `Host` line, empty or a valid authority (RFC 9112 §3.2): a
+/// second value could route on one host while a backend reads the other.
+fn host_valid(h: &header::HeaderMap) -> bool {
+    let mut hosts = h.get_all(header::HOST).iter();
+    let first = hosts.next();
+    hosts.next().is_none()
+        && first.is_none_or(|v| v.is_empty() || Authority::try_from(v.as_bytes()).is_ok())
 }
 
 async fn route(plan: &ListenerPlan, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
