@@ -1,0 +1,611 @@
+#!/usr/bin/env python3
+"""Side-by-side proxy benchmark on one machine, in one run.
+
+Targets: expressgateway, nginx (proxy_pass, upstream keepalive), HAProxy
+(http-reuse always) and direct (the backend itself, the limit). All proxy
+the same backend: an nginx serving fixed responses. The proxy under test is
+pinned to CPU 0 with one worker; backend and load generators share CPU 1.
+
+Figures per target and scenario: requests/s, p50/p99 at a fixed rate below
+saturation, proxy CPU microseconds per request (utime+stime from /proc),
+peak RSS, RSS per idle connection, upstream connections opened per request.
+Everything listens on 127.0.0.1 and every load run is bounded in time.
+"""
+
+import argparse
+import asyncio
+import datetime
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+_HARD_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+NOFILE = 65536 if _HARD_NOFILE == resource.RLIM_INFINITY else min(65536, _HARD_NOFILE)
+# HAProxy reserves two descriptors per connection; size everything to fit.
+MAXCONN = (NOFILE - 200) // 2
+IDLE_CONNECTIONS = min(10000, MAXCONN - 100)
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, limit=10.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited early: {proc.args}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def family(pid):
+    """pid and all its descendants (nginx master + workers)."""
+    pids = [pid]
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    i = 0
+    while i < len(pids):
+        pids.extend(children.get(pids[i], []))
+        i += 1
+    return pids
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class Backend:
+    """nginx on CPU 1: `/` small text, `/64k` 64 KiB, `/bulk` for L4."""
+
+    def __init__(self, work, bulk_bytes):
+        self.dir = os.path.join(work, "backend")
+        os.makedirs(os.path.join(self.dir, "www"))
+        with open(os.path.join(self.dir, "www", "64k"), "wb") as f:
+            f.write(b"x" * 65536)
+        with open(os.path.join(self.dir, "www", "bulk"), "wb") as f:
+            f.truncate(bulk_bytes)
+        self.port = free_port()
+        self.h2c_port = free_port()
+        conf = f"""
+worker_processes 1;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+worker_rlimit_nofile {NOFILE};
+events {{ worker_connections {NOFILE - 100}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    sendfile on;
+    root {self.dir}/www;
+    server {{
+        listen 127.0.0.1:{self.port} reuseport backlog=4096;
+        listen 127.0.0.1:{self.h2c_port} http2;
+        location = / {{ return 200 "hello from backend\\n"; }}
+        location = /stats {{ stub_status; }}
+        location / {{ }}
+    }}
+}}
+"""
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", LOAD_CPU, "nginx", "-c", path, "-p", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    def accepts(self):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats") as r:
+            text = r.read().decode()
+        # "server accepts handled requests\n N N N"
+        nums = text.split("\n")[2].split()
+        return int(nums[0])
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Target:
+    name = "?"
+
+    def __init__(self, work, backend):
+        self.dir = os.path.join(work, self.name)
+        os.makedirs(self.dir)
+        self.backend = backend
+        self.h1 = free_port()
+        self.h2c = free_port()
+        self.tcp = free_port()
+        self.proc = None
+
+    def start(self):
+        argv = self.argv()
+        self.proc = subprocess.Popen(["taskset", "-c", PROXY_CPU] + argv,
+                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "stderr.log"), "w"))
+        for p in (self.h1, self.h2c, self.tcp):
+            if p:
+                wait_port(p, self.proc)
+        time.sleep(0.3)
+
+    def pids(self):
+        return family(self.proc.pid)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class ExpressGateway(Target):
+    name = "expressgateway"
+
+    def __init__(self, work, backend, binary):
+        super().__init__(work, backend)
+        self.binary = binary
+        self.h2c = self.h1  # h1 listeners also speak h2c prior knowledge
+        b = backend
+        conf = f"""
+[runtime]
+worker_threads = 1
+
+[[clusters]]
+name = "backend"
+[[clusters.backends]]
+address = "127.0.0.1:{b.port}"
+protocol = "h1"
+
+[[listeners]]
+address = "127.0.0.1:{self.h1}"
+protocol = "h1"
+[listeners.forwarding]
+x_forwarded_for = false
+x_forwarded_proto = false
+x_forwarded_host = false
+via = false
+[[listeners.routes]]
+cluster = "backend"
+
+[[listeners]]
+address = "127.0.0.1:{self.tcp}"
+protocol = "tcp"
+[[listeners.backends]]
+address = "127.0.0.1:{b.port}"
+"""
+        self.conf = os.path.join(self.dir, "gateway.toml")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def argv(self):
+        return [self.binary, self.conf]
+
+    def start(self):
+        os.environ["RUST_LOG"] = "warn"
+        super().start()
+
+
+class Nginx(Target):
+    name = "nginx"
+
+    def __init__(self, work, backend):
+        super().__init__(work, backend)
+        b = backend
+        conf = f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+worker_rlimit_nofile {NOFILE};
+events {{ worker_connections {NOFILE - 100}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream backend {{ server 127.0.0.1:{b.port}; keepalive 128; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{self.h1} backlog=4096;
+        listen 127.0.0.1:{self.h2c} http2;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
+    }}
+}}
+stream {{
+    server {{ listen 127.0.0.1:{self.tcp}; proxy_pass 127.0.0.1:{b.port}; }}
+}}
+"""
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def argv(self):
+        return ["nginx", "-c", self.conf, "-p", self.dir]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Haproxy(Target):
+    name = "haproxy"
+
+    def __init__(self, work, backend):
+        super().__init__(work, backend)
+        b = backend
+        conf = f"""
+global
+    nbthread 1
+    maxconn {MAXCONN}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    http-reuse always
+frontend h1
+    bind 127.0.0.1:{self.h1}
+    bind 127.0.0.1:{self.h2c} proto h2
+    default_backend be
+backend be
+    server s1 127.0.0.1:{b.port}
+listen tcp
+    mode tcp
+    bind 127.0.0.1:{self.tcp}
+    server s1 127.0.0.1:{b.port}
+"""
+        self.conf = os.path.join(self.dir, "haproxy.cfg")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def argv(self):
+        return ["haproxy", "-f", self.conf, "-db"]
+
+
+class Direct(Target):
+    """The backend itself: the limit every proxy is measured against."""
+    name = "direct"
+
+    def __init__(self, work, backend):
+        super().__init__(work, backend)
+        self.h1 = backend.port
+        self.h2c = backend.h2c_port
+        self.tcp = backend.port
+
+    def start(self):
+        pass
+
+    def pids(self):
+        return []
+
+    def stop(self):
+        pass
+
+
+def run(cmd, limit):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+    return out.stdout + out.stderr
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, path, seconds, conns, extra=(), script=None):
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    cmd += list(extra)
+    if script:
+        cmd += ["-s", script]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    text = run(cmd, seconds + 30)
+    res = {"requests": 0, "rps": 0.0, "p50": None, "p99": None, "errors": 0}
+    m = re.search(r"(\d+) requests in", text)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50"), ("99", "p99")):
+        m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\b", text)
+        if m:
+            res[key] = to_ms(m.group(1), m.group(2))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        res["errors"] += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        res["errors"] += sum(int(x) for x in m.groups())
+    return res
+
+
+def h2load(port, seconds, clients, streams):
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-c", str(clients), "-m", str(streams),
+           "-D", str(seconds), f"http://127.0.0.1:{port}/"]
+    text = run(cmd, seconds + 30)
+    res = {"requests": 0, "rps": 0.0, "p50": None, "p99": None, "errors": 0}
+    m = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", text)
+    if m:
+        res["requests"] = int(m.group(2))
+        res["errors"] = int(m.group(3)) + int(m.group(4))
+    return res
+
+
+def rate_script(work, per_conn_delay_ms):
+    path = os.path.join(work, f"rate-{per_conn_delay_ms}.lua")
+    with open(path, "w") as f:
+        f.write(f"function delay() return {per_conn_delay_ms} end\n")
+    return path
+
+
+def bulk(port, nbytes):
+    start = time.time()
+    out = run(["taskset", "-c", LOAD_CPU, "curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
+               f"http://127.0.0.1:{port}/bulk"], 300)
+    elapsed = time.time() - start
+    size = int(out.strip() or 0)
+    return {"requests": 1, "rps": 0.0, "mbps": size / elapsed / 1e6 if elapsed else 0.0,
+            "bytes": size, "errors": 0 if size == nbytes else 1, "p50": None, "p99": None}
+
+
+async def hold_idle(port, count):
+    """Open `count` keep-alive connections, one request each, and hold them."""
+    conns = []
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    sem = asyncio.Semaphore(500)
+
+    async def one():
+        async with sem:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(request)
+            await w.drain()
+            head = await r.readuntil(b"\r\n\r\n")
+            m = re.search(rb"content-length: (\d+)", head, re.I)
+            if m:
+                await r.readexactly(int(m.group(1)))
+            conns.append((r, w))
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return conns
+
+
+def idle_memory(target, count):
+    pids = target.pids()
+    before = rss_kib(pids)
+    loop = asyncio.new_event_loop()
+    conns = loop.run_until_complete(hold_idle(target.h1, count))
+    time.sleep(1.0)
+    after = rss_kib(target.pids())
+    for _, w in conns:
+        w.close()
+    loop.close()
+    return {"rss_before": before, "rss_after": after,
+            "kib_per_conn": (after - before) / count if count else 0.0}
+
+
+def measure(target, backend, fn):
+    pids = target.pids()
+    t0 = cpu_ticks(pids)
+    a0 = backend.accepts()
+    res = fn()
+    t1 = cpu_ticks(target.pids())
+    a1 = backend.accepts()
+    res["upstream_conns"] = max(0, a1 - a0 - 1)  # the stats request itself
+    res["cpu_us_per_req"] = ((t1 - t0) / TICK * 1e6 / res["requests"]) if res["requests"] and pids else None
+    res["peak_rss_kib"] = rss_kib(target.pids()) if pids else None
+    return res
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}"
+
+
+def svg_panel(rows, scenario, metric, title):
+    """One horizontal bar panel: (height, svg elements at y=0)."""
+    vals = [(t, r.get(metric)) for t, r in rows if r.get(metric) is not None]
+    if not vals:
+        return 0, []
+    top = max(v for _, v in vals) or 1.0
+    width, bar_h, gap, left = 760, 22, 8, 130
+    parts = [f'<text x="10" y="18" font-size="14">{scenario}: {title}</text>']
+    colors = {"expressgateway": "#2b7bb9", "nginx": "#3a9d23", "haproxy": "#c0392b", "direct": "#888888"}
+    for i, (t, v) in enumerate(vals):
+        y = 28 + i * (bar_h + gap)
+        w = (width - left - 110) * v / top
+        parts.append(f'<text x="10" y="{y + 15}">{t}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colors.get(t, "#555")}"/>')
+        parts.append(f'<text x="{left + w + 5:.1f}" y="{y + 15}">{fmt(v)}</text>')
+    return 36 + len(vals) * (bar_h + gap), parts
+
+
+def write_svg(panels, path):
+    y = 0
+    body = []
+    for height, parts in panels:
+        if not parts:
+            continue
+        body.append(f'<g transform="translate(0,{y})">' + "".join(parts) + "</g>")
+        y += height + 10
+    with open(path, "w") as f:
+        f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{y}" '
+                f'font-family="sans-serif" font-size="12">' + "".join(body) + "</svg>\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the harness)")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args()
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, _HARD_NOFILE))
+    seconds = 2 if args.quick else 8
+    idle_count = 1000 if args.quick else IDLE_CONNECTIONS
+    bulk_bytes = (256 if args.quick else 2048) * 1024 * 1024
+    work = tempfile.mkdtemp(prefix="eg-bench-")
+    # nginx workers drop privileges and must read the backend's files.
+    os.chmod(work, 0o755)
+    backend = Backend(work, bulk_bytes)
+    targets = [ExpressGateway(work, backend, os.path.abspath(args.binary)), Nginx(work, backend),
+               Haproxy(work, backend), Direct(work, backend)]
+    results = {}  # scenario -> [(target, result)]
+    started = time.time()
+    try:
+        # Saturation runs first: nginx's max rate sets the fixed rate below.
+        for t in targets:
+            t.start()
+            try:
+                r = results.setdefault
+                r("h1 keep-alive small (c=64)", []).append(
+                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 64))))
+                r("h1 keep-alive 64 KiB (c=64)", []).append(
+                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/64k", seconds, 64))))
+                r("h1 new connection per request (c=32)", []).append(
+                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 32, ["-H", "Connection: close"]))))
+                r("h2c multiplexed (c=16, m=32) to h1 backend", []).append(
+                    (t.name, measure(t, backend, lambda: h2load(t.h2c, seconds, 16, 32))))
+                r(f"tcp bulk ({bulk_bytes >> 20} MiB download)", []).append(
+                    (t.name, measure(t, backend, lambda: bulk(t.tcp, bulk_bytes))))
+                if t.name != "direct":
+                    r(f"{idle_count:,} idle keep-alive connections", []).append((t.name, idle_memory(t, idle_count)))
+            finally:
+                t.stop()
+        nginx_max = dict(results["h1 keep-alive small (c=64)"]).get("nginx", {}).get("rps", 0.0)
+        rate = max(1000.0, nginx_max * 0.5)
+        conns = 64
+        delay_ms = max(1, int(round(conns * 1000.0 / rate)))
+        script = rate_script(work, delay_ms)
+        name = f"h1 small at fixed rate (~{conns * 1000 // delay_ms:,} req/s, 50% of nginx max)"
+        for t in targets:
+            t.start()
+            try:
+                results.setdefault(name, []).append(
+                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, conns, script=script))))
+            finally:
+                t.stop()
+    finally:
+        backend.stop()
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+    outdir = os.path.join(args.out, stamp)
+    os.makedirs(outdir, exist_ok=True)
+    lines = [f"# Benchmark {stamp}", "",
+             f"Machine: {os.cpu_count()} CPUs, {platform_line()}; proxy pinned to CPU {PROXY_CPU}, "
+             f"backend and load generator on CPU {LOAD_CPU}; one worker per proxy; {seconds}s per run; "
+             f"total {time.time() - started:.0f}s.", ""]
+    panels = []
+    for scenario, rows in results.items():
+        lines.append(f"## {scenario}")
+        lines.append("")
+        if scenario.endswith("idle keep-alive connections"):
+            lines.append("| target | RSS before (KiB) | RSS with connections (KiB) | KiB per connection |")
+            lines.append("|---|---:|---:|---:|")
+            for t, r in rows:
+                lines.append(f"| {t} | {fmt(r['rss_before'])} | {fmt(r['rss_after'])} | {fmt(r['kib_per_conn'], 2)} |")
+        elif scenario.startswith("tcp bulk"):
+            lines.append("| target | MB/s | CPU µs per MB | errors |")
+            lines.append("|---|---:|---:|---:|")
+            for t, r in rows:
+                cpu_per_mb = (r["cpu_us_per_req"] / (r["bytes"] / 1e6)) if r.get("cpu_us_per_req") and r["bytes"] else None
+                lines.append(f"| {t} | {fmt(r['mbps'])} | {fmt(cpu_per_mb)} | {r['errors']} |")
+        else:
+            lines.append("| target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS KiB | upstream conns / req | errors |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for t, r in rows:
+                reuse = (r["upstream_conns"] / r["requests"]) if r["requests"] and t != "direct" else None
+                lines.append(f"| {t} | {fmt(r['rps'])} | {fmt(r['p50'], 3)} | {fmt(r['p99'], 3)} | "
+                             f"{fmt(r['cpu_us_per_req'], 2)} | {fmt(r['peak_rss_kib'])} | {fmt(reuse, 5)} | {r['errors']} |")
+            panels.append(svg_panel(rows, scenario, "rps", "requests/s"))
+            panels.append(svg_panel([(t, r) for t, r in rows if t != "direct"], scenario,
+                                    "cpu_us_per_req", "proxy CPU µs per request"))
+        lines.append("")
+    write_svg(panels, os.path.join(outdir, "chart.svg"))
+    report = "\n".join(lines)
+    with open(os.path.join(outdir, "results.md"), "w") as f:
+        f.write(report)
+    print(report)
+    print(f"written: {outdir}/results.md, {outdir}/chart.svg")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def platform_line():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
