@@ -1,4 +1,6 @@
 //! ExpressGateway balancing policies behind the [`lb_core::Policy`] seam.
+//! The cluster decides which backends are usable (weight, health,
+//! ejection, limits, panic mode); a policy only chooses among them.
 #![cfg_attr(
     not(test),
     deny(
@@ -12,15 +14,77 @@
 )]
 #![deny(missing_docs)]
 
+mod least;
+mod maglev;
+mod random;
+mod ring_hash;
 mod round_robin;
+mod session_affinity;
+mod two_choices;
+mod weighted_round_robin;
 
+#[cfg(test)]
+mod test_support;
+
+pub use least::{LeastConnections, LeastRequests};
+pub use maglev::Maglev;
+pub use random::{Random, WeightedRandom};
+pub use ring_hash::RingHash;
 pub use round_robin::RoundRobin;
+pub use session_affinity::SessionAffinity;
+pub use two_choices::{PeakEwma, PowerOfTwo};
+pub use weighted_round_robin::WeightedRoundRobin;
 
-use lb_core::Policy;
+use lb_config::Policy as Kind;
+use lb_core::{Candidates, Policy};
 
 /// The policy a cluster's configuration asks for.
 pub fn for_cluster(spec: &lb_config::Cluster) -> Box<dyn Policy> {
     match spec.policy {
-        lb_config::Policy::RoundRobin => Box::new(RoundRobin::default()),
+        Kind::RoundRobin => Box::new(RoundRobin::default()),
+        Kind::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(spec.backends.len())),
+        Kind::Random => Box::new(Random),
+        Kind::WeightedRandom => Box::new(WeightedRandom::new(&spec.backends)),
+        Kind::P2c => Box::new(PowerOfTwo),
+        Kind::Maglev => Box::new(Maglev::new(&spec.backends, spec.maglev_table_size)),
+        Kind::RingHash => Box::new(RingHash::new(&spec.backends, spec.ring_size)),
+        Kind::Ewma => Box::new(PeakEwma),
+        Kind::LeastConnections => Box::new(LeastConnections::default()),
+        Kind::LeastRequests => Box::new(LeastRequests::default()),
+        Kind::SessionAffinity => {
+            Box::new(SessionAffinity::new(&spec.backends, spec.maglev_table_size))
+        }
     }
+}
+
+/// The first usable backend at or after `start`, wrapping around.
+fn first_usable(c: &Candidates<'_>, start: usize) -> Option<usize> {
+    let n = c.len();
+    (0..n).map(|k| (start + k) % n).find(|&i| c.usable(i))
+}
+
+/// A uniformly random usable backend: one random draw, and an exact count
+/// of the usable ones only when that draw hits an unusable backend.
+fn random_usable(c: &Candidates<'_>) -> Option<usize> {
+    let n = c.len();
+    if n == 0 {
+        return None;
+    }
+    let i = fastrand::usize(..n);
+    if c.usable(i) {
+        return Some(i);
+    }
+    let usable = (0..n).filter(|&i| c.usable(i)).count();
+    if usable == 0 {
+        return None;
+    }
+    (0..n)
+        .filter(|&i| c.usable(i))
+        .nth(fastrand::usize(..usable))
+}
+
+/// Whether load `a` per weight `wa` is below load `b` per weight `wb`,
+/// compared exactly by cross-multiplying.
+fn less_per_weight(a: u64, wa: u32, b: u64, wb: u32) -> bool {
+    u128::from(a) * u128::from(wb) < u128::from(b) * u128::from(wa)
 }

@@ -24,6 +24,48 @@ pub const POOL_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Cluster pool: open connections allowed per backend.
 pub const POOL_MAX_CONNECTIONS_PER_BACKEND: usize = 1_024;
 
+/// Cluster: what `maglev`, `ring_hash` and `session_affinity` hash.
+pub const HASH_KEY: &str = "source_ip";
+/// Cluster: points on the `ring_hash` ring per unit of backend weight (as
+/// ketama).
+pub const RING_SIZE: usize = 160;
+/// Cluster: entries of the `maglev` lookup table (a prime).
+pub const MAGLEV_TABLE_SIZE: usize = 65_537;
+/// Cluster: below this percentage of healthy backends the cluster routes to
+/// all of them (panic mode); 0 turns panic mode off.
+pub const PANIC_THRESHOLD_PERCENT: u8 = 50;
+
+/// Health check: expected status range of an http check.
+pub const HEALTH_EXPECTED_STATUS: &str = "200-399";
+/// Health check: request path of an http check.
+pub const HEALTH_PATH: &str = "/";
+/// Health check: time between two checks of one backend (±10% jitter).
+pub const HEALTH_INTERVAL_MS: u64 = 5_000;
+/// Health check: time one check may take.
+pub const HEALTH_TIMEOUT_MS: u64 = 1_000;
+/// Health check: successes in a row that make a backend healthy again.
+pub const HEALTH_HEALTHY_THRESHOLD: u32 = 2;
+/// Health check: failures in a row that make a backend unhealthy.
+pub const HEALTH_UNHEALTHY_THRESHOLD: u32 = 3;
+
+/// Outlier detection: failures in a row that eject a backend.
+pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+/// Outlier detection: first ejection time, doubled on each repeat.
+pub const OUTLIER_BASE_EJECTION_MS: u64 = 30_000;
+/// Outlier detection: cap of the doubled ejection time.
+pub const OUTLIER_MAX_EJECTION_MS: u64 = 300_000;
+/// Outlier detection: most of the cluster ejected at once, in percent.
+pub const OUTLIER_MAX_EJECTION_PERCENT: u8 = 50;
+
+/// Retries: retries after the first try (one retry, as before retries
+/// became configurable).
+pub const RETRY_ATTEMPTS: u32 = 1;
+/// Retries: conditions that allow a retry.
+pub const RETRY_ON: &[&str] = &["connect-failure", "refused-stream"];
+/// Retries: retries allowed as a percentage of requests (plus a small
+/// reserve, see `lb-core`'s retry budget).
+pub const RETRY_BUDGET_PERCENT: u32 = 20;
+
 /// Backend: weight.
 pub const BACKEND_WEIGHT: u32 = 1;
 
@@ -37,3 +79,22 @@ pub const DIRECT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Whether a forwarding header is added when the listener does not say.
 pub const FORWARDING_HEADER_ENABLED: bool = true;
+
+/// TLS: whether TLS 1.2 is refused, leaving TLS 1.3 only.
+pub const TLS13_ONLY: bool = false;
+/// TLS: seconds between two session ticket key rotations.
+pub const TICKET_ROTATION_INTERVAL_SECONDS: u64 = 86_400;
+/// TLS: seconds a retired ticket key still decrypts tickets it issued.
+pub const TICKET_ROTATION_OVERLAP_SECONDS: u64 = 86_400;
+/// TLS listener: time a client has to complete the handshake.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// TLS listener: whether a handshake whose SNI matches no certificate fails
+/// instead of getting the first certificate.
+pub const SNI_STRICT: bool = false;
+/// TLS listener: whether a client certificate is required when
+/// `client_ca_path` is set and `client_auth` is not.
+pub const CLIENT_AUTH_REQUIRED: bool = true;
+/// Backend: whether the gateway speaks TLS to it.
+pub const BACKEND_TLS: bool = false;
+/// Backend: whether the backend's certificate is verified.
+pub const BACKEND_TLS_VERIFY: bool = true;

@@ -4,6 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod balancing;
+mod tls;
+pub use balancing::*;
+pub use tls::*;
+
 /// A validated gateway configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -30,6 +35,8 @@ pub struct Runtime {
     pub worker_threads: usize,
     /// Drain budget.
     pub drain_timeout: Duration,
+    /// Process-wide TLS settings.
+    pub tls: RuntimeTls,
 }
 
 /// Listener kinds available in this build.
@@ -37,8 +44,12 @@ pub struct Runtime {
 pub enum ListenerProtocol {
     /// Plain TCP proxying.
     Tcp,
+    /// TLS termination in front of TCP proxying.
+    Tls,
     /// HTTP/1.1 and h2c prior knowledge on one port.
     H1,
+    /// HTTP/1.1 and HTTP/2 over TLS, chosen by ALPN.
+    H1s,
 }
 
 impl ListenerProtocol {
@@ -46,7 +57,9 @@ impl ListenerProtocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
             Self::H1 => "h1",
+            Self::H1s => "h1s",
         }
     }
 }
@@ -73,23 +86,6 @@ impl BackendProtocol {
     }
 }
 
-/// Balancing policies available in this build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Policy {
-    /// Each backend in turn.
-    #[default]
-    RoundRobin,
-}
-
-impl Policy {
-    /// The config token.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RoundRobin => "round_robin",
-        }
-    }
-}
-
 /// A listener.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
@@ -103,6 +99,8 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// What the listener does with traffic.
     pub kind: ListenerKind,
+    /// TLS termination (`tls` and `h1s` listeners only).
+    pub tls: Option<ListenerTls>,
 }
 
 /// Protocol-specific listener settings.
@@ -170,6 +168,8 @@ pub struct Route {
     pub path_prefix: String,
     /// What to do.
     pub action: RouteAction,
+    /// Retry policy for this route; the cluster's when `None`.
+    pub retries: Option<Retries>,
 }
 
 /// A route's action.
@@ -207,6 +207,26 @@ pub struct Cluster {
     pub response_headers_timeout: Duration,
     /// Connection pool.
     pub pool: Pool,
+    /// What hashing policies hash (`None` for other policies).
+    pub hash_key: Option<HashKey>,
+    /// Points on the `ring_hash` ring.
+    pub ring_size: usize,
+    /// Entries of the `maglev` table.
+    pub maglev_table_size: usize,
+    /// Key signing `session_affinity` cookies; `None` is a random key per
+    /// process.
+    pub cookie_secret: Option<String>,
+    /// Below this percentage of healthy backends, route to all of them; 0
+    /// never does.
+    pub panic_threshold_percent: u8,
+    /// Active health checking, when configured.
+    pub health_check: Option<HealthCheck>,
+    /// Passive health checking, when configured.
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Fail-fast limits.
+    pub circuit_breaker: CircuitBreaker,
+    /// Retry policy of requests to this cluster (routes may override it).
+    pub retries: Retries,
 }
 
 /// Upstream pool settings.
@@ -232,4 +252,6 @@ pub struct Backend {
     pub protocol: BackendProtocol,
     /// Weight; 0 = drained.
     pub weight: u32,
+    /// TLS towards the backend, when enabled.
+    pub tls: Option<BackendTls>,
 }

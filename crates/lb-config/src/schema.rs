@@ -5,6 +5,11 @@
 
 use serde::Deserialize;
 
+mod balancing;
+mod tls;
+pub use balancing::*;
+pub use tls::*;
+
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +33,9 @@ pub struct RawRuntime {
     pub worker_threads: Option<usize>,
     /// Drain budget after SIGTERM/SIGINT.
     pub drain_timeout_ms: Option<u64>,
+    /// Process-wide TLS settings.
+    #[serde(default)]
+    pub tls: RawRuntimeTls,
 }
 
 /// Listener protocol tokens.
@@ -66,6 +74,26 @@ pub enum RawBackendProtocol {
 pub enum RawPolicy {
     /// Round robin.
     RoundRobin,
+    /// Smooth weighted round robin.
+    WeightedRoundRobin,
+    /// Uniform random.
+    Random,
+    /// Random in proportion to weight.
+    WeightedRandom,
+    /// Power of two choices on in-flight requests.
+    P2c,
+    /// Maglev consistent hashing.
+    Maglev,
+    /// Consistent hash ring.
+    RingHash,
+    /// Peak EWMA of time to first byte.
+    Ewma,
+    /// Fewest active connections per weight.
+    LeastConnections,
+    /// Fewest in-flight requests per weight.
+    LeastRequests,
+    /// Sticky sessions.
+    SessionAffinity,
 }
 
 /// `[[listeners]]`.
@@ -95,6 +123,8 @@ pub struct RawListener {
     pub timeouts: RawListenerTimeouts,
     /// Forwarding headers (HTTP).
     pub forwarding: Option<RawForwarding>,
+    /// TLS termination (`tls` and `h1s` listeners).
+    pub tls: Option<RawListenerTls>,
 }
 
 /// `[listeners.timeouts]`.
@@ -137,6 +167,8 @@ pub struct RawRoute {
     pub cluster: Option<String>,
     /// Fixed response.
     pub direct: Option<RawDirect>,
+    /// Retry policy overriding the cluster's.
+    pub retries: Option<RawRetries>,
 }
 
 /// `direct = { ... }`.
@@ -153,7 +185,7 @@ pub struct RawDirect {
 }
 
 /// `[[clusters]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     /// Unique name.
@@ -169,6 +201,24 @@ pub struct RawCluster {
     /// Upstream connection pool.
     #[serde(default)]
     pub pool: RawPool,
+    /// What hashing policies hash: `source_ip`, `header:NAME`, ...
+    pub hash_key: Option<String>,
+    /// Points on the ring (`ring_hash`).
+    pub ring_size: Option<usize>,
+    /// Lookup table entries (`maglev`), a prime.
+    pub maglev_table_size: Option<usize>,
+    /// Key of the session cookie's signature (`session_affinity`).
+    pub cookie_secret: Option<String>,
+    /// Below this share of healthy backends, route to all of them.
+    pub panic_threshold_percent: Option<u8>,
+    /// Active health checking.
+    pub health_check: Option<RawHealthCheck>,
+    /// Passive health checking.
+    pub outlier_detection: Option<RawOutlierDetection>,
+    /// Fail-fast limits.
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+    /// Retry policy.
+    pub retries: Option<RawRetries>,
 }
 
 /// `[clusters.timeouts]`.
@@ -203,4 +253,16 @@ pub struct RawBackend {
     pub protocol: Option<RawBackendProtocol>,
     /// Relative weight; 0 drains.
     pub weight: Option<u32>,
+    /// Speak TLS to the backend.
+    pub tls: Option<bool>,
+    /// SNI and verification name; default: the host part of `address`.
+    pub tls_server_name: Option<String>,
+    /// CA bundle verifying the backend; default: the system trust store.
+    pub tls_ca_path: Option<String>,
+    /// Verify the backend's certificate.
+    pub tls_verify: Option<bool>,
+    /// Client certificate chain for upstream mTLS.
+    pub tls_client_cert_path: Option<String>,
+    /// Client private key for upstream mTLS.
+    pub tls_client_key_path: Option<String>,
 }

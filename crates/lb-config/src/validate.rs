@@ -115,6 +115,7 @@ fn runtime(raw: &RawRuntime, errors: &mut Errors) -> Runtime {
             "runtime.drain_timeout_ms",
             errors,
         ),
+        tls: tls::runtime_tls(&raw.tls, errors),
     }
 }
 
@@ -211,11 +212,29 @@ fn cluster(
             ),
         );
     }
+    let is_tcp = tcp != 0;
+    let b = balancing::balancing(rc, path, is_tcp, &backends, errors);
     Cluster {
         name: rc.name.clone(),
-        policy: match rc.policy {
-            Some(RawPolicy::RoundRobin) | None => Policy::RoundRobin,
-        },
+        policy: b.policy,
+        hash_key: b.hash_key,
+        ring_size: b.ring_size,
+        maglev_table_size: b.maglev_table_size,
+        cookie_secret: b.cookie_secret,
+        panic_threshold_percent: b.panic_threshold_percent,
+        health_check: balancing::health_check(rc.health_check.as_ref(), path, is_tcp, errors),
+        outlier_detection: balancing::outlier_detection(
+            rc.outlier_detection.as_ref(),
+            path,
+            errors,
+        ),
+        circuit_breaker: balancing::circuit_breaker(
+            rc.circuit_breaker.as_ref(),
+            path,
+            is_tcp,
+            errors,
+        ),
+        retries: balancing::retries(rc.retries.as_ref(), None, path, is_tcp, errors),
         backends,
         connect_timeout: millis(
             rc.timeouts.connect_ms,
@@ -264,6 +283,7 @@ fn backend(
         resolved,
         protocol,
         weight: rb.weight.unwrap_or(d::BACKEND_WEIGHT),
+        tls: tls::backend_tls(rb, path, errors),
     })
 }
 
@@ -333,15 +353,13 @@ fn listener(
             "routes, backends and cluster are alternatives; give exactly one",
         );
     }
-    let is_tcp = protocol == ListenerProtocol::Tcp;
+    let is_tcp = matches!(protocol, ListenerProtocol::Tcp | ListenerProtocol::Tls);
+    let tls = tls::listener_tls(rl, protocol, path, errors);
     let anonymous = rl.backends.as_ref().map(|backends| {
         let name = format!("listener:{}", rl.address);
         let raw = RawCluster {
             name: name.clone(),
-            policy: None,
-            backends: Vec::new(),
-            timeouts: RawClusterTimeouts::default(),
-            pool: RawPool::default(),
+            ..RawCluster::default()
         };
         let default_protocol = if is_tcp {
             BackendProtocol::Tcp
@@ -353,7 +371,7 @@ fn listener(
     });
 
     let kind = if is_tcp {
-        tcp_only_checks(rl, path, errors);
+        tcp_only_checks(rl, protocol, path, errors);
         let cluster = match (&anonymous, &rl.cluster) {
             (Some(name), _) => name.clone(),
             (None, Some(name)) => {
@@ -370,7 +388,7 @@ fn listener(
                 "HTTP listeners select clusters through routes; use [[listeners.routes]] with cluster = ...",
             );
         }
-        ListenerKind::Http(http_listener(rl, path, anonymous, names, errors))
+        ListenerKind::Http(http_listener(rl, path, anonymous, names, clusters, errors))
     };
     check_backend_kinds(&kind, path, names, raw_clusters, clusters, errors);
     if !supported {
@@ -382,32 +400,34 @@ fn listener(
         max_connections,
         idle_timeout,
         kind,
+        tls,
     })
 }
 
 /// The listener kind to validate as, and whether this build serves it. An
-/// unsupported kind is validated as the kind it builds on (tls as tcp, h1s
-/// and quic as HTTP) so the rest of its errors are reported in the same run.
+/// unsupported kind (quic) is validated as the kind it builds on (HTTP) so
+/// the rest of its errors are reported in the same run.
 fn listener_protocol(
     raw: RawListenerProtocol,
     path: &str,
     errors: &mut Errors,
 ) -> (ListenerProtocol, bool) {
-    let (protocol, unsupported) = match raw {
-        RawListenerProtocol::Tcp => return (ListenerProtocol::Tcp, true),
-        RawListenerProtocol::H1 => return (ListenerProtocol::H1, true),
-        RawListenerProtocol::Tls => (ListenerProtocol::Tcp, "tls"),
-        RawListenerProtocol::H1s => (ListenerProtocol::H1, "h1s"),
-        RawListenerProtocol::Quic => (ListenerProtocol::H1, "quic"),
-    };
-    errors.push(
-        format!("{path}.protocol"),
-        format!("{unsupported:?} listeners are not supported by this build yet"),
-    );
-    (protocol, false)
+    match raw {
+        RawListenerProtocol::Tcp => (ListenerProtocol::Tcp, true),
+        RawListenerProtocol::Tls => (ListenerProtocol::Tls, true),
+        RawListenerProtocol::H1 => (ListenerProtocol::H1, true),
+        RawListenerProtocol::H1s => (ListenerProtocol::H1s, true),
+        RawListenerProtocol::Quic => {
+            errors.push(
+                format!("{path}.protocol"),
+                "\"quic\" listeners are not supported by this build yet",
+            );
+            (ListenerProtocol::H1, false)
+        }
+    }
 }
 
-fn tcp_only_checks(rl: &RawListener, path: &str, errors: &mut Errors) {
+fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, errors: &mut Errors) {
     let http_only = [
         ("routes", rl.routes.is_some()),
         ("max_header_count", rl.max_header_count.is_some()),
@@ -423,7 +443,10 @@ fn tcp_only_checks(rl: &RawListener, path: &str, errors: &mut Errors) {
         if set {
             errors.push(
                 format!("{path}.{key}"),
-                "applies to HTTP listeners only; this is a tcp listener",
+                format!(
+                    "applies to HTTP listeners only; this is a {} listener",
+                    protocol.as_str()
+                ),
             );
         }
     }
@@ -498,6 +521,7 @@ fn http_listener(
     path: &str,
     anonymous: Option<String>,
     names: &HashMap<String, usize>,
+    clusters: &[Cluster],
     errors: &mut Errors,
 ) -> HttpListener {
     let mut routes = Vec::new();
@@ -506,6 +530,7 @@ fn http_listener(
             host: HostMatch::Any,
             path_prefix: "/".to_owned(),
             action: RouteAction::Cluster(name),
+            retries: None,
         });
     }
     if let Some(raw_routes) = &rl.routes {
@@ -514,7 +539,7 @@ fn http_listener(
         }
         for (j, rr) in raw_routes.iter().enumerate() {
             let rpath = format!("{path}.routes[{j}]");
-            if let Some(r) = route(rr, &rpath, names, errors) {
+            if let Some(r) = route(rr, &rpath, names, clusters, errors) {
                 if let Some(k) = routes
                     .iter()
                     .position(|o: &Route| o.host == r.host && o.path_prefix == r.path_prefix)
@@ -568,6 +593,7 @@ fn route(
     rr: &RawRoute,
     path: &str,
     names: &HashMap<String, usize>,
+    clusters: &[Cluster],
     errors: &mut Errors,
 ) -> Option<Route> {
     let host = match &rr.host {
@@ -604,10 +630,29 @@ fn route(
             None
         }
     };
+    let retries = rr.retries.as_ref().map(|raw| {
+        if rr.cluster.is_none() {
+            errors.push(
+                format!("{path}.retries"),
+                "applies to routes with a cluster only",
+            );
+        }
+        let cluster = rr
+            .cluster
+            .as_ref()
+            .and_then(|name| clusters.iter().find(|c| c.name == *name));
+        let tcp = cluster.is_some_and(|c| {
+            c.backends
+                .iter()
+                .any(|b| b.protocol == BackendProtocol::Tcp)
+        });
+        balancing::retries(Some(raw), cluster.map(|c| &c.retries), path, tcp, errors)
+    });
     Some(Route {
         host: host?,
         path_prefix,
         action: action?,
+        retries,
     })
 }
 
@@ -668,5 +713,7 @@ fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectRespo
     })
 }
 
+mod balancing;
 #[cfg(test)]
 mod tests;
+mod tls;

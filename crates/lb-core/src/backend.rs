@@ -1,8 +1,11 @@
 //! The one backend type: its validated spec plus the live state every
-//! policy reads and the proxy updates.
+//! policy reads and the proxy, the L4 flow and the health checkers update.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use crate::ewma::Ewma;
 
 /// A backend: what the config says and what the gateway observes.
 #[derive(Debug)]
@@ -14,7 +17,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend with fresh state.
+    /// A backend with fresh state: healthy, nothing in flight.
     pub fn new(spec: lb_config::Backend) -> Self {
         Self {
             spec,
@@ -22,25 +25,56 @@ impl Backend {
         }
     }
 
-    /// Count one request in flight until the guard drops.
+    /// Count one request (or TCP flow) in flight until the guard drops.
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         InFlightGuard(Arc::clone(self))
     }
+
+    /// Count one upstream connection as carrying traffic until the guard
+    /// drops (what `least_connections` compares).
+    pub fn activate_connection(self: &Arc<Self>) -> ActiveGuard {
+        self.state
+            .active_connections
+            .fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(Arc::clone(self))
+    }
 }
 
-/// Live counters of a backend.
+/// Health flags: a backend is healthy when none is set.
+pub(crate) const UNHEALTHY: u8 = 1;
+/// Set while outlier detection keeps the backend out.
+pub(crate) const EJECTED: u8 = 2;
+
+/// Live state of a backend.
 #[derive(Debug, Default)]
 pub struct BackendState {
     /// Requests (or TCP flows) currently in flight.
     pub in_flight: AtomicU64,
     /// Requests (or TCP flows) started, ever.
     pub requests: AtomicU64,
-    /// Open upstream connections.
+    /// Open upstream connections, idle pooled ones included.
     pub open_connections: AtomicU64,
     /// Upstream connections opened, ever.
     pub connections_opened: AtomicU64,
+    /// Upstream connections carrying traffic now: TCP flows, HTTP/1.1
+    /// connections between checkout and the end of their response, and
+    /// open HTTP/2 connections. Idle pooled connections do not count.
+    pub active_connections: AtomicU64,
+    /// Peak EWMA of time to first byte (HTTP) or connect time (TCP).
+    pub latency: Ewma,
+    /// `UNHEALTHY` and `EJECTED` bits; written through the cluster so its
+    /// healthy count stays right.
+    pub(crate) flags: AtomicU8,
+    /// Failed requests in a row (outlier detection).
+    pub consecutive_failures: AtomicU32,
+    /// Times ejected since the backend last stayed in long enough to be
+    /// forgiven; doubles the next ejection.
+    pub ejections: AtomicU32,
+    /// End of the current or last ejection, in [`crate::clock`]
+    /// microseconds.
+    pub ejected_until: AtomicU64,
 }
 
 impl BackendState {
@@ -54,6 +88,26 @@ impl BackendState {
     pub fn connection_closed(&self) {
         self.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
+
+    /// Feed one latency sample (time to first byte, or connect time).
+    pub fn observe_latency(&self, sample: Duration) {
+        self.latency.observe(sample);
+    }
+
+    /// Neither failing active checks nor ejected.
+    pub fn is_healthy(&self) -> bool {
+        self.flags.load(Ordering::Acquire) == 0
+    }
+
+    /// The active checker's verdict.
+    pub fn passes_checks(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & UNHEALTHY == 0
+    }
+
+    /// Whether outlier detection keeps the backend out now.
+    pub fn is_ejected(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & EJECTED != 0
+    }
 }
 
 /// Decrements the backend's in-flight count when dropped.
@@ -63,5 +117,18 @@ pub struct InFlightGuard(Arc<Backend>);
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         self.0.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Decrements the backend's active connection count when dropped.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<Backend>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .state
+            .active_connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

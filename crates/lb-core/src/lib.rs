@@ -1,6 +1,8 @@
 //! ExpressGateway core: the [`Snapshot`] every request reads, the one
-//! [`Backend`] type with its live state, the [`Policy`] seam balancers plug
-//! into, the host/path [`Router`], and the [`Drain`] coordinator.
+//! [`Backend`] type with its live state, the [`Cluster`] with the
+//! [`Policy`] seam balancers plug into (and what all policies share:
+//! health, panic mode, circuit breaking, retry budget, session cookies),
+//! stable hashing, the host/path [`Router`], and the [`Drain`] coordinator.
 #![cfg_attr(
     not(test),
     deny(
@@ -15,13 +17,23 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod circuit;
+pub mod clock;
 mod cluster;
 mod drain;
+mod ewma;
+pub mod hash;
+mod retry_budget;
 mod router;
 mod snapshot;
+mod sticky;
 
-pub use backend::{Backend, BackendState, InFlightGuard};
-pub use cluster::{Cluster, PickContext, Policy};
+pub use backend::{ActiveGuard, Backend, BackendState, InFlightGuard};
+pub use circuit::{Circuit, CircuitSlot, Tripped};
+pub use cluster::{Candidates, Cluster, NoBackend, PickContext, Policy};
 pub use drain::{ConnectionGuard, Drain};
+pub use ewma::Ewma;
+pub use retry_budget::RetryBudget;
 pub use router::{normalize_host, Router};
 pub use snapshot::Snapshot;
+pub use sticky::StickyCookie;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::{Backend, Cluster, Policy};
+use crate::{Cluster, Policy};
 
 /// Immutable runtime view of one configuration generation.
 #[derive(Debug)]
@@ -26,15 +26,7 @@ impl Snapshot {
             .clusters
             .iter()
             .map(|spec| {
-                let cluster = Cluster {
-                    spec: spec.clone(),
-                    backends: spec
-                        .backends
-                        .iter()
-                        .map(|b| Arc::new(Backend::new(b.clone())))
-                        .collect(),
-                    policy: policy(spec),
-                };
+                let cluster = Cluster::new(spec.clone(), policy(spec));
                 (spec.name.clone(), Arc::new(cluster))
             })
             .collect();

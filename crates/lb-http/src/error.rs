@@ -1,6 +1,8 @@
 //! Why a request could not be served, and the status each reason maps to.
 
 use http::StatusCode;
+use lb_config::RetryOn;
+use lb_core::{NoBackend, Tripped};
 
 /// An upstream failure, classified so the client gets the right status.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +13,10 @@ pub enum UpstreamError {
     /// TCP connect did not finish in time.
     #[error("connect timed out")]
     ConnectTimeout,
+    /// The TLS handshake with the backend failed (certificate not trusted,
+    /// wrong name, no common protocol).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     /// The HTTP handshake with the backend failed.
     #[error("handshake failed: {0}")]
     Handshake(hyper::Error),
@@ -27,20 +33,37 @@ pub enum UpstreamError {
     /// The total request deadline passed before the response started.
     #[error("request deadline exceeded")]
     TotalTimeout,
-    /// Every backend of the cluster is drained or unusable.
-    #[error("no usable backend in cluster")]
-    NoBackend,
+    /// Every backend of the cluster is drained, unhealthy or at its
+    /// request limit.
+    #[error("no usable backend in cluster: {0}")]
+    NoBackend(NoBackend),
+    /// A cluster circuit breaker limit is reached.
+    #[error("{0}")]
+    Circuit(Tripped),
+}
+
+impl From<NoBackend> for UpstreamError {
+    fn from(e: NoBackend) -> Self {
+        match e {
+            NoBackend::Tripped(t) => Self::Circuit(t),
+            other => Self::NoBackend(other),
+        }
+    }
 }
 
 impl UpstreamError {
     /// The status a client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Connect(_) | Self::Handshake(_) | Self::Exchange(_) => StatusCode::BAD_GATEWAY,
+            Self::Connect(_) | Self::Tls(_) | Self::Handshake(_) | Self::Exchange(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::ConnectTimeout | Self::ResponseTimeout | Self::TotalTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::PoolExhausted | Self::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PoolExhausted | Self::NoBackend(_) | Self::Circuit(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -52,21 +75,52 @@ impl UpstreamError {
             }
             Self::Connect(_) => "upstream connection failed",
             Self::ConnectTimeout => "upstream connect timeout",
+            Self::Tls(_) => "upstream TLS handshake failed",
             Self::Handshake(_) => "upstream handshake failed",
             Self::PoolExhausted => "upstream connection limit reached",
             Self::Exchange(_) => "upstream connection reset or protocol error",
             Self::ResponseTimeout => "upstream response timeout",
             Self::TotalTimeout => "request timeout",
-            Self::NoBackend => "no healthy upstream",
+            Self::NoBackend(_) => "no healthy upstream",
+            Self::Circuit(Tripped::MaxConnections(_)) => {
+                "circuit breaker open: upstream max_connections reached"
+            }
+            Self::Circuit(Tripped::MaxPendingRequests(_)) => {
+                "circuit breaker open: upstream max_pending_requests reached"
+            }
+            Self::Circuit(Tripped::MaxRequests(_)) => {
+                "circuit breaker open: upstream max_requests reached"
+            }
         }
     }
 
-    /// Whether nothing of the request reached a backend, so another backend
-    /// may be tried even for a non-idempotent request's body.
-    pub fn nothing_sent(&self) -> bool {
+    /// The retry condition this failure meets, if any. A connect failure
+    /// sent nothing; a reset or timeout happened after the request went
+    /// out.
+    pub fn retry_condition(&self) -> Option<RetryOn> {
+        match self {
+            Self::Connect(_)
+            | Self::ConnectTimeout
+            | Self::Tls(_)
+            | Self::Handshake(_)
+            | Self::PoolExhausted => Some(RetryOn::ConnectFailure),
+            Self::Exchange(_) => Some(RetryOn::Reset),
+            Self::ResponseTimeout => Some(RetryOn::Timeout),
+            Self::TotalTimeout | Self::NoBackend(_) | Self::Circuit(_) => None,
+        }
+    }
+
+    /// Whether the backend is to blame (counts towards outlier ejection);
+    /// a full pool or an open circuit is the gateway's own limit.
+    pub fn blames_backend(&self) -> bool {
         matches!(
             self,
-            Self::Connect(_) | Self::ConnectTimeout | Self::Handshake(_) | Self::PoolExhausted
+            Self::Connect(_)
+                | Self::ConnectTimeout
+                | Self::Tls(_)
+                | Self::Handshake(_)
+                | Self::Exchange(_)
+                | Self::ResponseTimeout
         )
     }
 }

@@ -14,7 +14,9 @@
 )]
 #![deny(missing_docs)]
 
+mod balance;
 mod body;
+mod conn;
 mod connector;
 mod error;
 mod front;
@@ -23,6 +25,7 @@ mod io;
 mod plan;
 mod pool;
 mod proxy;
+mod retry;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::UpstreamError;

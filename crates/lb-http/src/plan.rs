@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use lb_config::{HttpListener, Listener, ListenerKind, RouteAction};
+use lb_config::{HttpListener, Listener, ListenerKind, Retries, RouteAction};
 use lb_core::{Cluster, Router, Snapshot};
+use lb_tls::TlsState;
 
 use crate::pool::BackendPool;
 
@@ -24,7 +25,8 @@ pub struct ListenerPlan {
 /// Where a route leads.
 #[derive(Debug)]
 pub(crate) enum Target {
-    Upstream(Arc<Upstream>),
+    /// Proxy to the upstream, with the route's own retry policy if any.
+    Upstream(Arc<Upstream>, Option<Retries>),
     Direct(Direct),
 }
 
@@ -43,8 +45,9 @@ pub(crate) struct Direct {
     pub(crate) content_type: HeaderValue,
 }
 
-/// Upstreams for every cluster of a snapshot, shared by its listeners.
-pub fn upstreams(snapshot: &Snapshot) -> HashMap<String, Arc<Upstream>> {
+/// Upstreams for every cluster of a snapshot, shared by its listeners;
+/// `tls` holds the client side of every TLS backend.
+pub fn upstreams(snapshot: &Snapshot, tls: &TlsState) -> HashMap<String, Arc<Upstream>> {
     snapshot
         .clusters
         .iter()
@@ -52,7 +55,7 @@ pub fn upstreams(snapshot: &Snapshot) -> HashMap<String, Arc<Upstream>> {
             let pools = cluster
                 .backends
                 .iter()
-                .map(|b| BackendPool::new(Arc::clone(b), &cluster.spec))
+                .map(|b| BackendPool::new(Arc::clone(b), cluster, tls.upstream(&b.spec)))
                 .collect();
             let up = Upstream {
                 cluster: Arc::clone(cluster),
@@ -72,7 +75,9 @@ impl ListenerPlan {
         };
         let routes = http.routes.iter().filter_map(|route| {
             let target = match &route.action {
-                RouteAction::Cluster(name) => Target::Upstream(Arc::clone(upstreams.get(name)?)),
+                RouteAction::Cluster(name) => {
+                    Target::Upstream(Arc::clone(upstreams.get(name)?), route.retries.clone())
+                }
                 RouteAction::Direct(d) => Target::Direct(Direct {
                     status: StatusCode::from_u16(d.status).ok()?,
                     body: Bytes::from(d.body.clone()),

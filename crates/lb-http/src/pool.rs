@@ -17,12 +17,15 @@ use crate::body::ProxyBody;
 use crate::connector;
 use crate::error::UpstreamError;
 use lb_config::BackendProtocol;
-use lb_core::Backend;
+use lb_core::{ActiveGuard, Backend, Circuit, CircuitSlot};
+use lb_tls::UpstreamTls;
 
 /// The pool of one backend.
 #[derive(Debug)]
 pub struct BackendPool {
     backend: Arc<Backend>,
+    tls: Option<Arc<UpstreamTls>>,
+    circuit: Arc<Circuit>,
     settings: lb_config::Pool,
     connect_timeout: Duration,
     permits: Arc<Semaphore>,
@@ -53,6 +56,8 @@ pub enum Conn {
 pub struct Checkout {
     pub(crate) sender: http1::SendRequest<ProxyBody>,
     pool: Arc<BackendPool>,
+    /// A checked-out connection carries traffic (`least_connections`).
+    _active: ActiveGuard,
 }
 
 impl Checkout {
@@ -70,14 +75,21 @@ impl Checkout {
 }
 
 impl BackendPool {
-    /// A pool for `backend` with the cluster's settings; starts its idle
-    /// reaper.
-    pub fn new(backend: Arc<Backend>, cluster: &lb_config::Cluster) -> Arc<Self> {
-        let settings = cluster.pool;
+    /// A pool for `backend` with the cluster's settings, over TLS when `tls`
+    /// is given (one client config per backend, so reconnects resume);
+    /// starts its idle reaper.
+    pub fn new(
+        backend: Arc<Backend>,
+        cluster: &lb_core::Cluster,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Arc<Self> {
+        let settings = cluster.spec.pool;
         let pool = Arc::new(Self {
             backend,
+            tls,
+            circuit: Arc::clone(&cluster.circuit),
             settings,
-            connect_timeout: cluster.connect_timeout,
+            connect_timeout: cluster.spec.connect_timeout,
             permits: Arc::new(Semaphore::new(settings.max_connections_per_backend)),
             idle: ArrayQueue::new(settings.max_idle_per_backend.max(1)),
             released: Notify::new(),
@@ -104,6 +116,7 @@ impl BackendPool {
             return Some(Checkout {
                 sender: idle.sender,
                 pool: Arc::clone(self),
+                _active: self.backend.activate_connection(),
             });
         }
         None
@@ -128,7 +141,11 @@ impl BackendPool {
                 permit = Arc::clone(&self.permits).acquire_owned() => {
                     let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
                     let sender = self.connect_h1(permit, deadline).await?;
-                    return Ok(Checkout { sender, pool: Arc::clone(self) });
+                    return Ok(Checkout {
+                        sender,
+                        pool: Arc::clone(self),
+                        _active: self.backend.activate_connection(),
+                    });
                 }
                 () = released => continue,
                 () = tokio::time::sleep_until(deadline) => return Err(UpstreamError::PoolExhausted),
@@ -141,12 +158,17 @@ impl BackendPool {
         permit: OwnedSemaphorePermit,
         deadline: Instant,
     ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
-        let io = connector::connect(self.backend.spec.resolved, deadline).await?;
+        let slot = self
+            .circuit
+            .open_connection()
+            .map_err(UpstreamError::Circuit)?;
+        let io =
+            connector::connect(self.backend.spec.resolved, self.tls.as_deref(), deadline).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        self.spawn_driver(permit, conn);
+        self.spawn_driver((permit, slot, None), conn);
         Ok(sender)
     }
 
@@ -165,19 +187,31 @@ impl BackendPool {
             .await
             .map_err(|_| UpstreamError::PoolExhausted)?
             .map_err(|_| UpstreamError::PoolExhausted)?;
-        let io = connector::connect(self.backend.spec.resolved, deadline).await?;
+        let slot = self
+            .circuit
+            .open_connection()
+            .map_err(UpstreamError::Circuit)?;
+        let io =
+            connector::connect(self.backend.spec.resolved, self.tls.as_deref(), deadline).await?;
         let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        self.spawn_driver(permit, conn);
+        // The shared HTTP/2 connection carries traffic while it is open.
+        let active = self.backend.activate_connection();
+        self.spawn_driver((permit, slot, Some(active)), conn);
         self.h2.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
 
-    fn spawn_driver<F>(&self, permit: OwnedSemaphorePermit, conn: F)
-    where
+    /// Drive `conn` to its end, holding `held` (its pool permit, its
+    /// circuit slot, and for HTTP/2 its active mark) until then.
+    fn spawn_driver<F>(
+        &self,
+        held: (OwnedSemaphorePermit, CircuitSlot, Option<ActiveGuard>),
+        conn: F,
+    ) where
         F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
     {
         let backend = Arc::clone(&self.backend);
@@ -187,7 +221,7 @@ impl BackendPool {
                 tracing::debug!(backend = %backend.spec.address, error = %e, "upstream connection ended");
             }
             backend.state.connection_closed();
-            drop(permit);
+            drop(held);
         });
     }
 }

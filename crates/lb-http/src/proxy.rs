@@ -2,28 +2,23 @@
 //! Checks request hygiene, routes, picks a backend, shapes the request for
 //! the backend's protocol, forwards it, and streams the response back.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use lb_config::BackendProtocol;
-use lb_core::{normalize_host, PickContext};
+use lb_config::Retries;
+use lb_core::normalize_host;
 use tokio::time::Instant;
 
+use crate::balance;
 use crate::body::ProxyBody;
+use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
 use crate::headers;
 use crate::plan::{Direct, ListenerPlan, Target, Upstream};
-use crate::pool::{Checkout, Conn};
-
-/// What the front knows about the client connection.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnInfo {
-    pub(crate) peer: SocketAddr,
-}
+use crate::retry;
 
 /// Serve one request under `plan`.
 pub(crate) async fn handle(
@@ -97,12 +92,18 @@ async fn route(plan: &ListenerPlan, conn: ConnInfo, req: Request<Incoming>) -> R
         .and_then(|a| a.to_str().ok())
         .map(normalize_host)
         .unwrap_or_default();
+    if conn.misdirected(&host) {
+        return status_response(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the TLS certificate of this connection does not cover the requested host",
+        );
+    }
     match plan.router.route(&host, req.uri().path()) {
         None => status_response(StatusCode::NOT_FOUND, "no route"),
         Some(Target::Direct(d)) => direct(d),
-        Some(Target::Upstream(up)) => {
+        Some(Target::Upstream(up, retries)) => {
             let deadline = plan.http.total_timeout.map(|t| Instant::now() + t);
-            let forwarded = forward(plan, up, conn, req, authority, deadline);
+            let forwarded = forward(plan, up, retries.as_ref(), conn, req, authority, deadline);
             let result = match deadline {
                 Some(d) => tokio::time::timeout_at(d, forwarded)
                     .await
@@ -146,18 +147,13 @@ pub(crate) fn status_response(status: StatusCode, reason: &str) -> Response<Prox
     res
 }
 
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-/// Forward to a backend of `up`, retrying once on another backend when the
-/// first attempt failed before anything was sent.
+/// Prepare the request for forwarding (hop-by-hop headers out,
+/// forwarding headers in) and hand it to the retry loop for `up`.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     plan: &ListenerPlan,
     up: &Upstream,
+    retries: Option<&Retries>,
     conn: ConnInfo,
     req: Request<Incoming>,
     authority: Option<HeaderValue>,
@@ -165,6 +161,8 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, UpstreamError> {
     let front_version = req.version();
     let (mut parts, body) = req.into_parts();
+    // Before the forwarding headers change anything the key may be read from.
+    let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);
     let fw = &plan.http.forwarding;
     headers::strip_hop_by_hop(&mut parts.headers, fw, true);
     headers::add_forwarded(
@@ -172,143 +170,17 @@ async fn forward(
         fw,
         conn.peer.ip(),
         authority.as_ref(),
-        "http",
+        conn.scheme(),
         front_version,
     );
-    let retry_allowed = idempotent(&parts.method);
-    let mut req = Request::from_parts(parts, ProxyBody::incoming(body));
-    let ctx = PickContext { client: conn.peer };
-    let mut exclude = None;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (index, backend) = up
-            .cluster
-            .pick(&ctx, exclude)
-            .ok_or(UpstreamError::NoBackend)?;
-        let pool = up.pools.get(index).ok_or(UpstreamError::NoBackend)?;
-        let in_flight = backend.start_request();
-        let protocol = backend.spec.protocol;
-        let mut replayable = retry_allowed;
-        let failure = match pool.acquire().await {
-            Err(e) => e,
-            Ok(conn) => {
-                shape(
-                    &mut req,
-                    protocol,
-                    authority.as_ref(),
-                    &backend.spec.address,
-                );
-                match send(conn, req, up.cluster.spec.response_headers_timeout).await {
-                    Ok((res, checkout)) => {
-                        return Ok(respond(res, checkout, in_flight, deadline, fw));
-                    }
-                    Err(Failure::Failed(e)) => return Err(e),
-                    Err(Failure::NotSent(back, e)) => {
-                        // Nothing was written: safe to replay whatever the method.
-                        req = *back;
-                        replayable = true;
-                        e
-                    }
-                }
-            }
-        };
-        tracing::debug!(backend = %backend.spec.address, error = %failure, attempt, "upstream attempt failed");
-        if attempt >= 2 || !(replayable && failure.nothing_sent()) {
-            return Err(failure);
-        }
-        exclude = Some(index);
-    }
-}
-
-/// Set URI, version and `Host` as the backend's protocol wants them.
-fn shape(
-    req: &mut Request<ProxyBody>,
-    protocol: BackendProtocol,
-    authority: Option<&HeaderValue>,
-    backend_address: &str,
-) {
-    let path = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let authority = authority
-        .cloned()
-        .or_else(|| HeaderValue::from_str(backend_address).ok());
-    match protocol {
-        BackendProtocol::H2 => {
-            *req.version_mut() = Version::HTTP_2;
-            req.headers_mut().remove(header::HOST);
-            let mut uri = Uri::builder().scheme(Scheme::HTTP).path_and_query(path);
-            if let Some(a) = authority.as_ref().and_then(|a| a.to_str().ok()) {
-                uri = uri.authority(a);
-            }
-            if let Ok(uri) = uri.build() {
-                *req.uri_mut() = uri;
-            }
-        }
-        BackendProtocol::H1 | BackendProtocol::Tcp => {
-            *req.version_mut() = Version::HTTP_11;
-            if let Some(a) = authority {
-                req.headers_mut().insert(header::HOST, a);
-            }
-            *req.uri_mut() = Uri::from(path);
-        }
-    }
-}
-
-enum Failure {
-    /// The connection refused the request before any of it was written.
-    NotSent(Box<Request<ProxyBody>>, UpstreamError),
-    Failed(UpstreamError),
-}
-
-async fn send(
-    conn: Conn,
-    req: Request<ProxyBody>,
-    headers_timeout: std::time::Duration,
-) -> Result<(Response<Incoming>, Option<Checkout>), Failure> {
-    let (sent, checkout) = match conn {
-        Conn::H1(mut checkout) => {
-            let fut = checkout.sender.try_send_request(req);
-            (
-                tokio::time::timeout(headers_timeout, fut).await,
-                Some(checkout),
-            )
-        }
-        Conn::H2(mut sender) => {
-            let fut = sender.try_send_request(req);
-            (tokio::time::timeout(headers_timeout, fut).await, None)
-        }
+    conn.set_client_identity(&mut parts.headers);
+    let exchange = retry::Exchange {
+        up,
+        retries: retries.unwrap_or(&up.cluster.spec.retries),
+        ctx,
+        authority: authority.as_ref(),
+        deadline,
+        forwarding: fw,
     };
-    match sent {
-        Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
-        Ok(Ok(res)) => Ok((res, checkout)),
-        Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(Failure::NotSent(
-                Box::new(req),
-                UpstreamError::Handshake(e.into_error()),
-            )),
-            None => Err(Failure::Failed(UpstreamError::Exchange(e.into_error()))),
-        },
-    }
-}
-
-fn respond(
-    res: Response<Incoming>,
-    checkout: Option<Checkout>,
-    in_flight: lb_core::InFlightGuard,
-    deadline: Option<Instant>,
-    fw: &lb_config::Forwarding,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = res.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, fw, false);
-    if fw.via {
-        headers::append_via(&mut parts.headers, parts.version);
-    }
-    Response::from_parts(
-        parts,
-        ProxyBody::upstream(body, checkout, in_flight, deadline),
-    )
+    exchange.run(parts, body).await
 }

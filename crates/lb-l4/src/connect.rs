@@ -1,14 +1,22 @@
-//! Choosing a backend and connecting to it, failing over once to a
-//! different backend when the first cannot be reached.
+//! Choosing a backend and connecting to it, failing over to a different
+//! backend on a connect failure as the cluster's retry policy and retry
+//! budget allow. Every attempt feeds the backend's live state: connect
+//! time into its latency EWMA, success or failure into outlier detection.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::{Backend, Cluster, InFlightGuard, PickContext};
+use lb_config::{HashKey, RetryOn};
+use lb_core::hash::{hash_ip, hash_ip_port};
+use lb_core::{
+    ActiveGuard, Backend, CircuitSlot, Cluster, InFlightGuard, NoBackend, PickContext, Tripped,
+};
+use lb_health::Outcome;
 use thiserror::Error;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::debug;
 
 /// A connected backend socket and the accounting held while it is open.
@@ -19,26 +27,29 @@ pub(crate) struct Upstream {
     /// The backend it reaches.
     pub(crate) backend: Arc<Backend>,
     _open: OpenConnection,
+    _active: ActiveGuard,
+    _circuit: CircuitSlot,
     _in_flight: InFlightGuard,
 }
 
 /// Why no backend connection could be made.
 #[derive(Debug, Error)]
 pub(crate) enum ConnectError {
-    /// The policy found no usable backend (all drained, or none).
-    #[error("no usable backend")]
-    NoBackend,
-    /// The only candidate failed.
+    /// The cluster has no usable backend (all drained, unhealthy, or at
+    /// their request limit).
+    #[error("no usable backend: {0}")]
+    NoBackend(NoBackend),
+    /// The cluster's connection limit is reached.
     #[error("{0}")]
-    Failed(AttemptError),
-    /// The first pick and the failover pick both failed.
-    #[error("{first}; failover {second}")]
-    FailedTwice {
-        /// The first backend tried.
-        first: AttemptError,
-        /// The backend tried next.
-        second: AttemptError,
-    },
+    Circuit(Tripped),
+    /// Every backend tried failed, in order.
+    #[error("{}", join(.0))]
+    Failed(Vec<AttemptError>),
+}
+
+fn join(failures: &[AttemptError]) -> String {
+    let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    all.join("; then ")
 }
 
 /// One failed connection attempt, naming its backend.
@@ -59,60 +70,100 @@ enum Failure {
     Io(io::Error),
 }
 
+/// What the balancer hashes for a flow from `client`.
+fn pick_context(cluster: &Cluster, client: SocketAddr) -> PickContext {
+    let mut ctx = PickContext::new(client);
+    ctx.key = match cluster.spec.hash_key {
+        Some(HashKey::SourceIp) => Some(hash_ip(client.ip())),
+        Some(HashKey::SourceIpPort) => Some(hash_ip_port(client)),
+        _ => None,
+    };
+    ctx
+}
+
 /// Connect to a backend of `cluster` for a flow from `client`.
 pub(crate) async fn connect(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     client: SocketAddr,
 ) -> Result<Upstream, ConnectError> {
-    let ctx = PickContext { client };
-    let (first_index, first) = cluster.pick(&ctx, None).ok_or(ConnectError::NoBackend)?;
-    let first_error = match attempt(cluster, first).await {
-        Ok(upstream) => return Ok(upstream),
-        Err(e) => e,
-    };
-    // The policy returns the excluded backend when it is the only usable
-    // one; retrying it would only repeat the failure.
-    let Some((_, second)) = cluster
-        .pick(&ctx, Some(first_index))
-        .filter(|(index, _)| *index != first_index)
-    else {
-        return Err(ConnectError::Failed(first_error));
-    };
-    match attempt(cluster, second).await {
-        Ok(upstream) => {
-            debug!(cluster = cluster.name(), error = %first_error, backend = %second.spec.address, "failed over");
-            Ok(upstream)
+    let ctx = pick_context(cluster, client);
+    let retries = &cluster.spec.retries;
+    cluster.retry_budget.record_request();
+    let mut failures = Vec::new();
+    let mut exclude = None;
+    loop {
+        let (index, backend) = match cluster.pick(&ctx, exclude) {
+            Ok(pick) => pick,
+            Err(NoBackend::Tripped(t)) if failures.is_empty() => {
+                return Err(ConnectError::Circuit(t))
+            }
+            Err(e) if failures.is_empty() => return Err(ConnectError::NoBackend(e)),
+            Err(_) => return Err(ConnectError::Failed(failures)),
+        };
+        // The cluster offers the excluded backend only when it is the
+        // sole usable one; trying it again would only repeat the failure.
+        if exclude == Some(index) {
+            return Err(ConnectError::Failed(failures));
         }
-        Err(second_error) => Err(ConnectError::FailedTwice {
-            first: first_error,
-            second: second_error,
-        }),
+        match attempt(cluster, index, backend).await? {
+            Ok(upstream) => {
+                if let Some(first) = failures.first() {
+                    debug!(cluster = cluster.name(), error = %first, backend = %backend.spec.address, "failed over");
+                }
+                return Ok(upstream);
+            }
+            Err(e) => failures.push(e),
+        }
+        let retry = retries.on(RetryOn::ConnectFailure)
+            && failures.len() <= retries.attempts as usize
+            && cluster.retry_budget.try_retry(retries.budget_percent);
+        if !retry {
+            return Err(ConnectError::Failed(failures));
+        }
+        exclude = Some(index);
     }
 }
 
-async fn attempt(cluster: &Cluster, backend: &Arc<Backend>) -> Result<Upstream, AttemptError> {
+/// One connection attempt; the outer error is a tripped circuit breaker,
+/// which no retry can help.
+async fn attempt(
+    cluster: &Arc<Cluster>,
+    index: usize,
+    backend: &Arc<Backend>,
+) -> Result<Result<Upstream, AttemptError>, ConnectError> {
+    let circuit = cluster
+        .circuit
+        .open_connection()
+        .map_err(ConnectError::Circuit)?;
     // Counted from before the connect so a policy sees connections that
     // are still being set up.
     let in_flight = backend.start_request();
+    let active = backend.activate_connection();
     let timeout = cluster.connect_timeout();
     let resolved = backend.spec.resolved;
+    let started = Instant::now();
     let failure = match tokio::time::timeout(timeout, TcpStream::connect(resolved)).await {
         Ok(Ok(stream)) => {
-            return Ok(Upstream {
+            backend.state.observe_latency(started.elapsed());
+            lb_health::record(cluster, index, Outcome::Success);
+            return Ok(Ok(Upstream {
                 stream,
                 backend: Arc::clone(backend),
                 _open: OpenConnection::new(backend),
+                _active: active,
+                _circuit: circuit,
                 _in_flight: in_flight,
-            })
+            }));
         }
         Ok(Err(e)) => Failure::Io(e),
         Err(_) => Failure::TimedOut(timeout),
     };
-    Err(AttemptError {
+    lb_health::record(cluster, index, Outcome::Failure);
+    Ok(Err(AttemptError {
         backend: backend.spec.address.clone(),
         resolved,
         failure,
-    })
+    }))
 }
 
 /// Counts one open upstream connection on its backend until dropped.
@@ -165,7 +216,10 @@ mod tests {
         let cluster = cluster(&[a, b]).await;
         let client = "127.0.0.1:1".parse().unwrap();
         let e = within(connect(&cluster, client)).await.unwrap_err();
-        assert!(matches!(e, ConnectError::FailedTwice { .. }), "{e}");
+        assert!(
+            matches!(&e, ConnectError::Failed(all) if all.len() == 2),
+            "{e}"
+        );
         let message = e.to_string();
         assert!(
             message.contains(&a.to_string()) && message.contains(&b.to_string()),
@@ -189,7 +243,10 @@ mod tests {
         let e = within(connect(&cluster, "127.0.0.1:1".parse().unwrap()))
             .await
             .unwrap_err();
-        assert!(matches!(e, ConnectError::Failed(_)), "{e}");
+        assert!(
+            matches!(&e, ConnectError::Failed(all) if all.len() == 1),
+            "{e}"
+        );
         assert_eq!(
             cluster.backends[0]
                 .state

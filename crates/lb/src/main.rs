@@ -20,6 +20,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use lb_config::{Config, ListenerKind};
 use lb_core::{Drain, Snapshot};
+use lb_tls::TlsState;
 use tokio::net::{TcpListener, TcpSocket};
 
 fn main() -> ExitCode {
@@ -45,24 +46,26 @@ fn main() -> ExitCode {
     };
     let config = match lb_config::load(&path) {
         Ok(c) => c,
-        Err(e) => {
-            let errors = e.errors();
-            eprintln!(
-                "configuration {path} is invalid ({} error(s)):",
-                errors.len()
-            );
-            for line in errors {
-                eprintln!("  {line}");
-            }
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return invalid(&path, e.errors()),
+    };
+    // Certificates and keys are part of the configuration: a bad one stops
+    // the start (and `--check`) the same way a bad key does.
+    let (tls, warnings) = match lb_tls::TlsState::load(&config) {
+        Ok(loaded) => loaded,
+        Err(errors) => return invalid(&path, errors.iter().map(ToString::to_string).collect()),
     };
     if check {
+        for warning in &warnings {
+            eprintln!("warning: {warning}");
+        }
         print!("{}", summary::render(&path, &config));
         return ExitCode::SUCCESS;
     }
     init_logging();
-    match run(path, config) {
+    for warning in &warnings {
+        tracing::warn!(%warning, "configuration warning");
+    }
+    match run(path, config, tls) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "gateway stopped");
@@ -72,13 +75,24 @@ fn main() -> ExitCode {
     }
 }
 
+fn invalid(path: &str, errors: Vec<String>) -> ExitCode {
+    eprintln!(
+        "configuration {path} is invalid ({} error(s)):",
+        errors.len()
+    );
+    for line in errors {
+        eprintln!("  {line}");
+    }
+    ExitCode::FAILURE
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-fn run(path: String, config: Config) -> anyhow::Result<()> {
+fn run(path: String, config: Config, tls: TlsState) -> anyhow::Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.runtime.worker_threads > 0 {
         builder.worker_threads(config.runtime.worker_threads);
@@ -87,10 +101,13 @@ fn run(path: String, config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(path, config))
+    runtime.block_on(serve(path, config, Arc::new(tls)))
 }
 
-async fn serve(path: String, config: Config) -> anyhow::Result<()> {
+async fn serve(path: String, config: Config, tls: Arc<TlsState>) -> anyhow::Result<()> {
+    // Handled before anything is bound, so a signal sent as soon as a
+    // listener answers cannot meet the default action.
+    let reload_certificates = reload_certificates_on_sigusr1(Arc::clone(&tls))?;
     // Bind everything before serving anything: a listener that cannot bind
     // stops the start with nothing half up.
     let mut bound = Vec::new();
@@ -100,7 +117,12 @@ async fn serve(path: String, config: Config) -> anyhow::Result<()> {
     }
     let drain_budget = config.runtime.drain_timeout;
     let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
-    let upstreams = lb_http::upstreams(&snapshot);
+    let upstreams = lb_http::upstreams(&snapshot, &tls);
+    // Kept for the life of the process: dropping it stops the checks.
+    let health = lb_health::start(&snapshot);
+    if !health.is_empty() {
+        tracing::info!(backends = health.len(), "active health checks started");
+    }
     let drain = Drain::new();
     let listeners: HashMap<SocketAddr, lb_config::Listener> = snapshot
         .config
@@ -114,6 +136,11 @@ async fn serve(path: String, config: Config) -> anyhow::Result<()> {
         let Some(listener) = listeners.get(&address) else {
             continue;
         };
+        // A TLS listener without its material would serve cleartext.
+        anyhow::ensure!(
+            listener.tls.is_none() || tls.server(address).is_some(),
+            "no TLS material loaded for listener {address}"
+        );
         match &listener.kind {
             ListenerKind::Http(_) => {
                 let plan = lb_http::ListenerPlan::build(listener, &upstreams)
@@ -122,6 +149,7 @@ async fn serve(path: String, config: Config) -> anyhow::Result<()> {
                 tasks.push(tokio::spawn(lb_http::serve(
                     socket,
                     plan,
+                    tls.server(address),
                     Arc::clone(&drain),
                 )));
             }
@@ -131,12 +159,14 @@ async fn serve(path: String, config: Config) -> anyhow::Result<()> {
                     socket,
                     address,
                     snap,
+                    Arc::clone(&tls),
                     Arc::clone(&drain),
                 )));
             }
         }
         tracing::info!(%address, protocol = listener.protocol.as_str(), "listening");
     }
+    tokio::spawn(reload_certificates);
     tracing::info!(config = %path, listeners = tasks.len(), "expressgateway started");
 
     shutdown_signal().await?;
@@ -166,6 +196,27 @@ fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(address)?;
     socket.listen(4096)
+}
+
+/// Installs the SIGUSR1 handler now (so a signal sent once the gateway
+/// has started is never the default action, which would end the process)
+/// and returns the loop that re-reads every certificate on each signal.
+fn reload_certificates_on_sigusr1(
+    tls: Arc<TlsState>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
+    Ok(async move {
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1 received: reloading certificates");
+            let report = tls.reload();
+            tracing::info!(
+                reloaded = report.reloaded,
+                kept = report.kept,
+                "certificate reload done"
+            );
+        }
+    })
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -58,6 +58,7 @@ fn inline_backends_become_an_anonymous_round_robin_cluster() {
             host: HostMatch::Any,
             path_prefix: "/".into(),
             action: RouteAction::Cluster("listener:127.0.0.1:8081".into()),
+            retries: None,
         }]
     );
 }
@@ -186,7 +187,7 @@ fn unsupported_listener_kind_still_reports_its_other_errors() {
         r#"
         [[listeners]]
         address = "127.0.0.1:8081"
-        protocol = "h1s"
+        protocol = "quic"
         [[listeners.backends]]
         address = "10.0.0.1"
         "#,

@@ -6,6 +6,8 @@
 pub mod backend;
 pub mod body;
 pub mod client;
+pub mod tls;
+pub mod traffic;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};

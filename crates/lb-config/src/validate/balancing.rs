@@ -1,0 +1,512 @@
+//! Validation of a cluster's balancing and health keys: policy, hash key,
+//! table sizes, panic threshold, health checks, outlier detection, circuit
+//! breaking and retries.
+
+use std::time::Duration;
+
+use super::{millis, Errors};
+use crate::defaults as d;
+use crate::model::*;
+use crate::schema::*;
+
+/// The balancing settings of one cluster.
+pub(super) struct Balancing {
+    pub(super) policy: Policy,
+    pub(super) hash_key: Option<HashKey>,
+    pub(super) ring_size: usize,
+    pub(super) maglev_table_size: usize,
+    pub(super) cookie_secret: Option<String>,
+    pub(super) panic_threshold_percent: u8,
+}
+
+/// Most ring points and `maglev_table_size`: tables stay within a few
+/// tens of MiB.
+const MAX_TABLE: usize = 1 << 23;
+
+/// Shortest `cookie_secret`: 128 bits of ASCII.
+const MIN_SECRET_LEN: usize = 16;
+
+pub(super) fn policy(raw: Option<RawPolicy>) -> Policy {
+    match raw {
+        None | Some(RawPolicy::RoundRobin) => Policy::RoundRobin,
+        Some(RawPolicy::WeightedRoundRobin) => Policy::WeightedRoundRobin,
+        Some(RawPolicy::Random) => Policy::Random,
+        Some(RawPolicy::WeightedRandom) => Policy::WeightedRandom,
+        Some(RawPolicy::P2c) => Policy::P2c,
+        Some(RawPolicy::Maglev) => Policy::Maglev,
+        Some(RawPolicy::RingHash) => Policy::RingHash,
+        Some(RawPolicy::Ewma) => Policy::Ewma,
+        Some(RawPolicy::LeastConnections) => Policy::LeastConnections,
+        Some(RawPolicy::LeastRequests) => Policy::LeastRequests,
+        Some(RawPolicy::SessionAffinity) => Policy::SessionAffinity,
+    }
+}
+
+/// `tcp`: the cluster's backends are tcp (so only a tcp listener uses it).
+pub(super) fn balancing(
+    rc: &RawCluster,
+    path: &str,
+    tcp: bool,
+    backends: &[Backend],
+    errors: &mut Errors,
+) -> Balancing {
+    let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    let backends = backends.len();
+    let policy = policy(rc.policy);
+    let only_for = |key: &str, allowed: &[Policy], errors: &mut Errors| {
+        if !allowed.contains(&policy) {
+            let names: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
+            errors.push(
+                format!("{path}.{key}"),
+                format!(
+                    "applies to policy {} only; this cluster's policy is {:?}",
+                    names.join(", "),
+                    policy.as_str()
+                ),
+            );
+        }
+    };
+    if rc.hash_key.is_some() {
+        only_for(
+            "hash_key",
+            &[Policy::Maglev, Policy::RingHash, Policy::SessionAffinity],
+            errors,
+        );
+    }
+    let hash_key = policy.hashes().then(|| {
+        let token = rc.hash_key.as_deref().unwrap_or(d::HASH_KEY);
+        hash_key(token, &format!("{path}.hash_key"), tcp, errors)
+    });
+    let hash_key = hash_key.flatten();
+    if rc.ring_size.is_some() {
+        only_for("ring_size", &[Policy::RingHash], errors);
+    }
+    let ring_size = rc.ring_size.unwrap_or(d::RING_SIZE);
+    let points = total_weight.saturating_mul(ring_size as u64);
+    if ring_size == 0 || (policy == Policy::RingHash && points > MAX_TABLE as u64) {
+        errors.push(
+            format!("{path}.ring_size"),
+            format!(
+                "{ring_size} points per unit of weight make {points} points for a total weight of {total_weight}; allowed: 1 and more, at most {MAX_TABLE} points"
+            ),
+        );
+    }
+    if rc.maglev_table_size.is_some() {
+        only_for(
+            "maglev_table_size",
+            &[Policy::Maglev, Policy::SessionAffinity],
+            errors,
+        );
+    }
+    let maglev_table_size = rc.maglev_table_size.unwrap_or(d::MAGLEV_TABLE_SIZE);
+    if !is_prime(maglev_table_size) || maglev_table_size > MAX_TABLE || maglev_table_size < backends
+    {
+        errors.push(
+            format!("{path}.maglev_table_size"),
+            format!(
+                "{maglev_table_size} must be a prime, at least the number of backends ({backends}) and at most {MAX_TABLE}"
+            ),
+        );
+    }
+    let cookie_secret = rc.cookie_secret.clone();
+    if let Some(secret) = &cookie_secret {
+        if !matches!(hash_key, Some(HashKey::Cookie(_))) {
+            errors.push(
+                format!("{path}.cookie_secret"),
+                "applies to policy session_affinity with hash_key = \"cookie:NAME\" only",
+            );
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            errors.push(
+                format!("{path}.cookie_secret"),
+                format!("must be at least {MIN_SECRET_LEN} bytes long"),
+            );
+        }
+    }
+    let panic_threshold_percent = rc
+        .panic_threshold_percent
+        .unwrap_or(d::PANIC_THRESHOLD_PERCENT);
+    if panic_threshold_percent > 100 {
+        errors.push(
+            format!("{path}.panic_threshold_percent"),
+            format!("{panic_threshold_percent} is outside 0..=100"),
+        );
+    }
+    Balancing {
+        policy,
+        hash_key,
+        ring_size,
+        maglev_table_size,
+        cookie_secret,
+        panic_threshold_percent,
+    }
+}
+
+fn hash_key(token: &str, path: &str, tcp: bool, errors: &mut Errors) -> Option<HashKey> {
+    let key = match token.split_once(':') {
+        None => match token {
+            "source_ip" => Some(HashKey::SourceIp),
+            "source_ip_port" => Some(HashKey::SourceIpPort),
+            "path" => Some(HashKey::Path),
+            _ => None,
+        },
+        Some(("header", name)) if is_token(name) => {
+            Some(HashKey::Header(name.to_ascii_lowercase()))
+        }
+        Some(("cookie", name)) if is_token(name) => Some(HashKey::Cookie(name.to_owned())),
+        Some(("query", name)) if !name.is_empty() && !name.contains(['&', '=', '#', ' ']) => {
+            Some(HashKey::Query(name.to_owned()))
+        }
+        Some(_) => None,
+    };
+    let Some(key) = key else {
+        errors.push(
+            path,
+            format!(
+                "{token:?} is not a hash key: expected \"source_ip\", \"source_ip_port\", \"header:NAME\", \"cookie:NAME\", \"path\" or \"query:NAME\""
+            ),
+        );
+        return None;
+    };
+    if tcp && key.is_http() {
+        errors.push(
+            path,
+            format!("{token:?} needs HTTP requests; a cluster of tcp backends hashes \"source_ip\" or \"source_ip_port\""),
+        );
+    } else if !tcp && key == HashKey::SourceIpPort {
+        errors.push(
+            path,
+            "\"source_ip_port\" applies to clusters of tcp backends only",
+        );
+    }
+    Some(key)
+}
+
+/// An RFC 9110 token (header and cookie names).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_prime(n: usize) -> bool {
+    n >= 2 && (2..).take_while(|k| k * k <= n).all(|k| n % k != 0)
+}
+
+pub(super) fn health_check(
+    raw: Option<&RawHealthCheck>,
+    path: &str,
+    tcp: bool,
+    errors: &mut Errors,
+) -> Option<HealthCheck> {
+    let raw = raw?;
+    let path = format!("{path}.health_check");
+    let kind = raw.kind.unwrap_or(if tcp {
+        RawHealthCheckKind::Tcp
+    } else {
+        RawHealthCheckKind::Http
+    });
+    let kind = match kind {
+        RawHealthCheckKind::Tcp => {
+            for (key, set) in [
+                ("path", raw.path.is_some()),
+                ("host", raw.host.is_some()),
+                ("expected_status", raw.expected_status.is_some()),
+            ] {
+                if set {
+                    errors.push(format!("{path}.{key}"), "applies to http checks only");
+                }
+            }
+            HealthCheckKind::Tcp
+        }
+        RawHealthCheckKind::Http => {
+            if tcp {
+                errors.push(
+                    format!("{path}.kind"),
+                    "http checks need HTTP backends; this cluster's backends are tcp",
+                );
+            }
+            http_check(raw, &path, errors)
+        }
+    };
+    let threshold = |value: Option<u32>, default: u32, key: &str, errors: &mut Errors| {
+        let n = value.unwrap_or(default);
+        if n == 0 {
+            errors.push(format!("{path}.{key}"), "must be greater than 0");
+        }
+        n
+    };
+    Some(HealthCheck {
+        kind,
+        interval: millis(
+            raw.interval_ms,
+            d::HEALTH_INTERVAL_MS,
+            &format!("{path}.interval_ms"),
+            errors,
+        ),
+        timeout: millis(
+            raw.timeout_ms,
+            d::HEALTH_TIMEOUT_MS,
+            &format!("{path}.timeout_ms"),
+            errors,
+        ),
+        healthy_threshold: threshold(
+            raw.healthy_threshold,
+            d::HEALTH_HEALTHY_THRESHOLD,
+            "healthy_threshold",
+            errors,
+        ),
+        unhealthy_threshold: threshold(
+            raw.unhealthy_threshold,
+            d::HEALTH_UNHEALTHY_THRESHOLD,
+            "unhealthy_threshold",
+            errors,
+        ),
+    })
+}
+
+fn http_check(raw: &RawHealthCheck, path: &str, errors: &mut Errors) -> HealthCheckKind {
+    let request_path = raw
+        .path
+        .clone()
+        .unwrap_or_else(|| d::HEALTH_PATH.to_owned());
+    if !request_path.starts_with('/')
+        || request_path
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        errors.push(
+            format!("{path}.path"),
+            format!("{request_path:?} must start with '/' and contain no whitespace"),
+        );
+    }
+    if let Some(host) = &raw.host {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+        if host.is_empty() || !host.chars().all(allowed) {
+            errors.push(
+                format!("{path}.host"),
+                format!("{host:?} is not a valid host"),
+            );
+        }
+    }
+    let expected = raw
+        .expected_status
+        .as_deref()
+        .unwrap_or(d::HEALTH_EXPECTED_STATUS);
+    let expected_status = status_range(expected).unwrap_or_else(|| {
+        errors.push(
+            format!("{path}.expected_status"),
+            format!("{expected:?} is not a status or a range \"LOW-HIGH\" within 100-599"),
+        );
+        (200, 399)
+    });
+    HealthCheckKind::Http {
+        path: request_path,
+        host: raw.host.clone(),
+        expected_status,
+    }
+}
+
+fn status_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let low: u16 = low.trim().parse().ok()?;
+    let high: u16 = high.trim().parse().ok()?;
+    (100 <= low && low <= high && high <= 599).then_some((low, high))
+}
+
+pub(super) fn outlier_detection(
+    raw: Option<&RawOutlierDetection>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<OutlierDetection> {
+    let raw = raw?;
+    let path = format!("{path}.outlier_detection");
+    let consecutive_failures = raw
+        .consecutive_failures
+        .unwrap_or(d::OUTLIER_CONSECUTIVE_FAILURES);
+    if consecutive_failures == 0 {
+        errors.push(
+            format!("{path}.consecutive_failures"),
+            "must be greater than 0",
+        );
+    }
+    let base_ejection = millis(
+        raw.base_ejection_ms,
+        d::OUTLIER_BASE_EJECTION_MS,
+        &format!("{path}.base_ejection_ms"),
+        errors,
+    );
+    let max_ejection = millis(
+        raw.max_ejection_ms,
+        d::OUTLIER_MAX_EJECTION_MS.max(raw.base_ejection_ms.unwrap_or(0)),
+        &format!("{path}.max_ejection_ms"),
+        errors,
+    );
+    if max_ejection < base_ejection {
+        errors.push(
+            format!("{path}.max_ejection_ms"),
+            format!(
+                "{} is below base_ejection_ms ({})",
+                max_ejection.as_millis(),
+                base_ejection.as_millis()
+            ),
+        );
+    }
+    let max_ejection_percent = raw
+        .max_ejection_percent
+        .unwrap_or(d::OUTLIER_MAX_EJECTION_PERCENT);
+    if max_ejection_percent > 100 {
+        errors.push(
+            format!("{path}.max_ejection_percent"),
+            format!("{max_ejection_percent} is outside 0..=100"),
+        );
+    }
+    Some(OutlierDetection {
+        consecutive_failures,
+        base_ejection,
+        max_ejection,
+        max_ejection_percent,
+    })
+}
+
+pub(super) fn circuit_breaker(
+    raw: Option<&RawCircuitBreaker>,
+    path: &str,
+    tcp: bool,
+    errors: &mut Errors,
+) -> CircuitBreaker {
+    let Some(raw) = raw else {
+        return CircuitBreaker::default();
+    };
+    let path = format!("{path}.circuit_breaker");
+    let positive = |set: bool, zero: bool, key: &str, errors: &mut Errors| {
+        if set && zero {
+            errors.push(format!("{path}.{key}"), "must be greater than 0");
+        }
+    };
+    positive(
+        raw.max_connections.is_some(),
+        raw.max_connections == Some(0),
+        "max_connections",
+        errors,
+    );
+    positive(
+        raw.max_pending_requests.is_some(),
+        raw.max_pending_requests == Some(0),
+        "max_pending_requests",
+        errors,
+    );
+    positive(
+        raw.max_requests.is_some(),
+        raw.max_requests == Some(0),
+        "max_requests",
+        errors,
+    );
+    if tcp && raw.max_pending_requests.is_some() {
+        errors.push(
+            format!("{path}.max_pending_requests"),
+            "applies to HTTP backends only; this cluster's backends are tcp",
+        );
+    }
+    CircuitBreaker {
+        max_connections: raw.max_connections,
+        max_pending_requests: raw.max_pending_requests,
+        max_requests: raw.max_requests,
+    }
+}
+
+/// Most retries after the first try: more would only multiply load.
+const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+/// `base` is the cluster's policy when validating a route's: keys the route
+/// leaves out keep the cluster's values.
+pub(super) fn retries(
+    raw: Option<&RawRetries>,
+    base: Option<&Retries>,
+    path: &str,
+    tcp: bool,
+    errors: &mut Errors,
+) -> Retries {
+    let path = format!("{path}.retries");
+    let raw = raw.cloned().unwrap_or_default();
+    let attempts = raw
+        .attempts
+        .or(base.map(|b| b.attempts))
+        .unwrap_or(d::RETRY_ATTEMPTS);
+    if attempts > MAX_RETRY_ATTEMPTS {
+        errors.push(
+            format!("{path}.attempts"),
+            format!("{attempts} is outside 0..={MAX_RETRY_ATTEMPTS}"),
+        );
+    }
+    let on = match (&raw.on, base) {
+        (Some(tokens), _) => retry_on(tokens, &format!("{path}.on"), tcp, errors),
+        (None, Some(b)) => b.on.clone(),
+        (None, None) if tcp => vec![RetryOn::ConnectFailure],
+        (None, None) => {
+            let tokens: Vec<String> = d::RETRY_ON.iter().map(|t| (*t).to_owned()).collect();
+            retry_on(&tokens, &format!("{path}.on"), tcp, errors)
+        }
+    };
+    if tcp && raw.per_try_timeout_ms.is_some() {
+        errors.push(
+            format!("{path}.per_try_timeout_ms"),
+            "applies to HTTP backends only; a tcp try is bounded by timeouts.connect_ms",
+        );
+    }
+    let per_try_timeout = match raw.per_try_timeout_ms {
+        Some(ms) => Some(millis(
+            Some(ms),
+            ms,
+            &format!("{path}.per_try_timeout_ms"),
+            errors,
+        )),
+        None => base.and_then(|b| b.per_try_timeout),
+    };
+    let budget_percent = raw
+        .budget_percent
+        .or(base.map(|b| b.budget_percent))
+        .unwrap_or(d::RETRY_BUDGET_PERCENT);
+    if budget_percent > 100 {
+        errors.push(
+            format!("{path}.budget_percent"),
+            format!("{budget_percent} is outside 0..=100"),
+        );
+    }
+    Retries {
+        attempts,
+        on,
+        per_try_timeout: per_try_timeout.filter(|t| *t > Duration::ZERO),
+        budget_percent,
+    }
+}
+
+fn retry_on(tokens: &[String], path: &str, tcp: bool, errors: &mut Errors) -> Vec<RetryOn> {
+    let mut on = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let condition = match token.as_str() {
+            "connect-failure" => Some(RetryOn::ConnectFailure),
+            "refused-stream" => Some(RetryOn::RefusedStream),
+            "reset" => Some(RetryOn::Reset),
+            "timeout" => Some(RetryOn::Timeout),
+            other => other
+                .parse::<u16>()
+                .ok()
+                .filter(|s| (500..=599).contains(s) && other.len() == 3)
+                .map(RetryOn::Status),
+        };
+        match condition {
+            None => errors.push(
+                format!("{path}[{i}]"),
+                format!("{token:?} is not a retry condition: expected \"connect-failure\", \"refused-stream\", \"reset\", \"timeout\" or a status 500..=599 such as \"503\""),
+            ),
+            Some(c) if tcp && c != RetryOn::ConnectFailure => errors.push(
+                format!("{path}[{i}]"),
+                format!("{token:?} applies to HTTP backends only; a tcp cluster retries on \"connect-failure\""),
+            ),
+            Some(c) if !on.contains(&c) => on.push(c),
+            Some(_) => {}
+        }
+    }
+    on
+}

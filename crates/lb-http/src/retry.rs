@@ -1,0 +1,324 @@
+//! One request's exchange with a cluster: pick a backend, send, and retry
+//! as the route's (or cluster's) retry policy allows within the cluster's
+//! retry budget, never on the backend just tried while another is usable.
+//! Every attempt feeds the backend's live state: time to first byte into
+//! its latency EWMA, success or failure into outlier detection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use lb_config::{BackendProtocol, Retries, RetryOn};
+use lb_core::{Backend, PickContext};
+use lb_health::Outcome;
+use tokio::time::Instant;
+
+use crate::balance;
+use crate::body::ProxyBody;
+use crate::error::UpstreamError;
+use crate::headers;
+use crate::plan::Upstream;
+use crate::pool::{BackendPool, Checkout, Conn};
+
+/// Everything the retry loop needs besides the request itself.
+pub(crate) struct Exchange<'a> {
+    pub(crate) up: &'a Upstream,
+    pub(crate) retries: &'a Retries,
+    pub(crate) ctx: PickContext,
+    pub(crate) authority: Option<&'a HeaderValue>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) forwarding: &'a lb_config::Forwarding,
+}
+
+/// How one attempt ended.
+enum Tried {
+    /// Response headers arrived.
+    Response(Response<Incoming>, Option<Checkout>),
+    /// Nothing was sent: the request comes back with why, and which retry
+    /// condition that is.
+    Unsent(Box<Request<ProxyBody>>, UpstreamError, Option<RetryOn>),
+    /// The request (or part of its body) went out and failed.
+    Failed(UpstreamError),
+}
+
+/// The head of a request whose body is empty, kept to send it again after
+/// the first copy went out.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<ProxyBody> {
+        let mut req = Request::new(ProxyBody::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+impl Exchange<'_> {
+    /// Forward the request and return the response to send the client.
+    pub(crate) async fn run(
+        &self,
+        parts: Parts,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        use http_body::Body as _;
+        let cluster = &self.up.cluster;
+        let idempotent = idempotent(&parts.method);
+        // Only an idempotent request without a body can be sent twice: a
+        // body is streamed, never buffered, so once sent it is gone.
+        let replay = (idempotent && body.is_end_stream()).then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        });
+        let mut req = Request::from_parts(parts, ProxyBody::incoming(body));
+        cluster.retry_budget.record_request();
+        let mut exclude = None;
+        let mut retries_left = self.retries.attempts;
+        loop {
+            let (index, backend) = cluster.pick(&self.ctx, exclude)?;
+            let pool = self
+                .up
+                .pools
+                .get(index)
+                .ok_or(UpstreamError::NoBackend(lb_core::NoBackend::Unhealthy))?;
+            let started = Instant::now();
+            let in_flight = backend.start_request();
+            let (error, condition, unsent) = match self.try_once(pool, backend, req).await {
+                Tried::Response(res, checkout) => {
+                    let status = res.status().as_u16();
+                    backend.state.observe_latency(started.elapsed());
+                    let failed = matches!(status, 502..=504);
+                    let outcome = if failed {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    lb_health::record(cluster, index, outcome);
+                    let again = replay
+                        .as_ref()
+                        .filter(|_| self.retries.on(RetryOn::Status(status)));
+                    match again {
+                        Some(r) if self.may_retry(&mut retries_left) => {
+                            tracing::debug!(backend = %backend.spec.address, status, "retrying on status");
+                            req = r.request();
+                            exclude = Some(index);
+                            continue;
+                        }
+                        _ => return Ok(self.respond(res, checkout, in_flight, index)),
+                    }
+                }
+                Tried::Unsent(back, e, condition) => (e, condition, Some(back)),
+                Tried::Failed(e) => {
+                    let condition = e.retry_condition();
+                    (e, condition, None)
+                }
+            };
+            if error.blames_backend() {
+                if matches!(error, UpstreamError::ResponseTimeout) {
+                    backend.state.observe_latency(started.elapsed());
+                }
+                lb_health::record(cluster, index, Outcome::Failure);
+            }
+            tracing::debug!(backend = %backend.spec.address, error = %error, "upstream attempt failed");
+            let next = match (condition, unsent) {
+                // A closed keep-alive connection or refused stream: nothing
+                // was written, so any method may go again.
+                (Some(c @ RetryOn::RefusedStream), Some(back)) => Some((c, *back)),
+                // Nothing sent either, but kept to idempotent methods as the
+                // gateway always did.
+                (Some(c @ RetryOn::ConnectFailure), Some(back)) if idempotent => Some((c, *back)),
+                (Some(c), None) if replay.is_some() && c != RetryOn::ConnectFailure => {
+                    replay.as_ref().map(|r| (c, r.request()))
+                }
+                _ => None,
+            };
+            match next {
+                Some((c, again)) if self.retries.on(c) && self.may_retry(&mut retries_left) => {
+                    req = again;
+                    exclude = Some(index);
+                }
+                _ => return Err(error),
+            }
+        }
+    }
+
+    /// Whether another try is allowed: attempts left and room in the
+    /// cluster's retry budget (which the retry then uses).
+    fn may_retry(&self, retries_left: &mut u32) -> bool {
+        if *retries_left == 0 {
+            return false;
+        }
+        if !self
+            .up
+            .cluster
+            .retry_budget
+            .try_retry(self.retries.budget_percent)
+        {
+            tracing::debug!(cluster = self.up.cluster.name(), "retry budget exhausted");
+            return false;
+        }
+        *retries_left -= 1;
+        true
+    }
+
+    async fn try_once(
+        &self,
+        pool: &Arc<BackendPool>,
+        backend: &Backend,
+        mut req: Request<ProxyBody>,
+    ) -> Tried {
+        let cluster = &self.up.cluster;
+        let pending = match cluster.circuit.wait_for_connection() {
+            Ok(slot) => slot,
+            Err(tripped) => return Tried::Failed(UpstreamError::Circuit(tripped)),
+        };
+        let conn = match pool.acquire().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let condition = e.retry_condition();
+                return Tried::Unsent(Box::new(req), e, condition);
+            }
+        };
+        drop(pending);
+        shape(&mut req, &backend.spec, self.authority);
+        let timeout = self
+            .retries
+            .per_try_timeout
+            .unwrap_or(cluster.spec.response_headers_timeout);
+        match send(conn, req, timeout).await {
+            Ok((res, checkout)) => Tried::Response(res, checkout),
+            Err(Failure::NotSent(back, e)) => Tried::Unsent(back, e, Some(RetryOn::RefusedStream)),
+            Err(Failure::Failed(e)) => Tried::Failed(e),
+        }
+    }
+
+    fn respond(
+        &self,
+        res: Response<Incoming>,
+        checkout: Option<Checkout>,
+        in_flight: lb_core::InFlightGuard,
+        index: usize,
+    ) -> Response<ProxyBody> {
+        let mut response = respond(res, checkout, in_flight, self.deadline, self.forwarding);
+        if let Some(cookie) = balance::pin_cookie(&self.up.cluster, &self.ctx, index) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Set URI, version and `Host` as the backend's protocol wants them.
+fn shape(
+    req: &mut Request<ProxyBody>,
+    backend: &lb_config::Backend,
+    authority: Option<&HeaderValue>,
+) {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let authority = authority
+        .cloned()
+        .or_else(|| HeaderValue::from_str(&backend.address).ok());
+    match backend.protocol {
+        BackendProtocol::H2 => {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+            let scheme = if backend.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            let mut uri = Uri::builder().scheme(scheme).path_and_query(path);
+            if let Some(a) = authority.as_ref().and_then(|a| a.to_str().ok()) {
+                uri = uri.authority(a);
+            }
+            if let Ok(uri) = uri.build() {
+                *req.uri_mut() = uri;
+            }
+        }
+        BackendProtocol::H1 | BackendProtocol::Tcp => {
+            *req.version_mut() = Version::HTTP_11;
+            if let Some(a) = authority {
+                req.headers_mut().insert(header::HOST, a);
+            }
+            *req.uri_mut() = Uri::from(path);
+        }
+    }
+}
+
+enum Failure {
+    /// The connection refused the request before any of it was written.
+    NotSent(Box<Request<ProxyBody>>, UpstreamError),
+    Failed(UpstreamError),
+}
+
+async fn send(
+    conn: Conn,
+    req: Request<ProxyBody>,
+    headers_timeout: Duration,
+) -> Result<(Response<Incoming>, Option<Checkout>), Failure> {
+    let (sent, checkout) = match conn {
+        Conn::H1(mut checkout) => {
+            let fut = checkout.sender.try_send_request(req);
+            (
+                tokio::time::timeout(headers_timeout, fut).await,
+                Some(checkout),
+            )
+        }
+        Conn::H2(mut sender) => {
+            let fut = sender.try_send_request(req);
+            (tokio::time::timeout(headers_timeout, fut).await, None)
+        }
+    };
+    match sent {
+        Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
+        Ok(Ok(res)) => Ok((res, checkout)),
+        Ok(Err(mut e)) => match e.take_message() {
+            Some(req) => Err(Failure::NotSent(
+                Box::new(req),
+                UpstreamError::Handshake(e.into_error()),
+            )),
+            None => Err(Failure::Failed(UpstreamError::Exchange(e.into_error()))),
+        },
+    }
+}
+
+fn respond(
+    res: Response<Incoming>,
+    checkout: Option<Checkout>,
+    in_flight: lb_core::InFlightGuard,
+    deadline: Option<Instant>,
+    fw: &lb_config::Forwarding,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, fw, false);
+    if fw.via {
+        headers::append_via(&mut parts.headers, parts.version);
+    }
+    Response::from_parts(
+        parts,
+        ProxyBody::upstream(body, checkout, in_flight, deadline),
+    )
+}
