@@ -23,16 +23,24 @@ mod validate;
 pub use error::{ConfigError, LoadError};
 pub use model::*;
 
-/// Read, parse and validate the file at `path`.
+/// Read, parse and validate the file at `path`. Relative file paths in
+/// it are anchored at the file's directory.
 pub fn load(path: &str) -> Result<Config, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text)
+    let mut config = parse(&text)?;
+    let base = std::path::Path::new(path)
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    config.anchor_paths(base);
+    Ok(config)
 }
 
-/// Parse and validate TOML text.
+/// Parse and validate TOML text. Relative file paths stay relative to the
+/// working directory.
 pub fn parse(text: &str) -> Result<Config, LoadError> {
     let raw = parse_raw(text)?;
     validate::validate(raw).map_err(LoadError::Invalid)

@@ -1,6 +1,7 @@
-//! The HTTP front: accepts client connections, detects HTTP/1.1 or h2c by
-//! the connection preface, and serves requests through the proxy core with
-//! connection caps, timeouts and drain.
+//! The HTTP front: accepts client connections, tells HTTP/1.1 from HTTP/2
+//! (by the connection preface in cleartext, by ALPN over TLS), and serves
+//! requests through the proxy core with connection caps, timeouts and
+//! drain.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,18 +15,26 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lb_core::Drain;
-use tokio::io::AsyncReadExt;
+use lb_tls::ServerTls;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::conn::ConnInfo;
 use crate::io::{Activity, FrontIo};
 use crate::plan::ListenerPlan;
-use crate::proxy::{self, ConnInfo};
+use crate::proxy;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serve a bound HTTP listener until drain starts; `plan` is re-read for
-/// every request so reloads apply without touching open connections.
-pub async fn serve(listener: TcpListener, plan: Arc<ArcSwap<ListenerPlan>>, drain: Arc<Drain>) {
+/// every request so reloads apply without touching open connections. With
+/// `tls` (an `h1s` listener) every connection starts with its handshake.
+pub async fn serve(
+    listener: TcpListener,
+    plan: Arc<ArcSwap<ListenerPlan>>,
+    tls: Option<Arc<ServerTls>>,
+    drain: Arc<Drain>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
@@ -51,8 +60,9 @@ pub async fn serve(listener: TcpListener, plan: Arc<ArcSwap<ListenerPlan>>, drai
         let tracked = drain.track();
         let plan = Arc::clone(&plan);
         let drain = Arc::clone(&drain);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, plan, drain).await;
+            serve_connection(stream, peer, plan, tls, drain).await;
             drop((open, tracked));
         });
     }
@@ -70,20 +80,53 @@ async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     plan: Arc<ArcSwap<ListenerPlan>>,
+    tls: Option<Arc<ServerTls>>,
     drain: Arc<Drain>,
 ) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        let timeout = plan.load().http.request_headers_timeout;
+        let sniffed = tokio::time::timeout(timeout, sniff_preface(&mut stream)).await;
+        let Ok(Ok((prefix, is_h2))) = sniffed else {
+            return;
+        };
+        let info = ConnInfo::plain(peer);
+        return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
+    };
+    let (stream, session) =
+        match tokio::time::timeout(tls.handshake_timeout(), tls.accept(stream)).await {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+    let is_h2 = session.is_h2();
+    let info = ConnInfo::tls(peer, session);
+    serve_http(stream, Bytes::new(), is_h2, info, plan, &drain).await;
+}
+
+/// Serve HTTP/2 or HTTP/1.1 on an established client stream; `prefix` are
+/// bytes already read from it.
+async fn serve_http<S>(
+    stream: S,
+    prefix: Bytes,
+    is_h2: bool,
+    info: ConnInfo,
+    plan: Arc<ArcSwap<ListenerPlan>>,
+    drain: &Drain,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = plan.load_full();
     let http = &settings.http;
-    let sniffed =
-        tokio::time::timeout(http.request_headers_timeout, sniff_preface(&mut stream)).await;
-    let Ok(Ok((prefix, is_h2))) = sniffed else {
-        return;
-    };
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(FrontIo::new(stream, prefix, Arc::clone(&activity)));
-    let info = ConnInfo { peer };
-    let service = service_fn(move |req| proxy::handle(plan.load_full(), info, req));
+    let service = service_fn(move |req| proxy::handle(plan.load_full(), info.clone(), req));
     let idle = settings.listener.idle_timeout;
     if is_h2 {
         let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
@@ -91,7 +134,7 @@ async fn serve_connection(
             .timer(TokioTimer::new())
             .max_header_list_size(header_list)
             .serve_connection(io, service);
-        drive(conn, &drain, &activity, idle, |c| c.graceful_shutdown()).await;
+        drive(conn, drain, &activity, idle, |c| c.graceful_shutdown()).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -99,7 +142,7 @@ async fn serve_connection(
             .max_headers(http.max_header_count)
             .max_header_size(http.max_header_bytes)
             .serve_connection(io, service);
-        drive(conn, &drain, &activity, idle, |c| c.graceful_shutdown()).await;
+        drive(conn, drain, &activity, idle, |c| c.graceful_shutdown()).await;
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Buffer size of one direction.
-const BUFFER_SIZE: usize = 16 * 1024;
+pub(crate) const BUFFER_SIZE: usize = 16 * 1024;
 
 /// How a flow that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,20 +77,20 @@ async fn one_way(from: ReadHalf<'_>, mut to: WriteHalf<'_>, activity: &Activity)
 
 /// When a byte last moved, as microseconds since the flow started.
 #[derive(Debug)]
-struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     last_micros: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             start: Instant::now(),
             last_micros: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_micros.store(micros, Ordering::Relaxed);
     }
@@ -102,7 +102,7 @@ impl Activity {
     /// Completes once nothing has moved for `idle`. Sleeps to the deadline
     /// implied by the last activity and re-checks, so traffic never touches
     /// the timer.
-    async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let deadline = self.last() + idle;
             if Instant::now() >= deadline {

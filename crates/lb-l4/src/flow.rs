@@ -1,27 +1,59 @@
-//! One TCP flow: connect to a backend, then copy until the flow ends.
+//! One TCP flow: finish the client's TLS handshake on a `tls` listener,
+//! connect to a backend (over TLS when it asks for it), then copy until the
+//! flow ends.
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use lb_tls::{ServerTls, TlsState, UpstreamTls};
 use tokio::net::TcpStream;
+use tokio_rustls::{client, server};
 use tracing::{debug, warn};
 
 use crate::admit::Admitted;
 use crate::connect::connect;
 use crate::copy::{bidirectional, Finished};
+use crate::stream_copy;
+
+/// The TLS a flow may involve: the listener's (when it terminates TLS)
+/// and every backend's.
+#[derive(Debug, Clone)]
+pub(crate) struct FlowTls {
+    pub(crate) server: Option<Arc<ServerTls>>,
+    pub(crate) state: Arc<TlsState>,
+}
+
+/// The client side of a flow once it is ready to carry bytes.
+enum ClientSide {
+    Plain(TcpStream),
+    Tls(Box<server::TlsStream<TcpStream>>),
+}
 
 /// Proxy `client` (from `peer`, accepted on `listener`) to a backend of
 /// its cluster. Closing happens by dropping the sockets on return.
 pub(crate) async fn run(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     listener: SocketAddr,
     admitted: Admitted,
+    tls: FlowTls,
 ) {
     let Admitted {
         cluster,
         idle_timeout,
         slot: _slot,
     } = admitted;
+    // Nagle would hold back small writes the endpoints already chose to send.
+    if let Err(e) = client.set_nodelay(true) {
+        debug!(listener = %listener, side = "client", error = %e, "cannot set TCP_NODELAY");
+    }
+    // The handshake comes first: a client that cannot complete it costs no
+    // backend connection.
+    let Some(mut client) = accept(client, tls.server.as_deref(), listener, peer).await else {
+        return;
+    };
     let mut upstream = match connect(&cluster, peer).await {
         Ok(upstream) => upstream,
         Err(e) => {
@@ -29,14 +61,39 @@ pub(crate) async fn run(
             return;
         }
     };
-    // Nagle would hold back small writes the endpoints already chose to send.
-    for (side, stream) in [("client", &client), ("backend", &upstream.stream)] {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(listener = %listener, side, error = %e, "cannot set TCP_NODELAY");
-        }
+    if let Err(e) = upstream.stream.set_nodelay(true) {
+        debug!(listener = %listener, side = "backend", error = %e, "cannot set TCP_NODELAY");
     }
-    let backend = upstream.backend.spec.address.as_str();
-    match bidirectional(&mut client, &mut upstream.stream, idle_timeout).await {
+    let backend = Arc::clone(&upstream.backend);
+    let backend = backend.spec.address.as_str();
+    let finished = match tls.state.upstream(&upstream.backend.spec) {
+        None => match &mut client {
+            ClientSide::Plain(c) => bidirectional(c, &mut upstream.stream, idle_timeout).await,
+            ClientSide::Tls(c) => {
+                stream_copy::bidirectional(c.as_mut(), &mut upstream.stream, idle_timeout).await
+            }
+        },
+        Some(up) => {
+            let connect_timeout = cluster.connect_timeout();
+            let handshake = backend_handshake(&up, &mut upstream.stream, connect_timeout).await;
+            let mut to_backend = match handshake {
+                Ok(stream) => stream,
+                Err(e) => {
+                    warn!(listener = %listener, client = %peer, backend, error = %e, "closing tcp connection: backend TLS handshake failed");
+                    return;
+                }
+            };
+            match &mut client {
+                ClientSide::Plain(c) => {
+                    stream_copy::bidirectional(c, &mut to_backend, idle_timeout).await
+                }
+                ClientSide::Tls(c) => {
+                    stream_copy::bidirectional(c.as_mut(), &mut to_backend, idle_timeout).await
+                }
+            }
+        }
+    };
+    match finished {
         Ok(Finished::Closed) => {
             debug!(listener = %listener, client = %peer, backend, "tcp flow closed")
         }
@@ -47,4 +104,39 @@ pub(crate) async fn run(
             debug!(listener = %listener, client = %peer, backend, error = %e, "tcp flow ended with an error")
         }
     }
+}
+
+/// The client stream, after the TLS handshake when the listener has TLS;
+/// `None` when the handshake failed or timed out.
+async fn accept(
+    client: TcpStream,
+    server: Option<&ServerTls>,
+    listener: SocketAddr,
+    peer: SocketAddr,
+) -> Option<ClientSide> {
+    let Some(server) = server else {
+        return Some(ClientSide::Plain(client));
+    };
+    match tokio::time::timeout(server.handshake_timeout(), server.accept(client)).await {
+        Ok(Ok((stream, _session))) => Some(ClientSide::Tls(Box::new(stream))),
+        Ok(Err(e)) => {
+            debug!(listener = %listener, client = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(listener = %listener, client = %peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// The TLS handshake with a backend, within the cluster's connect timeout.
+async fn backend_handshake<'a>(
+    tls: &UpstreamTls,
+    stream: &'a mut TcpStream,
+    timeout: Duration,
+) -> io::Result<client::TlsStream<&'a mut TcpStream>> {
+    tokio::time::timeout(timeout, tls.connect(stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }

@@ -22,6 +22,7 @@ mod admit;
 mod connect;
 mod copy;
 mod flow;
+mod stream_copy;
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lb_core::{Drain, Snapshot};
+use lb_tls::TlsState;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
@@ -42,12 +44,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serve a bound TCP listener until drain starts. Each accepted connection
 /// reads the current snapshot, finds this listener (by `address`) and its cluster.
+/// `tls` holds the listener's TLS side (a `tls` listener) and every TLS
+/// backend's.
 pub async fn serve(
     listener: TcpListener,
     address: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    tls: Arc<TlsState>,
     drain: Arc<Drain>,
 ) {
+    let tls = flow::FlowTls {
+        server: tls.server(address),
+        state: tls,
+    };
     let open = Arc::new(AtomicU64::new(0));
     let draining = drain.draining();
     tokio::pin!(draining);
@@ -72,8 +81,9 @@ pub async fn serve(
             }
         };
         let tracked = drain.track();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            flow::run(stream, peer, address, admitted).await;
+            flow::run(stream, peer, address, admitted, tls).await;
             drop(tracked);
         });
     }

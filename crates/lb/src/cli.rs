@@ -27,6 +27,8 @@ USAGE:
 
 SIGNALS:
     SIGTERM, SIGINT   stop accepting, let in-flight requests finish, exit
+    SIGUSR1           re-read every TLS certificate and key; new handshakes
+                      use them, open connections keep theirs
 ";
 
 /// Parse the arguments after the program name.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use lb_config::{Config, HostMatch, ListenerKind, RouteAction};
+use lb_config::{BackendTls, Config, HostMatch, ListenerKind, ListenerTls, RouteAction};
 
 /// Listeners, routes and clusters of a valid configuration.
 pub fn render(path: &str, config: &Config) -> String {
@@ -10,7 +10,8 @@ pub fn render(path: &str, config: &Config) -> String {
     let _ = writeln!(out, "configuration {path} is valid");
     let _ = writeln!(out, "listeners:");
     for l in &config.listeners {
-        let _ = writeln!(out, "  {} {}", l.address, l.protocol.as_str());
+        let tls = l.tls.as_ref().map(listener_tls).unwrap_or_default();
+        let _ = writeln!(out, "  {} {}{tls}", l.address, l.protocol.as_str());
         match &l.kind {
             ListenerKind::Tcp { cluster } => {
                 let _ = writeln!(out, "    -> cluster {cluster}");
@@ -35,9 +36,10 @@ pub fn render(path: &str, config: &Config) -> String {
     for c in &config.clusters {
         let _ = writeln!(out, "  {} ({})", c.name, c.policy.as_str());
         for b in &c.backends {
+            let tls = b.tls.as_ref().map(backend_tls).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "    {} {} weight {}",
+                "    {} {} weight {}{tls}",
                 b.address,
                 b.protocol.as_str(),
                 b.weight
@@ -45,4 +47,22 @@ pub fn render(path: &str, config: &Config) -> String {
         }
     }
     out
+}
+
+fn listener_tls(tls: &ListenerTls) -> String {
+    let client = match &tls.client_auth {
+        Some(auth) if auth.required => ", client certificate required",
+        Some(_) => ", client certificate optional",
+        None => "",
+    };
+    let strict = if tls.sni_strict { ", sni_strict" } else { "" };
+    format!(
+        " ({} certificate(s){strict}{client})",
+        tls.certificates.len()
+    )
+}
+
+fn backend_tls(tls: &BackendTls) -> String {
+    let verify = if tls.verify { "" } else { ", NOT verified" };
+    format!(" over TLS to {}{verify}", tls.server_name)
 }

@@ -1,10 +1,16 @@
 //! The shipped configurations (`config/default.toml` and every file in
 //! `config/examples/`) pass `--check` and actually boot the binary with
 //! every listener bound.
+//!
+//! Each runs from a copy staged in a temp directory next to a copy of
+//! `config/examples/certs/` whose keys are mode 0600: git keeps no file
+//! mode but the executable bit, so a fresh clone's example keys are
+//! group- and world-readable, and the gateway rightly refuses them.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::backend::Proto;
@@ -13,7 +19,7 @@ use common::{free_addr, run_cli, workspace_root, Gateway};
 
 /// The deployment shapes documented in the task; fewer files means one was
 /// lost.
-const MIN_EXAMPLES: usize = 4;
+const MIN_EXAMPLES: usize = 9;
 
 fn examples() -> Vec<PathBuf> {
     let dir = workspace_root().join("config/examples");
@@ -68,9 +74,34 @@ fn on_free_ports(path: &Path) -> (String, Vec<SocketAddr>) {
     (text, bound)
 }
 
+/// Write `text` as `name` into a fresh directory holding a copy of the
+/// example certificates with private keys mode 0600; returns its path.
+fn stage(name: &str, text: &str) -> PathBuf {
+    let dir = common::temp_dir("example");
+    let certs = workspace_root().join("config/examples/certs");
+    std::fs::create_dir(dir.join("certs")).unwrap();
+    for entry in std::fs::read_dir(&certs).unwrap() {
+        let from = entry.unwrap().path();
+        let to = dir.join("certs").join(from.file_name().unwrap());
+        std::fs::copy(&from, &to).unwrap();
+        if to.extension().is_some_and(|ext| ext == "key") {
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn staged(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    stage(name, &std::fs::read_to_string(path).unwrap())
+}
+
 #[test]
 fn every_shipped_config_passes_check() {
     for path in shipped_configs() {
+        let path = staged(&path);
         let path = path.to_str().unwrap();
         let (code, stdout, stderr) = run_cli(&["--check", path]);
         assert_eq!(code, 0, "--check {path} failed:\n{stderr}");
@@ -108,7 +139,8 @@ fn every_shipped_config_boots_with_all_listeners_bound() {
     for path in shipped_configs() {
         let (text, listeners) = on_free_ports(&path);
         assert!(!listeners.is_empty(), "{}", path.display());
-        let mut gw = Gateway::start(&text, &listeners);
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let mut gw = Gateway::start_file(stage(name, &text), &listeners);
         assert!(
             gw.child.try_wait().unwrap().is_none(),
             "{} exited after binding:\n{}",

@@ -66,26 +66,76 @@ protocol = "http"
         reason: "unknown variant `http`, expected one of `tcp`, `tls`, `h1`, `h1s`, `quic`",
     },
     Case {
-        name: "tls listener not supported yet",
-        toml: r#"
-[[listeners]]
-address = "127.0.0.1:8081"
-protocol = "tls"
-backends = [{ address = "127.0.0.1:9001" }]
-"#,
-        path: "listeners[0].protocol",
-        reason: "\"tls\" listeners are not supported by this build yet",
-    },
-    Case {
-        name: "h1s listener not supported yet",
+        name: "h1s listener without a tls table",
         toml: r#"
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "h1s"
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
-        path: "listeners[0].protocol",
-        reason: "\"h1s\" listeners are not supported by this build yet",
+        path: "listeners[0].tls",
+        reason: "a h1s listener needs a [listeners.tls] table with cert_path and key_path",
+    },
+    Case {
+        name: "tls table on a tcp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "a.pem", key_path = "a.key" }
+"#,
+        path: "listeners[0].tls",
+        reason: "applies to tls and h1s listeners only; this is a tcp listener",
+    },
+    Case {
+        name: "certificate file that does not exist",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tls"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/site.pem", key_path = "/nonexistent/site.key" }
+"#,
+        path: "listeners[0].tls.cert_path",
+        reason: "cannot read /nonexistent/site.pem: No such file or directory",
+    },
+    Case {
+        name: "client_auth without client_ca_path",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1s"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "a.pem", key_path = "a.key", client_auth = "optional" }
+"#,
+        path: "listeners[0].tls.client_auth",
+        reason: "needs client_ca_path",
+    },
+    Case {
+        name: "backend TLS key without tls = true",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+backends = [{ address = "127.0.0.1:9001", tls_ca_path = "ca.pem" }]
+"#,
+        path: "listeners[0].backends[0].tls_ca_path",
+        reason: "applies only with tls = true on this backend",
+    },
+    Case {
+        name: "ticket overlap longer than the rotation interval",
+        toml: r#"
+[runtime.tls]
+ticket_rotation_interval_seconds = 3600
+ticket_rotation_overlap_seconds = 7200
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "runtime.tls.ticket_rotation_overlap_seconds",
+        reason: "7200 exceeds ticket_rotation_interval_seconds (3600)",
     },
     Case {
         name: "quic listener not supported yet",
@@ -512,6 +562,83 @@ max_header_bytes = 100
         toml: "[[listeners]\naddress = 1\n",
         path: "",
         reason: "TOML syntax error at line 1, column 13: unclosed array table",
+    },
+    Case {
+        name: "unknown policy lists the policies",
+        toml: r#"
+[[clusters]]
+name = "c"
+policy = "fastest"
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "c" }]
+"#,
+        path: "clusters[0].policy",
+        reason: "unknown variant `fastest`, expected one of `round_robin`, `weighted_round_robin`, `random`, `weighted_random`, `p2c`, `maglev`, `ring_hash`, `ewma`, `least_connections`, `least_requests`, `session_affinity`",
+    },
+    Case {
+        name: "hash_key on a policy that does not hash",
+        toml: r#"
+[[clusters]]
+name = "c"
+policy = "least_requests"
+hash_key = "source_ip"
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "c" }]
+"#,
+        path: "clusters[0].hash_key",
+        reason: "applies to policy maglev, ring_hash, session_affinity only",
+    },
+    Case {
+        name: "http hash key on a tcp cluster",
+        toml: r#"
+[[clusters]]
+name = "c"
+policy = "maglev"
+hash_key = "header:x-user"
+backends = [{ address = "127.0.0.1:9001", protocol = "tcp" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+cluster = "c"
+"#,
+        path: "clusters[0].hash_key",
+        reason: "needs HTTP requests",
+    },
+    Case {
+        name: "unknown health check key",
+        toml: r#"
+[[clusters]]
+name = "c"
+health_check = { kind = "http", every_ms = 5 }
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "c" }]
+"#,
+        path: "clusters[0].health_check.every_ms",
+        reason: "unknown field `every_ms`",
+    },
+    Case {
+        name: "unknown retry condition",
+        toml: r#"
+[[clusters]]
+name = "c"
+retries = { on = ["connect-failure", "sometimes"] }
+backends = [{ address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "c" }]
+"#,
+        path: "clusters[0].retries.on[1]",
+        reason: "\"sometimes\" is not a retry condition",
     },
 ];
 

@@ -75,6 +75,7 @@ pub async fn start_proxy(settings: &str, backends: &[SocketAddr]) -> Proxy {
         listener,
         addr,
         Arc::clone(&snapshot),
+        Arc::new(lb_tls::TlsState::default()),
         Arc::clone(&drain),
     ));
     Proxy {

@@ -1,0 +1,79 @@
+//! What the front knows about a client connection, and the request rules
+//! that follow from it: the scheme the client used, whether a TLS
+//! connection may carry a request for a host, and the verified client
+//! identity passed to backends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use lb_tls::Session;
+
+/// One client connection, as every request on it sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnInfo {
+    pub(crate) peer: SocketAddr,
+    tls: Option<Arc<TlsConn>>,
+}
+
+#[derive(Debug)]
+struct TlsConn {
+    session: Session,
+    /// The listener's identity header and the value for this client
+    /// (`None` when the client presented no certificate).
+    identity: Option<(HeaderName, Option<HeaderValue>)>,
+}
+
+impl ConnInfo {
+    /// A cleartext connection.
+    pub(crate) fn plain(peer: SocketAddr) -> Self {
+        Self { peer, tls: None }
+    }
+
+    /// A connection whose TLS handshake established `session`.
+    pub(crate) fn tls(peer: SocketAddr, session: Session) -> Self {
+        let identity = session
+            .identity_header()
+            .and_then(|name| HeaderName::try_from(name).ok())
+            .map(|name| {
+                let value = session
+                    .client_identity()
+                    .and_then(|identity| HeaderValue::from_str(identity).ok());
+                (name, value)
+            });
+        Self {
+            peer,
+            tls: Some(Arc::new(TlsConn { session, identity })),
+        }
+    }
+
+    /// `X-Forwarded-Proto`.
+    pub(crate) fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Whether `host` (normalized) is outside what this TLS connection's
+    /// certificate covers, so the request is answered 421.
+    pub(crate) fn misdirected(&self, host: &str) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| !tls.session.authoritative_for(host))
+    }
+
+    /// Replace whatever the client sent in the identity header with the
+    /// verified identity (or nothing): a client must not be able to claim
+    /// an identity it did not prove.
+    pub(crate) fn set_client_identity(&self, headers: &mut HeaderMap) {
+        let Some((name, value)) = self.tls.as_ref().and_then(|tls| tls.identity.as_ref()) else {
+            return;
+        };
+        headers.remove(name);
+        if let Some(value) = value {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! TLS termination for one listener. Everything a handshake needs (the
+//! rustls config, the certificates by SNI, the client CA) lives in one
+//! generation behind an `ArcSwap`: a reload builds a whole new generation
+//! from the files and swaps it in, so a new handshake sees either the old
+//! or the new material, never a mix, and established connections keep the
+//! generation they started with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use lb_config::{ClientAuth, ListenerTls, RuntimeTls};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::ServerConfig;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::certificate;
+use crate::error::{TlsError, TlsWarning};
+use crate::files;
+use crate::identity::client_identity;
+use crate::names::CertNames;
+use crate::provider::{provider, versions};
+use crate::sni::CertIndex;
+use crate::ticket::RotatingTicketer;
+
+/// ALPN of HTTP listeners, in the server's order of preference.
+const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The TLS side of one `tls` or `h1s` listener.
+#[derive(Debug)]
+pub struct ServerTls {
+    http: bool,
+    current: ArcSwap<Generation>,
+}
+
+#[derive(Debug)]
+struct Generation {
+    spec: ListenerTls,
+    runtime: RuntimeTls,
+    config: Arc<ServerConfig>,
+    certs: Arc<CertIndex>,
+    ticketer: Arc<RotatingTicketer>,
+    identity_header: Option<Arc<str>>,
+}
+
+/// What a completed handshake established, for the request path.
+#[derive(Debug, Clone)]
+pub struct Session {
+    h2: bool,
+    sni: Option<String>,
+    names: Arc<CertNames>,
+    client_identity: Option<String>,
+    identity_header: Option<Arc<str>>,
+}
+
+impl Session {
+    /// Whether ALPN chose HTTP/2 (otherwise the connection speaks HTTP/1.1).
+    pub fn is_h2(&self) -> bool {
+        self.h2
+    }
+
+    /// The SNI the client sent.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// Whether a request for `host` (normalized: lowercase, no port) may be
+    /// served on this connection: the certificate served must cover it
+    /// (RFC 9110 §7.4 and the HTTP/2 connection reuse rule, RFC 9113 §9.1.1).
+    /// A request without a host names nothing to check. A client that sent
+    /// no SNI connected by IP address (TLS cannot carry one in SNI), so an
+    /// IP literal host is accepted then; a name must still be covered.
+    pub fn authoritative_for(&self, host: &str) -> bool {
+        if host.is_empty() {
+            return true;
+        }
+        let ip_literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        (self.sni.is_none() && ip_literal) || self.names.covers(host)
+    }
+
+    /// The verified client certificate's identity, if one was presented.
+    pub fn client_identity(&self) -> Option<&str> {
+        self.client_identity.as_deref()
+    }
+
+    /// The header that carries the client identity to backends, when the
+    /// listener configures one.
+    pub fn identity_header(&self) -> Option<&str> {
+        self.identity_header.as_deref()
+    }
+}
+
+impl ServerTls {
+    /// Load the listener's certificates; `http` offers ALPN `h2` and
+    /// `http/1.1`.
+    pub fn load(
+        spec: &ListenerTls,
+        runtime: &RuntimeTls,
+        http: bool,
+        warnings: &mut Vec<TlsWarning>,
+    ) -> Result<Self, Vec<TlsError>> {
+        let generation = build(spec, runtime, http, None, warnings)?;
+        Ok(Self {
+            http,
+            current: ArcSwap::from_pointee(generation),
+        })
+    }
+
+    /// Re-read every file of the current settings and swap them in; on
+    /// error the current generation stays in service.
+    pub fn reload(&self) -> Result<Vec<TlsWarning>, Vec<TlsError>> {
+        let current = self.current.load_full();
+        self.reload_from(&current.spec, &current.runtime)
+    }
+
+    /// Load `spec` (which may name other files than the current settings,
+    /// as after a configuration reload) and swap it in; on error the
+    /// current generation stays in service. Session ticket keys are kept
+    /// unless the rotation schedule changed.
+    pub fn reload_from(
+        &self,
+        spec: &ListenerTls,
+        runtime: &RuntimeTls,
+    ) -> Result<Vec<TlsWarning>, Vec<TlsError>> {
+        let current = self.current.load_full();
+        let mut warnings = Vec::new();
+        let next = build(
+            spec,
+            runtime,
+            self.http,
+            Some(&current.ticketer),
+            &mut warnings,
+        )?;
+        self.current.store(Arc::new(next));
+        Ok(warnings)
+    }
+
+    /// Time a client has to complete the handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.current.load().spec.handshake_timeout
+    }
+
+    /// Run the server handshake on `stream` (the caller bounds it with
+    /// [`ServerTls::handshake_timeout`]).
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<(TlsStream<TcpStream>, Session)> {
+        let generation = self.current.load_full();
+        let stream = TlsAcceptor::from(Arc::clone(&generation.config))
+            .accept(stream)
+            .await?;
+        let (_, conn) = stream.get_ref();
+        let sni = conn.server_name().map(str::to_owned);
+        let names = generation
+            .certs
+            .select(sni.as_deref())
+            .map(|cert| Arc::clone(&cert.names))
+            .unwrap_or_default();
+        let client_identity = conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(client_identity);
+        let session = Session {
+            h2: conn.alpn_protocol() == Some(b"h2".as_slice()),
+            sni,
+            names,
+            client_identity,
+            identity_header: generation.identity_header.clone(),
+        };
+        Ok((stream, session))
+    }
+}
+
+fn build(
+    spec: &ListenerTls,
+    runtime: &RuntimeTls,
+    http: bool,
+    previous: Option<&Arc<RotatingTicketer>>,
+    warnings: &mut Vec<TlsWarning>,
+) -> Result<Generation, Vec<TlsError>> {
+    let mut errors = Vec::new();
+    let mut certs = Vec::new();
+    for files in &spec.certificates {
+        match certificate::load(files, warnings) {
+            Ok(cert) => certs.push(cert),
+            Err(e) => errors.push(e),
+        }
+    }
+    let verifier = match spec.client_auth.as_ref().map(client_verifier).transpose() {
+        Ok(verifier) => verifier,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let setup = |reason: String| {
+        vec![TlsError::Setup {
+            key: spec.origin.clone(),
+            reason,
+        }]
+    };
+    let schedule = (
+        runtime.ticket_rotation_interval,
+        runtime.ticket_rotation_overlap,
+    );
+    let ticketer = match previous {
+        Some(ticketer) if ticketer.schedule() == schedule => Arc::clone(ticketer),
+        _ => Arc::new(
+            RotatingTicketer::new(schedule.0, schedule.1)
+                .ok_or_else(|| setup("cannot generate a session ticket key".into()))?,
+        ),
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(runtime.tls13_only))
+        .map_err(|e| setup(e.to_string()))?;
+    let builder = match verifier {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let certs = Arc::new(CertIndex::new(certs, spec.sni_strict));
+    let mut config = builder.with_cert_resolver(Arc::clone(&certs) as _);
+    if http {
+        config.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
+    }
+    config.ticketer = Arc::clone(&ticketer) as _;
+    // Resumption is by ticket only, so the rotation schedule alone decides
+    // how long a session can be resumed.
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    Ok(Generation {
+        spec: spec.clone(),
+        runtime: runtime.clone(),
+        config: Arc::new(config),
+        certs,
+        ticketer,
+        identity_header: spec.client_identity_header.as_deref().map(Arc::from),
+    })
+}
+
+fn client_verifier(
+    auth: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let roots = files::roots(&auth.ca)?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if auth.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| TlsError::Setup {
+        key: auth.ca.key.clone(),
+        reason: format!("{}: {e}", auth.ca.path.display()),
+    })
+}
