@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lb_config::HealthCheck;
 use lb_core::{Cluster, Snapshot};
+use lb_tls::{TlsState, UpstreamTls};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -41,17 +42,24 @@ impl Drop for HealthChecks {
 }
 
 /// Start checking every backend of every cluster of `snapshot` that has a
-/// `health_check`. Must run inside a Tokio runtime.
-pub fn start(snapshot: &Snapshot) -> HealthChecks {
+/// `health_check`; http checks of a TLS backend run over TLS (from `tls`).
+/// Must run inside a Tokio runtime.
+pub fn start(snapshot: &Snapshot, tls: &TlsState) -> HealthChecks {
     let mut tasks = Vec::new();
     for cluster in snapshot.clusters.values() {
         let Some(check) = cluster.spec.health_check.clone() else {
             continue;
         };
-        for index in 0..cluster.backends.len() {
+        for (index, backend) in cluster.backends.iter().enumerate() {
+            let backend_tls = tls.upstream(&backend.spec);
             let cluster = Arc::clone(cluster);
             let check = check.clone();
-            tasks.push(tokio::spawn(check_backend(cluster, index, check)));
+            tasks.push(tokio::spawn(check_backend(
+                cluster,
+                index,
+                check,
+                backend_tls,
+            )));
         }
     }
     HealthChecks { tasks }
@@ -62,7 +70,12 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + fastrand::f64() * 0.2)
 }
 
-async fn check_backend(cluster: Arc<Cluster>, index: usize, check: HealthCheck) {
+async fn check_backend(
+    cluster: Arc<Cluster>,
+    index: usize,
+    check: HealthCheck,
+    tls: Option<Arc<UpstreamTls>>,
+) {
     let Some(backend) = cluster.backends.get(index).cloned() else {
         return;
     };
@@ -70,7 +83,7 @@ async fn check_backend(cluster: Arc<Cluster>, index: usize, check: HealthCheck) 
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64())).await;
     let (mut passes, mut failures) = (0u32, 0u32);
     loop {
-        let result = probe(&backend, &check.kind, check.timeout).await;
+        let result = probe(&backend, &check.kind, check.timeout, tls.as_deref()).await;
         let healthy = backend.state.passes_checks();
         match result {
             Ok(()) => {
@@ -129,7 +142,7 @@ mod tests {
         );
         let config = lb_config::parse(&text).unwrap();
         let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
-        let checks = start(&snapshot);
+        let checks = start(&snapshot, &TlsState::default());
         assert_eq!(checks.len(), 2);
         let cluster = snapshot.cluster("c").unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -1,6 +1,7 @@
 //! One health probe: a TCP connect, or an HTTP GET in the backend's own
-//! protocol (HTTP/1.1 or h2c) on a fresh connection, so a check sees what
-//! a new upstream connection would see.
+//! protocol (HTTP/1.1 or HTTP/2, over TLS when the backend has `tls =
+//! true`) on a fresh connection, so a check sees what a new upstream
+//! connection would see.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_config::{BackendProtocol, HealthCheckKind};
 use lb_core::Backend;
+use lb_tls::UpstreamTls;
 use tokio::net::TcpStream;
 
 /// Why a probe failed.
@@ -18,6 +20,9 @@ pub(crate) enum ProbeError {
     /// No TCP connection.
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
+    /// The TLS handshake failed (certificate not trusted, wrong name).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     /// The HTTP exchange failed.
     #[error("http exchange failed: {0}")]
     Http(#[from] hyper::Error),
@@ -32,18 +37,24 @@ pub(crate) enum ProbeError {
     Timeout(Duration),
 }
 
-/// Run one probe of `kind` against `backend` within `timeout`.
+/// Run one probe of `kind` against `backend` within `timeout`; `tls` is
+/// the backend's TLS side, when it has one.
 pub(crate) async fn probe(
     backend: &Backend,
     kind: &HealthCheckKind,
     timeout: Duration,
+    tls: Option<&UpstreamTls>,
 ) -> Result<(), ProbeError> {
-    tokio::time::timeout(timeout, run(backend, kind))
+    tokio::time::timeout(timeout, run(backend, kind, tls))
         .await
         .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
-async fn run(backend: &Backend, kind: &HealthCheckKind) -> Result<(), ProbeError> {
+async fn run(
+    backend: &Backend,
+    kind: &HealthCheckKind,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), ProbeError> {
     let stream = connect(backend).await?;
     let HealthCheckKind::Http {
         path,
@@ -54,7 +65,14 @@ async fn run(backend: &Backend, kind: &HealthCheckKind) -> Result<(), ProbeError
         return Ok(());
     };
     let authority = host.as_deref().unwrap_or(&backend.spec.address);
-    let status = http_get(stream, backend.spec.protocol, authority, path).await?;
+    let protocol = backend.spec.protocol;
+    let status = match tls {
+        None => http_get(stream, protocol, "http", authority, path).await?,
+        Some(tls) => {
+            let stream = tls.connect(stream).await.map_err(ProbeError::Tls)?;
+            http_get(stream, protocol, "https", authority, path).await?
+        }
+    };
     if (expected_status.0..=expected_status.1).contains(&status) {
         Ok(())
     } else {
@@ -62,8 +80,8 @@ async fn run(backend: &Backend, kind: &HealthCheckKind) -> Result<(), ProbeError
     }
 }
 
-/// The connection a probe runs on; backend TLS, when configured, wraps
-/// this stream before the HTTP exchange, as the proxy's connector does.
+/// The TCP connection a probe runs on (TLS, for an http check of a TLS
+/// backend, is run on it by the caller).
 async fn connect(backend: &Backend) -> Result<TcpStream, ProbeError> {
     let stream = TcpStream::connect(backend.spec.resolved)
         .await
@@ -76,6 +94,7 @@ async fn connect(backend: &Backend) -> Result<TcpStream, ProbeError> {
 async fn http_get<IO>(
     io: IO,
     protocol: BackendProtocol,
+    scheme: &str,
     authority: &str,
     path: &str,
 ) -> Result<u16, ProbeError>
@@ -87,7 +106,7 @@ where
     let res = match protocol {
         BackendProtocol::H2 => {
             let uri = Uri::builder()
-                .scheme("http")
+                .scheme(scheme)
                 .authority(authority)
                 .path_and_query(path)
                 .build()?;

@@ -119,7 +119,7 @@ async fn serve(path: String, config: Config, tls: Arc<TlsState>) -> anyhow::Resu
     let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
     let upstreams = lb_http::upstreams(&snapshot, &tls);
     // Kept for the life of the process: dropping it stops the checks.
-    let health = lb_health::start(&snapshot);
+    let health = lb_health::start(&snapshot, &tls);
     if !health.is_empty() {
         tracing::info!(backends = health.len(), "active health checks started");
     }

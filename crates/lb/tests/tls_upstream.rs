@@ -185,6 +185,57 @@ async fn tls_verify_false_accepts_any_certificate_with_a_loud_warning() {
     );
 }
 
+#[tokio::test]
+async fn http_health_checks_of_a_tls_backend_run_over_tls() {
+    let pki = Pki::new("health");
+    let backend = reporting_backend(Proto::H2, &pki);
+    let listen = free_addr();
+    let config = http_config(listen, backend.addr, Proto::H2, "backend.test", &pki.ca_path)
+        .replace(
+            "pool = { max_idle_per_backend = 0 }",
+            "health_check = { kind = \"http\", path = \"/healthz\", interval_ms = 100, unhealthy_threshold = 1 }",
+        );
+    let gw = Gateway::start(&config, &[listen]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.hits.load(Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no health check arrived:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!gw.log().contains("backend unhealthy"), "{}", gw.log());
+    let negotiated = backend.alpn.lock().unwrap().clone();
+    assert!(
+        negotiated.iter().all(|a| a.as_deref() == Some(&b"h2"[..])),
+        "{negotiated:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_tls_ca_path_the_system_trust_store_verifies() {
+    let pki = Pki::new("system");
+    let backend = reporting_backend(Proto::H1, &pki);
+    let listen = free_addr();
+    let config = http_config(
+        listen,
+        backend.addr,
+        Proto::H1,
+        "backend.test",
+        &pki.ca_path,
+    )
+    .replace(&format!("tls_ca_path = {:?}", pki.ca_path), "");
+    let path = common::temp_dir("system").join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    // rustls-native-certs reads the system store from SSL_CERT_FILE when
+    // it is set, as OpenSSL does: the test CA stands in for the system's.
+    let ca = pki.ca_path.to_str().unwrap();
+    let _gw = Gateway::start_file_with_env(path, &[listen], &[("SSL_CERT_FILE", ca)]);
+    let (status, body) = get(Proto::H1, listen, "app.test", "/").await;
+    assert_eq!((status, body.as_str()), (200, "- HTTP/1.1"));
+}
+
 fn tls_listener_config(listen: SocketAddr, pki: &Pki, backend: &str) -> String {
     let cert = pki.server("front", &["front.test"]);
     format!(

@@ -66,10 +66,21 @@ impl Gateway {
 
     /// Start the binary on an existing config file.
     pub fn start_file(config_path: PathBuf, wait_for: &[SocketAddr]) -> Gateway {
+        Self::start_file_with_env(config_path, wait_for, &[])
+    }
+
+    /// Start the binary on an existing config file with extra environment
+    /// variables.
+    pub fn start_file_with_env(
+        config_path: PathBuf,
+        wait_for: &[SocketAddr],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let log_path = config_path.with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(binary())
             .arg(&config_path)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
