@@ -63,15 +63,22 @@ fn first_usable(c: &Candidates<'_>, start: usize) -> Option<usize> {
     (0..n).map(|k| (start + k) % n).find(|&i| c.usable(i))
 }
 
-/// A uniformly random usable backend: one random draw, and an exact count
-/// of the usable ones only when that draw hits an unusable backend.
+/// Random draws before counting the usable backends exactly. Redrawing
+/// after a miss (rejection sampling) keeps the choice uniform over the
+/// usable backends.
+const DRAWS: usize = 8;
+
+/// A uniformly random usable backend: a few random draws, and an exact
+/// count of the usable ones only when they all miss.
 fn random_usable(c: &Candidates<'_>) -> Option<usize> {
     let n = c.len();
     if n == 0 {
         return None;
     }
-    let i = fastrand::usize(..n);
-    if c.usable(i) {
+    if let Some(i) = (0..DRAWS)
+        .map(|_| fastrand::usize(..n))
+        .find(|&i| c.usable(i))
+    {
         return Some(i);
     }
     let usable = (0..n).filter(|&i| c.usable(i)).count();

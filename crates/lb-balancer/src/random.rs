@@ -39,17 +39,19 @@ impl WeightedRandom {
 
 impl Policy for WeightedRandom {
     fn pick(&self, c: &Candidates<'_>, _ctx: &PickContext) -> Option<usize> {
-        // Fast path: draw over every configured weight, O(log n).
+        // Fast path: draw over every configured weight, O(log n); redrawing
+        // after a miss keeps the usable backends' exact proportions.
         let total = self.cumulative.last().copied().unwrap_or(0);
         if total > 0 {
-            let r = fastrand::u64(..total);
-            let i = self.cumulative.partition_point(|&sum| sum <= r);
-            if c.usable(i) {
-                return Some(i);
+            for _ in 0..crate::DRAWS {
+                let r = fastrand::u64(..total);
+                let i = self.cumulative.partition_point(|&sum| sum <= r);
+                if c.usable(i) {
+                    return Some(i);
+                }
             }
         }
-        // The draw hit an unusable backend: draw again over the usable
-        // weights only, so the others keep their exact proportions.
+        // Every draw missed: draw over the usable weights only.
         let usable: u64 = (0..c.len())
             .filter(|&i| c.usable(i))
             .map(|i| u64::from(c.weight(i)))

@@ -222,19 +222,10 @@ fn cluster(
         maglev_table_size: b.maglev_table_size,
         cookie_secret: b.cookie_secret,
         panic_threshold_percent: b.panic_threshold_percent,
-        health_check: balancing::health_check(rc.health_check.as_ref(), path, is_tcp, errors),
-        outlier_detection: balancing::outlier_detection(
-            rc.outlier_detection.as_ref(),
-            path,
-            errors,
-        ),
-        circuit_breaker: balancing::circuit_breaker(
-            rc.circuit_breaker.as_ref(),
-            path,
-            is_tcp,
-            errors,
-        ),
-        retries: balancing::retries(rc.retries.as_ref(), None, path, is_tcp, errors),
+        health_check: b.health_check,
+        outlier_detection: b.outlier_detection,
+        circuit_breaker: b.circuit_breaker,
+        retries: b.retries,
         backends,
         connect_timeout: millis(
             rc.timeouts.connect_ms,

@@ -133,18 +133,7 @@ impl Exchange<'_> {
                 lb_health::record(cluster, index, Outcome::Failure);
             }
             tracing::debug!(backend = %backend.spec.address, error = %error, "upstream attempt failed");
-            let next = match (condition, unsent) {
-                // A closed keep-alive connection or refused stream: nothing
-                // was written, so any method may go again.
-                (Some(c @ RetryOn::RefusedStream), Some(back)) => Some((c, *back)),
-                // Nothing sent either, but kept to idempotent methods as the
-                // gateway always did.
-                (Some(c @ RetryOn::ConnectFailure), Some(back)) if idempotent => Some((c, *back)),
-                (Some(c), None) if replay.is_some() && c != RetryOn::ConnectFailure => {
-                    replay.as_ref().map(|r| (c, r.request()))
-                }
-                _ => None,
-            };
+            let next = again(condition, unsent, idempotent, replay.as_ref());
             match next {
                 Some((c, again)) if self.retries.on(c) && self.may_retry(&mut retries_left) => {
                     req = again;
@@ -217,6 +206,28 @@ impl Exchange<'_> {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         response
+    }
+}
+
+/// The request to send again after a failure meeting `condition`, when
+/// the failure and the request allow it: `unsent` is the request handed
+/// back unsent, `replay` the head of a bodiless idempotent request.
+fn again(
+    condition: Option<RetryOn>,
+    unsent: Option<Box<Request<ProxyBody>>>,
+    idempotent: bool,
+    replay: Option<&Replay>,
+) -> Option<(RetryOn, Request<ProxyBody>)> {
+    match (condition?, unsent) {
+        // A closed keep-alive connection or refused stream: nothing was
+        // written, so any method may go again.
+        (c @ RetryOn::RefusedStream, Some(back)) => Some((c, *back)),
+        // Nothing sent either, but kept to idempotent methods as the
+        // gateway always did.
+        (c @ RetryOn::ConnectFailure, Some(back)) if idempotent => Some((c, *back)),
+        (RetryOn::ConnectFailure, _) => None,
+        (c, None) => replay.map(|r| (c, r.request())),
+        (_, Some(_)) => None,
     }
 }
 

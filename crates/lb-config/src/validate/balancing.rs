@@ -9,7 +9,7 @@ use crate::defaults as d;
 use crate::model::*;
 use crate::schema::*;
 
-/// The balancing settings of one cluster.
+/// The balancing and health settings of one cluster.
 pub(super) struct Balancing {
     pub(super) policy: Policy,
     pub(super) hash_key: Option<HashKey>,
@@ -17,6 +17,10 @@ pub(super) struct Balancing {
     pub(super) maglev_table_size: usize,
     pub(super) cookie_secret: Option<String>,
     pub(super) panic_threshold_percent: u8,
+    pub(super) health_check: Option<HealthCheck>,
+    pub(super) outlier_detection: Option<OutlierDetection>,
+    pub(super) circuit_breaker: CircuitBreaker,
+    pub(super) retries: Retries,
 }
 
 /// Most ring points and `maglev_table_size`: tables stay within a few
@@ -50,21 +54,9 @@ pub(super) fn balancing(
     backends: &[Backend],
     errors: &mut Errors,
 ) -> Balancing {
-    let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    let backends = backends.len();
     let policy = policy(rc.policy);
     let only_for = |key: &str, allowed: &[Policy], errors: &mut Errors| {
-        if !allowed.contains(&policy) {
-            let names: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
-            errors.push(
-                format!("{path}.{key}"),
-                format!(
-                    "applies to policy {} only; this cluster's policy is {:?}",
-                    names.join(", "),
-                    policy.as_str()
-                ),
-            );
-        }
+        only_for(policy, path, key, allowed, errors)
     };
     if rc.hash_key.is_some() {
         only_for(
@@ -78,36 +70,7 @@ pub(super) fn balancing(
         hash_key(token, &format!("{path}.hash_key"), tcp, errors)
     });
     let hash_key = hash_key.flatten();
-    if rc.ring_size.is_some() {
-        only_for("ring_size", &[Policy::RingHash], errors);
-    }
-    let ring_size = rc.ring_size.unwrap_or(d::RING_SIZE);
-    let points = total_weight.saturating_mul(ring_size as u64);
-    if ring_size == 0 || (policy == Policy::RingHash && points > MAX_TABLE as u64) {
-        errors.push(
-            format!("{path}.ring_size"),
-            format!(
-                "{ring_size} points per unit of weight make {points} points for a total weight of {total_weight}; allowed: 1 and more, at most {MAX_TABLE} points"
-            ),
-        );
-    }
-    if rc.maglev_table_size.is_some() {
-        only_for(
-            "maglev_table_size",
-            &[Policy::Maglev, Policy::SessionAffinity],
-            errors,
-        );
-    }
-    let maglev_table_size = rc.maglev_table_size.unwrap_or(d::MAGLEV_TABLE_SIZE);
-    if !is_prime(maglev_table_size) || maglev_table_size > MAX_TABLE || maglev_table_size < backends
-    {
-        errors.push(
-            format!("{path}.maglev_table_size"),
-            format!(
-                "{maglev_table_size} must be a prime, at least the number of backends ({backends}) and at most {MAX_TABLE}"
-            ),
-        );
-    }
+    let (ring_size, maglev_table_size) = table_sizes(rc, path, policy, backends, errors);
     let cookie_secret = rc.cookie_secret.clone();
     if let Some(secret) = &cookie_secret {
         if !matches!(hash_key, Some(HashKey::Cookie(_))) {
@@ -139,6 +102,72 @@ pub(super) fn balancing(
         maglev_table_size,
         cookie_secret,
         panic_threshold_percent,
+        health_check: health_check(rc.health_check.as_ref(), path, tcp, errors),
+        outlier_detection: outlier_detection(rc.outlier_detection.as_ref(), path, errors),
+        circuit_breaker: circuit_breaker(rc.circuit_breaker.as_ref(), path, tcp, errors),
+        retries: retries(rc.retries.as_ref(), None, path, tcp, errors),
+    }
+}
+
+/// `ring_size` and `maglev_table_size`, checked against the policy and
+/// the backends.
+fn table_sizes(
+    rc: &RawCluster,
+    path: &str,
+    policy: Policy,
+    backends: &[Backend],
+    errors: &mut Errors,
+) -> (usize, usize) {
+    let total_weight: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    let backends = backends.len();
+    let only_for = |key: &str, allowed: &[Policy], errors: &mut Errors| {
+        only_for(policy, path, key, allowed, errors)
+    };
+    if rc.ring_size.is_some() {
+        only_for("ring_size", &[Policy::RingHash], errors);
+    }
+    let ring_size = rc.ring_size.unwrap_or(d::RING_SIZE);
+    let points = total_weight.saturating_mul(ring_size as u64);
+    if ring_size == 0 || (policy == Policy::RingHash && points > MAX_TABLE as u64) {
+        errors.push(
+            format!("{path}.ring_size"),
+            format!(
+                "{ring_size} points per unit of weight make {points} points for a total weight of {total_weight}; allowed: 1 and more, at most {MAX_TABLE} points"
+            ),
+        );
+    }
+    if rc.maglev_table_size.is_some() {
+        only_for(
+            "maglev_table_size",
+            &[Policy::Maglev, Policy::SessionAffinity],
+            errors,
+        );
+    }
+    let maglev_table_size = rc.maglev_table_size.unwrap_or(d::MAGLEV_TABLE_SIZE);
+    if !is_prime(maglev_table_size) || maglev_table_size > MAX_TABLE || maglev_table_size < backends
+    {
+        errors.push(
+            format!("{path}.maglev_table_size"),
+            format!(
+                "{maglev_table_size} must be a prime, at least the number of backends ({backends}) and at most {MAX_TABLE}"
+            ),
+        );
+    }
+    (ring_size, maglev_table_size)
+}
+
+/// Report `key` as set on a policy it does not apply to.
+fn only_for(policy: Policy, path: &str, key: &str, allowed: &[Policy], errors: &mut Errors) {
+    if !allowed.contains(&policy) {
+        let names: Vec<&str> = allowed.iter().map(|p| p.as_str()).collect();
+        errors.push(
+            format!("{path}.{key}"),
+            format!(
+                "applies to policy {} only; this cluster's policy is {:?}",
+                names.join(", "),
+                policy.as_str()
+            ),
+        );
     }
 }
 
@@ -193,7 +222,7 @@ fn is_prime(n: usize) -> bool {
     n >= 2 && (2..).take_while(|k| k * k <= n).all(|k| n % k != 0)
 }
 
-pub(super) fn health_check(
+fn health_check(
     raw: Option<&RawHealthCheck>,
     path: &str,
     tcp: bool,
@@ -314,7 +343,7 @@ fn status_range(text: &str) -> Option<(u16, u16)> {
     (100 <= low && low <= high && high <= 599).then_some((low, high))
 }
 
-pub(super) fn outlier_detection(
+fn outlier_detection(
     raw: Option<&RawOutlierDetection>,
     path: &str,
     errors: &mut Errors,
@@ -369,7 +398,7 @@ pub(super) fn outlier_detection(
     })
 }
 
-pub(super) fn circuit_breaker(
+fn circuit_breaker(
     raw: Option<&RawCircuitBreaker>,
     path: &str,
     tcp: bool,
@@ -510,3 +539,6 @@ fn retry_on(tokens: &[String], path: &str, tcp: bool, errors: &mut Errors) -> Ve
     }
     on
 }
+
+#[cfg(test)]
+mod tests;
