@@ -209,12 +209,16 @@ fn reload_certificates_on_sigusr1(
     Ok(async move {
         while usr1.recv().await.is_some() {
             tracing::info!("SIGUSR1 received: reloading certificates");
-            let report = tls.reload();
-            tracing::info!(
-                reloaded = report.reloaded,
-                kept = report.kept,
-                "certificate reload done"
-            );
+            // File reads and key parsing stay off the request threads.
+            let tls = Arc::clone(&tls);
+            match tokio::task::spawn_blocking(move || tls.reload()).await {
+                Ok(report) => tracing::info!(
+                    reloaded = report.reloaded,
+                    kept = report.kept,
+                    "certificate reload done"
+                ),
+                Err(e) => tracing::error!(error = %e, "certificate reload did not finish"),
+            }
         }
     })
 }

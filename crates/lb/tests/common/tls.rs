@@ -218,6 +218,15 @@ pub struct TlsBackend {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
+/// What a TLS backend saw, shared with its connections.
+#[derive(Clone, Default)]
+struct Seen {
+    hits: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
+    resumed: Arc<AtomicUsize>,
+    alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
+}
+
 pub fn tls_backend<F, Fut>(
     proto: Proto,
     pki: &Pki,
@@ -229,6 +238,53 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<RespBody>> + Send + 'static,
 {
+    let acceptor = backend_acceptor(proto, pki, names, client_ca);
+    let addr = super::free_addr();
+    let seen = Seen::default();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handler = Arc::new(handler);
+    let shared = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            ready_tx.send(()).unwrap();
+            let accept = async {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    let (acceptor, handler, seen) =
+                        (acceptor.clone(), handler.clone(), shared.clone());
+                    tokio::spawn(serve_tls(stream, acceptor, proto, handler, seen));
+                }
+            };
+            tokio::select! {
+                _ = accept => {}
+                _ = rx => {}
+            }
+        });
+    });
+    ready_rx.recv().unwrap();
+    TlsBackend {
+        addr,
+        hits: seen.hits,
+        handshakes: seen.handshakes,
+        resumed: seen.resumed,
+        alpn: seen.alpn,
+        _shutdown: tx,
+    }
+}
+
+fn backend_acceptor(
+    proto: Proto,
+    pki: &Pki,
+    names: &[&str],
+    client_ca: Option<&Pki>,
+) -> tokio_rustls::TlsAcceptor {
     let issued = pki.server(&format!("backend-{}", super::free_port()), names);
     let (chain, key) = chain_and_key(&issued);
     let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -250,82 +306,49 @@ where
         Proto::H1 => vec![b"http/1.1".to_vec()],
         Proto::H2 => vec![b"h2".to_vec()],
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let addr = super::free_addr();
-    let counters: [Arc<AtomicUsize>; 3] = Default::default();
-    let alpns: Arc<Mutex<Vec<Option<Vec<u8>>>>> = Arc::default();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handler = Arc::new(handler);
-    let [hits, handshakes, resumed] = counters.clone();
-    let alpn = alpns.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            ready_tx.send(()).unwrap();
-            let accept = async {
-                loop {
-                    let (stream, _) = listener.accept().await.unwrap();
-                    let acceptor = acceptor.clone();
-                    let (handler, hits) = (handler.clone(), hits.clone());
-                    let (handshakes, resumed, alpn) =
-                        (handshakes.clone(), resumed.clone(), alpn.clone());
-                    tokio::spawn(async move {
-                        // The gateway's readiness probes and failed
-                        // handshakes end here.
-                        let Ok(stream) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let conn = stream.get_ref().1;
-                        handshakes.fetch_add(1, Ordering::SeqCst);
-                        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                            resumed.fetch_add(1, Ordering::SeqCst);
-                        }
-                        alpn.lock()
-                            .unwrap()
-                            .push(conn.alpn_protocol().map(<[u8]>::to_vec));
-                        let service = hyper::service::service_fn(move |req| {
-                            hits.fetch_add(1, Ordering::SeqCst);
-                            let fut = handler(req);
-                            async move { Ok::<_, Infallible>(fut.await) }
-                        });
-                        let io = TokioIo::new(stream);
-                        let _ = match proto {
-                            Proto::H1 => {
-                                hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(io, service)
-                                    .await
-                            }
-                            Proto::H2 => {
-                                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                    .serve_connection(io, service)
-                                    .await
-                            }
-                        };
-                    });
-                }
-            };
-            tokio::select! {
-                _ = accept => {}
-                _ = rx => {}
-            }
-        });
-    });
-    ready_rx.recv().unwrap();
-    let [hits, handshakes, resumed] = counters;
-    TlsBackend {
-        addr,
-        hits,
-        handshakes,
-        resumed,
-        alpn: alpns,
-        _shutdown: tx,
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+async fn serve_tls<F, Fut>(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    proto: Proto,
+    handler: Arc<F>,
+    seen: Seen,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<RespBody>> + Send + 'static,
+{
+    // The gateway's readiness probes and failed handshakes end here.
+    let Ok(stream) = acceptor.accept(stream).await else {
+        return;
+    };
+    let conn = stream.get_ref().1;
+    seen.handshakes.fetch_add(1, Ordering::SeqCst);
+    if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        seen.resumed.fetch_add(1, Ordering::SeqCst);
     }
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    seen.alpn.lock().unwrap().push(alpn);
+    let hits = seen.hits;
+    let service = hyper::service::service_fn(move |req| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let io = TokioIo::new(stream);
+    let _ = match proto {
+        Proto::H1 => {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+        }
+        Proto::H2 => {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+        }
+    };
 }
 
 /// A raw TLS backend (no ALPN) echoing every byte back, then closing its
