@@ -101,6 +101,12 @@ fn build(backends: &[lb_config::Backend], size: usize) -> Vec<u32> {
     if fillers.is_empty() {
         return Vec::new();
     }
+    // Fill in address order, so reordering the backends in the file does
+    // not change the table.
+    fillers.sort_by(|a, b| {
+        let name = |f: &Filler| backends.get(f.index as usize).map(|b| b.address.as_str());
+        name(a).cmp(&name(b)).then(a.index.cmp(&b.index))
+    });
     let mut table: Vec<Option<u32>> = vec![None; size];
     let mut filled = 0;
     let mut iteration = 1u64;
@@ -156,6 +162,18 @@ mod tests {
         let s = shares(&table, 4);
         for (got, want) in s.iter().zip([0.25, 0.5, 0.0, 0.25]) {
             assert!((got - want).abs() < 0.01, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_order_of_the_backends_does_not_matter() {
+        let forward = specs(&[1, 2, 3]);
+        let mut backward = forward.clone();
+        backward.reverse();
+        let a = build(&forward, 65_537);
+        let b = build(&backward, 65_537);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(forward[*x as usize].address, backward[*y as usize].address);
         }
     }
 

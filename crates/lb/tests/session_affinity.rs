@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::backend::Proto;
 use common::client::Client;
-use common::traffic::{backends_toml, config, exchange, get, named, Answer, Named};
+use common::traffic::{backends_toml, config, exchange, get, named, wait_closed, Answer, Named};
 use common::{free_addr, Gateway};
 
 const COOKIE: &str = "eg_session";
@@ -75,7 +75,9 @@ async fn a_client_keeps_its_backend_and_moves_when_it_dies() {
     // The pinned backend dies: the request is retried elsewhere and the
     // client is pinned to where it went.
     let dead = b.iter().position(|n| n.name == pinned).unwrap();
+    let dead_addr = b[dead].addr();
     drop(b.remove(dead));
+    wait_closed(dead_addr).await;
     let moved = call(listen, Some(&cookie)).await;
     assert_eq!(moved.status, 200, "{}", moved.body);
     assert_ne!(moved.body, pinned);

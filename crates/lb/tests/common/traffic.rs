@@ -254,3 +254,16 @@ pub async fn wait_log(gw: &Gateway, parts: &[&str], count: usize, limit: Duratio
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Wait (up to 5 s) until nothing accepts connections on `addr` any more:
+/// a dropped backend's runtime shuts down on its own thread.
+pub async fn wait_closed(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
