@@ -60,8 +60,6 @@ async fn connections_beyond_the_cap_are_closed() {
         &config(listen, backend.addr, "max_connections = 2"),
         &[listen],
     );
-    // The readiness probe has gone; give the gateway a moment to count it out.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut first = TcpStream::connect(listen).await.unwrap();
     let mut second = TcpStream::connect(listen).await.unwrap();
     assert!(get_on(&mut first).await.starts_with("HTTP/1.1 200"));

@@ -69,8 +69,8 @@ async fn backend_half_close_keeps_client_direction_open() {
     let backend_addr = backend.local_addr().unwrap();
     let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        // Every connection (the harness's readiness probe is proxied too)
-        // gets a banner, then the backend stops writing but keeps reading.
+        // Every connection gets a banner, then the backend stops writing but
+        // keeps reading.
         loop {
             let (mut s, _) = backend.accept().await.unwrap();
             let got_tx = got_tx.clone();
@@ -116,8 +116,6 @@ async fn a_gibibyte_each_way_arrives_intact() {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_addr = backend.local_addr().unwrap();
     tokio::spawn(async move {
-        // The harness's readiness probe is proxied too: serve every
-        // connection, not just the first.
         loop {
             let (mut s, _) = backend.accept().await.unwrap();
             tokio::spawn(async move {

@@ -10,7 +10,7 @@ pub mod tls;
 pub mod traffic;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -94,24 +94,37 @@ impl Gateway {
             config_path,
             log_path,
         };
-        for addr in wait_for {
-            gw.wait_listening(*addr);
+        if !wait_for.is_empty() {
+            gw.wait_started(wait_for);
         }
         gw
     }
 
-    fn wait_listening(&mut self, addr: SocketAddr) {
+    /// Wait for the gateway's own word that every listener is bound and
+    /// served, rather than probing the ports: a probe would be proxied by
+    /// tcp listeners (taking a connection slot and a backend flow), and a
+    /// port recycled by another process could answer it.
+    fn wait_started(&mut self, addrs: &[SocketAddr]) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited early ({status}):\n{}", self.log());
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let log = self.log();
+            let listening = |addr: &SocketAddr| {
+                let addr = addr.to_string();
+                log.lines()
+                    .any(|l| l.contains("listening") && l.contains(&addr))
+            };
+            if log.contains("expressgateway started") && addrs.iter().all(listening) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("gateway never listened on {addr}:\n{}", self.log());
+        panic!(
+            "gateway never reported listening on {addrs:?}:\n{}",
+            self.log()
+        );
     }
 
     pub fn pid(&self) -> u32 {
