@@ -73,6 +73,9 @@ pub const BACKEND_WEIGHT: u32 = 1;
 pub const WORKER_THREADS: usize = 0;
 /// Runtime: how long in-flight work may take to finish after SIGTERM.
 pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
+/// Runtime: time between `/readyz` turning 503 and the listeners closing;
+/// 0 closes them at once (no orchestrator to tell).
+pub const READINESS_SETTLE_MS: u64 = 0;
 
 /// Direct response: content type when none is given.
 pub const DIRECT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";

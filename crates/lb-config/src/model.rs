@@ -19,6 +19,8 @@ pub struct Config {
     /// Clusters: named ones in file order, then one anonymous cluster per
     /// listener that used inline `backends`.
     pub clusters: Vec<Cluster>,
+    /// Metrics and the admin listener.
+    pub observability: Observability,
 }
 
 impl Config {
@@ -28,6 +30,16 @@ impl Config {
     }
 }
 
+/// `[observability]` and `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observability {
+    /// Admin listener address; `None` = no admin listener.
+    pub metrics_bind: Option<SocketAddr>,
+    /// SHA-256 of the admin bearer token; `None` = no token required
+    /// (only allowed on loopback).
+    pub api_token_sha256: Option<[u8; 32]>,
+}
+
 /// `[runtime]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Runtime {
@@ -35,6 +47,8 @@ pub struct Runtime {
     pub worker_threads: usize,
     /// Drain budget.
     pub drain_timeout: Duration,
+    /// Time between `/readyz` turning 503 and the listeners closing.
+    pub readiness_settle: Duration,
     /// Process-wide TLS settings.
     pub tls: RuntimeTls,
 }

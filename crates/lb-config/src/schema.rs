@@ -23,6 +23,29 @@ pub struct RawConfig {
     /// Named groups of backends.
     #[serde(default)]
     pub clusters: Vec<RawCluster>,
+    /// Metrics and the admin listener.
+    #[serde(default)]
+    pub observability: RawObservability,
+    /// Admin API access.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `[observability]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawObservability {
+    /// Address of the admin listener (metrics, probes, status); off when
+    /// absent.
+    pub metrics_bind: Option<String>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// SHA-256 (hex) of the bearer token the admin API requires.
+    pub api_token_hash: Option<String>,
 }
 
 /// `[runtime]`.
@@ -33,6 +56,8 @@ pub struct RawRuntime {
     pub worker_threads: Option<usize>,
     /// Drain budget after SIGTERM/SIGINT.
     pub drain_timeout_ms: Option<u64>,
+    /// Time between `/readyz` turning 503 and the listeners closing.
+    pub readiness_settle_ms: Option<u64>,
     /// Process-wide TLS settings.
     #[serde(default)]
     pub tls: RawRuntimeTls,

@@ -84,11 +84,19 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         }
     }
 
+    let bound_addresses: Vec<SocketAddr> = bound.iter().map(|(a, _)| *a).collect();
+    let observability = observability::observability(
+        &raw.observability,
+        &raw.admin,
+        &bound_addresses,
+        &mut errors,
+    );
     if errors.0.is_empty() {
         Ok(Config {
             runtime,
             listeners,
             clusters,
+            observability,
         })
     } else {
         Err(errors.0)
@@ -114,6 +122,9 @@ fn runtime(raw: &RawRuntime, errors: &mut Errors) -> Runtime {
             d::DRAIN_TIMEOUT_MS,
             "runtime.drain_timeout_ms",
             errors,
+        ),
+        readiness_settle: Duration::from_millis(
+            raw.readiness_settle_ms.unwrap_or(d::READINESS_SETTLE_MS),
         ),
         tls: tls::runtime_tls(&raw.tls, errors),
     }
@@ -705,6 +716,7 @@ fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectRespo
 }
 
 mod balancing;
+mod observability;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -12,17 +12,29 @@ use crate::ewma::Ewma;
 pub struct Backend {
     /// Validated configuration.
     pub spec: lb_config::Backend,
-    /// Live counters.
-    pub state: BackendState,
+    /// Live counters; shared with this backend's successor when a reload
+    /// keeps it (same address, resolved address and protocol), so the
+    /// balancer never forgets what it learned.
+    pub state: Arc<BackendState>,
 }
 
 impl Backend {
     /// A backend with fresh state: healthy, nothing in flight.
     pub fn new(spec: lb_config::Backend) -> Self {
-        Self {
-            spec,
-            state: BackendState::default(),
-        }
+        Self::with_state(spec, Arc::default())
+    }
+
+    /// A backend continuing `state` (from the previous configuration).
+    pub fn with_state(spec: lb_config::Backend, state: Arc<BackendState>) -> Self {
+        Self { spec, state }
+    }
+
+    /// Whether `other` is the same backend for state carry-over: same
+    /// address as written, same resolved address, same protocol.
+    pub fn same_identity(&self, other: &lb_config::Backend) -> bool {
+        self.spec.address == other.address
+            && self.spec.resolved == other.resolved
+            && self.spec.protocol == other.protocol
     }
 
     /// Count one request (or TCP flow) in flight until the guard drops.
@@ -75,6 +87,8 @@ pub struct BackendState {
     /// End of the current or last ejection, in [`crate::clock`]
     /// microseconds.
     pub ejected_until: AtomicU64,
+    /// The cluster generation this state counts toward now.
+    pub(crate) membership: crate::membership::MembershipSlot,
 }
 
 impl BackendState {

@@ -5,13 +5,14 @@
 //! among the usable backends the cluster shows them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{EJECTED, UNHEALTHY};
 use crate::circuit::{Circuit, Tripped};
 use crate::clock::now_micros;
+use crate::membership::{HealthCounts, Membership};
 use crate::retry_budget::RetryBudget;
 use crate::sticky::StickyCookie;
 use crate::Backend;
@@ -121,19 +122,41 @@ pub struct Cluster {
     sticky: Option<StickyCookie>,
     /// Backends of weight above 0.
     serving: usize,
-    /// Backends of weight above 0 that are unhealthy or ejected.
-    unavailable: AtomicUsize,
-    /// Backends ejected now.
-    ejected: AtomicUsize,
+    /// Unavailable and ejected counts, kept through each backend state's
+    /// membership so changes made through an older generation land here.
+    counts: Arc<HealthCounts>,
 }
 
 impl Cluster {
     /// A cluster for `spec` with fresh backend state.
     pub fn new(spec: lb_config::Cluster, policy: Box<dyn Policy>) -> Self {
+        Self::build(spec, policy, None)
+    }
+
+    /// A cluster for `spec` that keeps the live state (health, ejections,
+    /// latency, in-flight counts) of every backend `previous` shares with
+    /// it, and its circuit-breaker counts when the limits are unchanged.
+    pub fn carrying(spec: lb_config::Cluster, policy: Box<dyn Policy>, previous: &Cluster) -> Self {
+        Self::build(spec, policy, Some(previous))
+    }
+
+    fn build(
+        spec: lb_config::Cluster,
+        policy: Box<dyn Policy>,
+        previous: Option<&Cluster>,
+    ) -> Self {
         let backends: Vec<Arc<Backend>> = spec
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b.clone())))
+            .map(|b| {
+                let kept = previous
+                    .and_then(|p| p.backends.iter().find(|old| old.same_identity(b)))
+                    .map(|old| Arc::clone(&old.state));
+                Arc::new(match kept {
+                    Some(state) => Backend::with_state(b.clone(), state),
+                    None => Backend::new(b.clone()),
+                })
+            })
             .collect();
         let sticky = match (&spec.policy, &spec.hash_key) {
             (lb_config::Policy::SessionAffinity, Some(lb_config::HashKey::Cookie(name))) => {
@@ -145,16 +168,55 @@ impl Cluster {
             }
             _ => None,
         };
+        let circuit = match previous {
+            Some(p) if p.spec.circuit_breaker == spec.circuit_breaker => Arc::clone(&p.circuit),
+            _ => Circuit::new(spec.circuit_breaker),
+        };
+        let counts = Arc::new(HealthCounts::default());
+        for b in &backends {
+            b.state.membership.set(Some(Membership {
+                counts: Arc::clone(&counts),
+                serving: b.spec.weight > 0,
+            }));
+        }
+        if let Some(previous) = previous {
+            for old in &previous.backends {
+                if !backends.iter().any(|b| Arc::ptr_eq(&b.state, &old.state)) {
+                    old.state.membership.set(None);
+                }
+            }
+        }
+        // Counted after the memberships moved, so a change made meanwhile
+        // through the previous generation is not lost.
+        let flags = |b: &Arc<Backend>| b.state.flags.load(Ordering::Acquire);
+        counts.unavailable.store(
+            backends
+                .iter()
+                .filter(|b| b.spec.weight > 0 && flags(b) != 0)
+                .count(),
+            Ordering::Release,
+        );
+        counts.ejected.store(
+            backends.iter().filter(|b| flags(b) & EJECTED != 0).count(),
+            Ordering::Release,
+        );
         Self {
             serving: backends.iter().filter(|b| b.spec.weight > 0).count(),
-            circuit: Circuit::new(spec.circuit_breaker),
+            circuit,
             retry_budget: RetryBudget::default(),
-            unavailable: AtomicUsize::new(0),
-            ejected: AtomicUsize::new(0),
+            counts,
             sticky,
             backends,
             policy,
             spec,
+        }
+    }
+
+    /// Leave every backend's state without a cluster: this cluster is gone
+    /// from the configuration.
+    pub fn retire(&self) {
+        for b in &self.backends {
+            b.state.membership.set(None);
         }
     }
 
@@ -173,7 +235,7 @@ impl Cluster {
             exclude,
         };
         // Usable backends at most; 0 spares the policy a fruitless walk.
-        let healthy = self.serving - self.unavailable.load(Ordering::Acquire).min(self.serving);
+        let healthy = self.healthy();
         let bound = if panic { self.serving } else { healthy };
         let mut tries: &[Option<usize>] = &[exclude, None];
         if exclude.is_none() {
@@ -210,8 +272,18 @@ impl Cluster {
     /// are healthy, so every serving backend is used regardless of health.
     pub fn in_panic(&self) -> bool {
         let threshold = usize::from(self.spec.panic_threshold_percent);
-        let healthy = self.serving - self.unavailable.load(Ordering::Acquire).min(self.serving);
+        let healthy = self.healthy();
         threshold > 0 && healthy * 100 < self.serving * threshold
+    }
+
+    /// Serving backends that are neither unhealthy nor ejected.
+    pub fn healthy(&self) -> usize {
+        self.serving
+            - self
+                .counts
+                .unavailable
+                .load(Ordering::Acquire)
+                .min(self.serving)
     }
 
     /// The session cookie, for `session_affinity` keyed by a cookie.
@@ -235,23 +307,15 @@ impl Cluster {
         if b.state.is_ejected() {
             return false;
         }
+        // Checked, not reserved: two ejections racing may exceed the cap by
+        // one, which the cap (a safety valve, not an invariant) tolerates.
         let total = self.backends.len();
-        let room = self
-            .ejected
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                ((n + 1) * 100 <= total * usize::from(max_percent)).then_some(n + 1)
-            })
-            .is_ok();
-        if !room {
+        let ejected = self.counts.ejected.load(Ordering::Acquire);
+        if (ejected + 1) * 100 > total * usize::from(max_percent) {
             return false;
         }
         b.state.ejected_until.store(until, Ordering::Release);
-        if !self.set_flag(index, EJECTED, true) {
-            // Another thread ejected it first.
-            self.ejected.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
+        self.set_flag(index, EJECTED, true)
     }
 
     /// End backend `index`'s ejection if it is due; returns whether it
@@ -263,11 +327,7 @@ impl Cluster {
         if now_micros() < b.state.ejected_until.load(Ordering::Acquire) {
             return false;
         }
-        let ended = self.set_flag(index, EJECTED, false);
-        if ended {
-            self.ejected.fetch_sub(1, Ordering::AcqRel);
-        }
-        ended
+        self.set_flag(index, EJECTED, false)
     }
 
     /// Set or clear `bit` on backend `index`, keeping the unavailable count
@@ -282,12 +342,8 @@ impl Cluster {
             b.state.flags.fetch_and(!bit, Ordering::AcqRel)
         };
         let new = if on { old | bit } else { old & !bit };
-        if b.spec.weight > 0 {
-            if old == 0 && new != 0 {
-                self.unavailable.fetch_add(1, Ordering::AcqRel);
-            } else if old != 0 && new == 0 {
-                self.unavailable.fetch_sub(1, Ordering::AcqRel);
-            }
+        if old != new {
+            b.state.membership.flags_changed(old, new, EJECTED);
         }
         old != new
     }

@@ -23,6 +23,7 @@ mod cluster;
 mod drain;
 mod ewma;
 pub mod hash;
+mod membership;
 mod retry_budget;
 mod router;
 mod snapshot;

@@ -46,16 +46,28 @@ pub(crate) struct Direct {
 }
 
 /// Upstreams for every cluster of a snapshot, shared by its listeners;
-/// `tls` holds the client side of every TLS backend.
-pub fn upstreams(snapshot: &Snapshot, tls: &TlsState) -> HashMap<String, Arc<Upstream>> {
+/// `tls` holds the client side of every TLS backend. A pool of `previous`
+/// is kept (with its open connections) when its backend, cluster pool
+/// settings and circuit are unchanged; only the weight may differ.
+pub fn upstreams(
+    snapshot: &Snapshot,
+    tls: &TlsState,
+    previous: Option<&HashMap<String, Arc<Upstream>>>,
+) -> HashMap<String, Arc<Upstream>> {
     snapshot
         .clusters
         .iter()
         .map(|(name, cluster)| {
+            let old = previous.and_then(|p| p.get(name));
             let pools = cluster
                 .backends
                 .iter()
-                .map(|b| BackendPool::new(Arc::clone(b), cluster, tls.upstream(&b.spec)))
+                .map(|b| {
+                    old.and_then(|old| reusable_pool(old, cluster, &b.spec))
+                        .unwrap_or_else(|| {
+                            BackendPool::new(Arc::clone(b), cluster, tls.upstream(&b.spec))
+                        })
+                })
                 .collect();
             let up = Upstream {
                 cluster: Arc::clone(cluster),
@@ -64,6 +76,30 @@ pub fn upstreams(snapshot: &Snapshot, tls: &TlsState) -> HashMap<String, Arc<Ups
             (name.clone(), Arc::new(up))
         })
         .collect()
+}
+
+fn reusable_pool(
+    old: &Upstream,
+    cluster: &Cluster,
+    spec: &lb_config::Backend,
+) -> Option<Arc<BackendPool>> {
+    let same_settings = old.cluster.spec.pool == cluster.spec.pool
+        && old.cluster.spec.connect_timeout == cluster.spec.connect_timeout
+        && Arc::ptr_eq(&old.cluster.circuit, &cluster.circuit);
+    if !same_settings {
+        return None;
+    }
+    old.cluster
+        .backends
+        .iter()
+        .position(|b| {
+            lb_config::Backend {
+                weight: spec.weight,
+                ..b.spec.clone()
+            } == *spec
+        })
+        .and_then(|i| old.pools.get(i))
+        .cloned()
 }
 
 impl ListenerPlan {

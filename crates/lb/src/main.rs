@@ -117,7 +117,7 @@ async fn serve(path: String, config: Config, tls: Arc<TlsState>) -> anyhow::Resu
     }
     let drain_budget = config.runtime.drain_timeout;
     let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
-    let upstreams = lb_http::upstreams(&snapshot, &tls);
+    let upstreams = lb_http::upstreams(&snapshot, &tls, None);
     // Kept for the life of the process: dropping it stops the checks.
     let health = lb_health::start(&snapshot, &tls);
     if !health.is_empty() {
