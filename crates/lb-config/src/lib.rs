@@ -15,11 +15,13 @@
 #![deny(missing_docs)]
 
 pub mod defaults;
+mod diff;
 mod error;
 mod model;
 pub mod schema;
 mod validate;
 
+pub use diff::{diff, ConfigDiff};
 pub use error::{ConfigError, LoadError};
 pub use model::*;
 
@@ -36,6 +38,7 @@ pub fn load(path: &str) -> Result<Config, LoadError> {
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     config.anchor_paths(base);
+    config.anchor_access_logs(base);
     Ok(config)
 }
 

@@ -70,6 +70,9 @@ pub struct BackendState {
     pub open_connections: AtomicU64,
     /// Upstream connections opened, ever.
     pub connections_opened: AtomicU64,
+    /// Requests (or TCP flows) the backend failed, ever: connect errors,
+    /// resets, timeouts, 502/503/504 answers.
+    pub failures: AtomicU64,
     /// Upstream connections carrying traffic now: TCP flows, HTTP/1.1
     /// connections between checkout and the end of their response, and
     /// open HTTP/2 connections. Idle pooled connections do not count.

@@ -26,10 +26,13 @@ pub enum Outcome {
 /// of `cluster`; may eject the backend. Needs a Tokio runtime (the end of
 /// an ejection is a timer).
 pub fn record(cluster: &Arc<Cluster>, index: usize, outcome: Outcome) {
-    let Some(od) = cluster.spec.outlier_detection else {
+    let Some(backend) = cluster.backends.get(index) else {
         return;
     };
-    let Some(backend) = cluster.backends.get(index) else {
+    if outcome == Outcome::Failure {
+        backend.state.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(od) = cluster.spec.outlier_detection else {
         return;
     };
     let state = &backend.state;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use lb_tls::{ServerTls, TlsState, UpstreamTls};
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server};
@@ -22,7 +23,7 @@ use crate::stream_copy;
 #[derive(Debug, Clone)]
 pub(crate) struct FlowTls {
     pub(crate) server: Option<Arc<ServerTls>>,
-    pub(crate) state: Arc<TlsState>,
+    pub(crate) state: Arc<ArcSwap<TlsState>>,
 }
 
 /// The client side of a flow once it is ready to carry bytes.
@@ -66,7 +67,8 @@ pub(crate) async fn run(
     }
     let backend = Arc::clone(&upstream.backend);
     let backend = backend.spec.address.as_str();
-    let finished = match tls.state.upstream(&upstream.backend.spec) {
+    let upstream_tls = tls.state.load().upstream(&upstream.backend.spec);
+    let finished = match upstream_tls {
         None => match &mut client {
             ClientSide::Plain(c) => bidirectional(c, &mut upstream.stream, idle_timeout).await,
             ClientSide::Tls(c) => {

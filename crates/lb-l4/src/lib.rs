@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lb_core::{Drain, Snapshot};
-use lb_tls::TlsState;
+use lb_tls::{ServerTls, TlsState};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
@@ -44,17 +44,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serve a bound TCP listener until drain starts. Each accepted connection
 /// reads the current snapshot, finds this listener (by `address`) and its cluster.
-/// `tls` holds the listener's TLS side (a `tls` listener) and every TLS
-/// backend's.
+/// `server_tls` is the listener's TLS side (a `tls` listener); `tls` the
+/// current configuration's TLS material, read per flow for TLS backends.
 pub async fn serve(
     listener: TcpListener,
     address: SocketAddr,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    tls: Arc<TlsState>,
+    server_tls: Option<Arc<ServerTls>>,
+    tls: Arc<ArcSwap<TlsState>>,
     drain: Arc<Drain>,
 ) {
     let tls = flow::FlowTls {
-        server: tls.server(address),
+        server: server_tls,
         state: tls,
     };
     let open = Arc::new(AtomicU64::new(0));

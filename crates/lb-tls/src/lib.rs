@@ -110,6 +110,13 @@ impl TlsState {
         self.servers.get(&address).cloned()
     }
 
+    /// Make `server` (a running listener's TLS side, already reloaded with
+    /// the new settings) the one this state serves at `address`, so a
+    /// later SIGUSR1 reloads what the listener actually uses.
+    pub fn adopt_server(&mut self, address: SocketAddr, server: Arc<ServerTls>) {
+        self.servers.insert(address, server);
+    }
+
     /// The TLS side of `backend`, when it speaks TLS.
     pub fn upstream(&self, backend: &lb_config::Backend) -> Option<Arc<UpstreamTls>> {
         let origin = &backend.tls.as_ref()?.origin;

@@ -9,19 +9,26 @@
 )]
 
 mod cli;
+mod gateway;
+mod listeners;
+mod reload;
+mod status;
 mod summary;
+mod telemetry;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
-use lb_config::{Config, ListenerKind};
-use lb_core::{Drain, Snapshot};
+use lb_config::Config;
+use lb_observability::prometheus_client::metrics::counter::Counter;
+use lb_observability::{Admin, Metrics};
 use lb_tls::TlsState;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::gateway::Gateway;
+use crate::status::StatusSource;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,7 +57,7 @@ fn main() -> ExitCode {
     };
     // Certificates and keys are part of the configuration: a bad one stops
     // the start (and `--check`) the same way a bad key does.
-    let (tls, warnings) = match lb_tls::TlsState::load(&config) {
+    let (tls, warnings) = match TlsState::load(&config) {
         Ok(loaded) => loaded,
         Err(errors) => return invalid(&path, errors.iter().map(ToString::to_string).collect()),
     };
@@ -61,7 +68,8 @@ fn main() -> ExitCode {
         print!("{}", summary::render(&path, &config));
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    lb_observability::logging::init();
+    install_panic_hook();
     for warning in &warnings {
         tracing::warn!(%warning, "configuration warning");
     }
@@ -86,10 +94,26 @@ fn invalid(path: &str, errors: Vec<String>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+static PANICS: OnceLock<Counter> = OnceLock::new();
+
+/// A panic is logged as a structured error and counted before the process
+/// aborts (release builds abort on panic).
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        if let Some(c) = PANICS.get() {
+            c.inc();
+        }
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %message, location = location.unwrap_or_default(), "panic");
+    }));
 }
 
 fn run(path: String, config: Config, tls: TlsState) -> anyhow::Result<()> {
@@ -101,135 +125,86 @@ fn run(path: String, config: Config, tls: TlsState) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(path, config, Arc::new(tls)))
+    runtime.block_on(serve(path, config, tls))
 }
 
-async fn serve(path: String, config: Config, tls: Arc<TlsState>) -> anyhow::Result<()> {
-    // Handled before anything is bound, so a signal sent as soon as a
-    // listener answers cannot meet the default action.
-    let reload_certificates = reload_certificates_on_sigusr1(Arc::clone(&tls))?;
-    // Bind everything before serving anything: a listener that cannot bind
-    // stops the start with nothing half up.
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let socket = bind(l.address).with_context(|| format!("binding listener {}", l.address))?;
-        bound.push((l.address, socket));
-    }
-    let drain_budget = config.runtime.drain_timeout;
-    let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
-    let upstreams = lb_http::upstreams(&snapshot, &tls, None);
-    // Kept for the life of the process: dropping it stops the checks.
-    let health = lb_health::start(&snapshot, &tls);
-    if !health.is_empty() {
-        tracing::info!(backends = health.len(), "active health checks started");
-    }
-    let drain = Drain::new();
-    let listeners: HashMap<SocketAddr, lb_config::Listener> = snapshot
-        .config
-        .listeners
-        .iter()
-        .map(|l| (l.address, l.clone()))
-        .collect();
-    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
-    let mut tasks = Vec::new();
-    for (address, socket) in bound {
-        let Some(listener) = listeners.get(&address) else {
-            continue;
-        };
-        // A TLS listener without its material would serve cleartext.
-        anyhow::ensure!(
-            listener.tls.is_none() || tls.server(address).is_some(),
-            "no TLS material loaded for listener {address}"
-        );
-        match &listener.kind {
-            ListenerKind::Http(_) => {
-                let plan = lb_http::ListenerPlan::build(listener, &upstreams)
-                    .context("compiling an HTTP listener")?;
-                let plan = Arc::new(ArcSwap::from_pointee(plan));
-                tasks.push(tokio::spawn(lb_http::serve(
-                    socket,
-                    plan,
-                    tls.server(address),
-                    Arc::clone(&drain),
-                )));
-            }
-            ListenerKind::Tcp { .. } => {
-                let snap = Arc::clone(&snapshot);
-                tasks.push(tokio::spawn(lb_l4::serve(
-                    socket,
-                    address,
-                    snap,
-                    Arc::clone(&tls),
-                    Arc::clone(&drain),
-                )));
-            }
-        }
-        tracing::info!(%address, protocol = listener.protocol.as_str(), "listening");
-    }
-    tokio::spawn(reload_certificates);
-    tracing::info!(config = %path, listeners = tasks.len(), "expressgateway started");
-
-    shutdown_signal().await?;
-    tracing::info!(budget_ms = drain_budget.as_millis() as u64, "draining");
-    drain.start();
-    for task in tasks {
-        let _ = task.await;
-    }
-    let left = drain.wait_idle(drain_budget).await;
-    if left > 0 {
-        tracing::warn!(
-            connections = left,
-            "drain budget exhausted; aborting the rest"
-        );
-    }
-    tracing::info!("stopped");
-    Ok(())
+struct Signals {
+    hup: Signal,
+    usr1: Signal,
+    term: Signal,
+    int: Signal,
 }
 
-fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+impl Signals {
+    /// Installed before anything binds, so a signal sent as soon as a
+    /// listener answers never meets its default action.
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+            usr1: signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?,
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
+    }
+}
+
+async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
+    let admin_socket = match config.observability.metrics_bind {
+        Some(addr) => Some(
+            listeners::bind(addr).with_context(|| format!("binding the admin listener {addr}"))?,
+        ),
+        None => None,
     };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(address)?;
-    socket.listen(4096)
-}
+    let metrics = Arc::new(Metrics::default());
+    let gateway = Gateway::start(path.clone(), config, tls, &metrics)?;
+    let _ = PANICS.set(gateway.telemetry.panics.clone());
+    if let Some(socket) = admin_socket {
+        let source = StatusSource::new(Arc::clone(&gateway));
+        let admin = Admin {
+            metrics,
+            token_sha256: Arc::clone(&gateway.admin_token),
+            probes: Arc::clone(&gateway.probes),
+            status: Box::new(move || source.status()),
+        };
+        let address = socket.local_addr().ok();
+        tokio::spawn(lb_observability::serve_admin(socket, Arc::new(admin)));
+        tracing::info!(address = ?address, "admin listener");
+    }
+    gateway.probes.started.store(true, Ordering::Release);
+    tracing::info!(config = %path, "expressgateway started");
 
-/// Installs the SIGUSR1 handler now (so a signal sent once the gateway
-/// has started is never the default action, which would end the process)
-/// and returns the loop that re-reads every certificate on each signal.
-fn reload_certificates_on_sigusr1(
-    tls: Arc<TlsState>,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
-    Ok(async move {
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1 received: reloading certificates");
-            // File reads and key parsing stay off the request threads.
-            let tls = Arc::clone(&tls);
-            match tokio::task::spawn_blocking(move || tls.reload()).await {
-                Ok(report) => tracing::info!(
-                    reloaded = report.reloaded,
-                    kept = report.kept,
-                    "certificate reload done"
-                ),
-                Err(e) => tracing::error!(error = %e, "certificate reload did not finish"),
+    loop {
+        tokio::select! {
+            _ = signals.hup.recv() => {
+                tracing::info!("SIGHUP received: reloading configuration");
+                let g = Arc::clone(&gateway);
+                if let Err(e) = tokio::task::spawn_blocking(move || g.reload()).await {
+                    tracing::error!(error = %e, "reload did not finish");
+                }
+            }
+            _ = signals.usr1.recv() => {
+                tracing::info!("SIGUSR1 received: reloading certificates");
+                let tls = gateway.tls.load_full();
+                match tokio::task::spawn_blocking(move || tls.reload()).await {
+                    Ok(report) => tracing::info!(
+                        reloaded = report.reloaded,
+                        kept = report.kept,
+                        "certificate reload done"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "certificate reload did not finish"),
+                }
+            }
+            _ = signals.term.recv() => {
+                tracing::info!("SIGTERM received");
+                break;
+            }
+            _ = signals.int.recv() => {
+                tracing::info!("SIGINT received");
+                break;
             }
         }
-    })
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
+    gateway.shutdown().await;
     Ok(())
 }

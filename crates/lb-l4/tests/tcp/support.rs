@@ -75,7 +75,8 @@ pub async fn start_proxy(settings: &str, backends: &[SocketAddr]) -> Proxy {
         listener,
         addr,
         Arc::clone(&snapshot),
-        Arc::new(lb_tls::TlsState::default()),
+        None,
+        Arc::new(ArcSwap::from_pointee(lb_tls::TlsState::default())),
         Arc::clone(&drain),
     ));
     Proxy {

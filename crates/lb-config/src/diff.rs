@@ -1,0 +1,250 @@
+//! What a reload changes: each difference between two validated
+//! configurations as one log line, and which differences cannot be applied
+//! to a running process.
+
+use std::net::SocketAddr;
+
+use crate::model::{Backend, Cluster, Config, Listener};
+
+/// Differences between the running and the new configuration.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// One line per difference that will be applied.
+    pub changes: Vec<String>,
+    /// One line per difference that needs a restart (not applied).
+    pub restart_required: Vec<String>,
+    /// Listeners to bind.
+    pub listeners_added: Vec<SocketAddr>,
+    /// Listeners to close and drain.
+    pub listeners_removed: Vec<SocketAddr>,
+    /// Listeners whose change needs a restart: they keep running exactly
+    /// as configured before.
+    pub listeners_kept_as_is: Vec<SocketAddr>,
+}
+
+impl ConfigDiff {
+    /// Whether the two configurations are the same.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.restart_required.is_empty()
+    }
+}
+
+/// Compare `old` (running) with `new`.
+pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    let mut d = ConfigDiff::default();
+    listeners(old, new, &mut d);
+    clusters(old, new, &mut d);
+    if old.runtime.worker_threads != new.runtime.worker_threads {
+        d.restart_required.push(format!(
+            "runtime.worker_threads {} -> {} needs a restart",
+            old.runtime.worker_threads, new.runtime.worker_threads
+        ));
+    }
+    if old.observability.metrics_bind != new.observability.metrics_bind {
+        d.restart_required.push(format!(
+            "observability.metrics_bind {:?} -> {:?} needs a restart",
+            old.observability.metrics_bind, new.observability.metrics_bind
+        ));
+    }
+    if old.observability.api_token_sha256 != new.observability.api_token_sha256 {
+        d.changes.push("admin.api_token_hash changed".to_owned());
+    }
+    let (o, n) = (&old.runtime, &new.runtime);
+    if o.drain_timeout != n.drain_timeout || o.readiness_settle != n.readiness_settle {
+        d.changes.push("runtime drain settings changed".to_owned());
+    }
+    if o.tls != n.tls {
+        d.changes.push("runtime.tls changed".to_owned());
+    }
+    d
+}
+
+fn listeners(old: &Config, new: &Config, d: &mut ConfigDiff) {
+    for l in &new.listeners {
+        match old.listeners.iter().find(|o| o.address == l.address) {
+            None => {
+                d.listeners_added.push(l.address);
+                d.changes.push(format!(
+                    "listener {} ({}) added",
+                    l.address,
+                    l.protocol.as_str()
+                ));
+            }
+            Some(o) if o.protocol != l.protocol => {
+                d.listeners_kept_as_is.push(l.address);
+                d.restart_required.push(format!(
+                    "listener {}: protocol {} -> {} needs a restart; it keeps running as before",
+                    l.address,
+                    o.protocol.as_str(),
+                    l.protocol.as_str()
+                ));
+            }
+            Some(o) => listener_changes(o, l, d),
+        }
+    }
+    for o in &old.listeners {
+        if !new.listeners.iter().any(|l| l.address == o.address) {
+            d.listeners_removed.push(o.address);
+            d.changes.push(format!(
+                "listener {} ({}) removed; its connections drain",
+                o.address,
+                o.protocol.as_str()
+            ));
+        }
+    }
+}
+
+fn listener_changes(o: &Listener, l: &Listener, d: &mut ConfigDiff) {
+    let a = l.address;
+    if o.kind != l.kind {
+        d.changes
+            .push(format!("listener {a}: routes or HTTP settings changed"));
+    }
+    if o.tls != l.tls {
+        d.changes
+            .push(format!("listener {a}: TLS settings changed"));
+    }
+    if o.max_connections != l.max_connections {
+        d.changes.push(format!(
+            "listener {a}: max_connections {} -> {}",
+            o.max_connections, l.max_connections
+        ));
+    }
+    if o.idle_timeout != l.idle_timeout {
+        d.changes
+            .push(format!("listener {a}: idle timeout changed"));
+    }
+    if o != l
+        && !d
+            .changes
+            .iter()
+            .any(|c| c.starts_with(&format!("listener {a}:")))
+    {
+        d.changes.push(format!("listener {a}: settings changed"));
+    }
+}
+
+fn clusters(old: &Config, new: &Config, d: &mut ConfigDiff) {
+    for c in &new.clusters {
+        match old.clusters.iter().find(|o| o.name == c.name) {
+            None => d.changes.push(format!("cluster {} added", c.name)),
+            Some(o) => cluster_changes(o, c, d),
+        }
+    }
+    for o in &old.clusters {
+        if !new.clusters.iter().any(|c| c.name == o.name) {
+            d.changes.push(format!("cluster {} removed", o.name));
+        }
+    }
+}
+
+fn cluster_changes(o: &Cluster, c: &Cluster, d: &mut ConfigDiff) {
+    let name = &c.name;
+    if o.policy != c.policy {
+        d.changes.push(format!(
+            "cluster {name}: policy {} -> {}",
+            o.policy.as_str(),
+            c.policy.as_str()
+        ));
+    }
+    let same = |a: &Backend, b: &Backend| a.address == b.address && a.protocol == b.protocol;
+    for b in &c.backends {
+        match o.backends.iter().find(|ob| same(ob, b)) {
+            None => d
+                .changes
+                .push(format!("cluster {name}: backend {} added", b.address)),
+            Some(ob) if ob.weight != b.weight => d.changes.push(format!(
+                "cluster {name}: backend {} weight {} -> {}",
+                b.address, ob.weight, b.weight
+            )),
+            Some(ob) if ob != b => d.changes.push(format!(
+                "cluster {name}: backend {} settings changed",
+                b.address
+            )),
+            Some(_) => {}
+        }
+    }
+    for ob in &o.backends {
+        if !c.backends.iter().any(|b| same(ob, b)) {
+            d.changes
+                .push(format!("cluster {name}: backend {} removed", ob.address));
+        }
+    }
+    let settings = |x: &Cluster| Cluster {
+        backends: Vec::new(),
+        policy: crate::model::Policy::default(),
+        ..x.clone()
+    };
+    if settings(o) != settings(c) {
+        d.changes.push(format!(
+            "cluster {name}: settings changed (timeouts, pool, health, limits or retries)"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        crate::parse(text).unwrap()
+    }
+
+    const BASE: &str = r#"
+[[clusters]]
+name = "api"
+[[clusters.backends]]
+address = "127.0.0.1:9001"
+[[clusters.backends]]
+address = "127.0.0.1:9002"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "api"
+"#;
+
+    #[test]
+    fn identical_configs_have_no_diff() {
+        assert!(diff(&cfg(BASE), &cfg(BASE)).is_empty());
+    }
+
+    #[test]
+    fn weights_policies_backends_and_listeners() {
+        let new = BASE
+            .replace("name = \"api\"", "name = \"api\"\npolicy = \"p2c\"")
+            .replace("address = \"127.0.0.1:9002\"", "address = \"127.0.0.1:9003\"\nweight = 2")
+            + "\n[[listeners]]\naddress = \"127.0.0.1:8081\"\nprotocol = \"tcp\"\n[[listeners.backends]]\naddress = \"127.0.0.1:9009\"\n";
+        let d = diff(&cfg(BASE), &cfg(&new));
+        assert!(
+            d.changes
+                .contains(&"cluster api: policy round_robin -> p2c".to_owned()),
+            "{d:?}"
+        );
+        assert!(d
+            .changes
+            .contains(&"cluster api: backend 127.0.0.1:9003 added".to_owned()));
+        assert!(d
+            .changes
+            .contains(&"cluster api: backend 127.0.0.1:9002 removed".to_owned()));
+        assert_eq!(d.listeners_added, vec!["127.0.0.1:8081".parse().unwrap()]);
+        assert!(d.restart_required.is_empty());
+    }
+
+    #[test]
+    fn protocol_change_needs_a_restart() {
+        let new = BASE
+            .replace("protocol = \"h1\"", "protocol = \"tcp\"")
+            .replace(
+                "[[listeners.routes]]\ncluster = \"api\"",
+                "[[listeners.backends]]\naddress = \"127.0.0.1:9009\"",
+            );
+        let d = diff(&cfg(BASE), &cfg(&new));
+        assert_eq!(
+            d.listeners_kept_as_is,
+            vec!["127.0.0.1:8080".parse().unwrap()]
+        );
+        assert_eq!(d.restart_required.len(), 1, "{d:?}");
+    }
+}

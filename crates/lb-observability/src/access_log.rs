@@ -1,0 +1,224 @@
+//! The access log: one JSON line per request, written by a background
+//! thread so the data path never blocks on disk or a slow stdout. When the
+//! writer falls behind, lines are dropped and counted rather than queued
+//! without bound.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// Lines buffered per sink before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// One request (or, on a tcp listener, one flow), as logged. Borrowed so
+/// that writing a line costs one allocation, the line itself. Fields that
+/// do not apply are left out of the line: an HTTP line always has a
+/// `status`, a tcp line never does.
+#[derive(Debug, Serialize)]
+pub struct AccessRecord<'a> {
+    /// When the request arrived (or the flow was accepted).
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// Listener address.
+    pub listener: SocketAddr,
+    /// Client address.
+    pub client: SocketAddr,
+    /// `HTTP/1.1`, `HTTP/2`, `tcp`, `tls`.
+    pub protocol: &'static str,
+    /// Request method.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub method: &'a str,
+    /// Host / `:authority`.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub authority: &'a str,
+    /// Request path (no query: it may carry secrets).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub path: &'a str,
+    /// Response status; 0 when the client left before any was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Body bytes received from the client.
+    pub bytes_in: u64,
+    /// Body bytes sent to the client.
+    pub bytes_out: u64,
+    /// Total time in milliseconds, until the last byte (or the abandon).
+    pub duration_ms: f64,
+    /// Time from sending to the backend to its response headers, in
+    /// milliseconds (HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_ms: Option<f64>,
+    /// Cluster name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<&'a str>,
+    /// Backend address, as configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'a str>,
+    /// Retries made.
+    pub retries: u32,
+    /// Why the request or flow failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+/// The line as written: the record behind a tag that tells access lines
+/// from process log lines sharing a stream.
+#[derive(Serialize)]
+struct Line<'r, 'a> {
+    log: &'static str,
+    #[serde(flatten)]
+    record: &'r AccessRecord<'a>,
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::logging::rfc3339(*time))
+}
+
+/// Where a listener's access log goes.
+#[derive(Debug, Clone)]
+pub struct AccessLog {
+    tx: SyncSender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// Queue one record; never blocks.
+    pub fn write(&self, record: &AccessRecord<'_>) {
+        let line = Line {
+            log: "access",
+            record,
+        };
+        let Ok(line) = serde_json::to_string(&line) else {
+            return;
+        };
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens and shares sinks: one writer thread per destination.
+#[derive(Debug, Default)]
+pub struct AccessLogs {
+    sinks: Mutex<HashMap<Option<PathBuf>, AccessLog>>,
+}
+
+impl AccessLogs {
+    /// The process's sinks: every listener writing to one destination
+    /// shares its writer, so lines never interleave.
+    pub fn global() -> &'static Self {
+        static LOGS: LazyLock<AccessLogs> = LazyLock::new(AccessLogs::default);
+        &LOGS
+    }
+
+    /// The sink for `path` (`None` = stdout), opened on first use.
+    pub fn sink(&self, path: Option<&Path>) -> std::io::Result<AccessLog> {
+        let mut sinks = match self.sinks.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let key = path.map(Path::to_path_buf);
+        if let Some(sink) = sinks.get(&key) {
+            return Ok(sink.clone());
+        }
+        let out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, rx) = sync_channel::<String>(QUEUE);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(out);
+                while let Ok(line) = rx.recv() {
+                    let _ = writeln!(out, "{line}");
+                    // Drain what is queued, then flush once.
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                }
+            })?;
+        let sink = AccessLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        sinks.insert(key, sink.clone());
+        Ok(sink)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn record(status: Option<u16>) -> AccessRecord<'static> {
+        AccessRecord {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            listener: "127.0.0.1:80".parse().unwrap(),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            protocol: if status.is_some() { "HTTP/1.1" } else { "tcp" },
+            method: if status.is_some() { "GET" } else { "" },
+            authority: "",
+            path: if status.is_some() { "/x" } else { "" },
+            status,
+            bytes_in: 3,
+            bytes_out: 5,
+            duration_ms: 1.5,
+            upstream_ms: None,
+            cluster: Some("api"),
+            backend: Some("127.0.0.1:81"),
+            retries: 1,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn lines_are_tagged_json_and_leave_out_what_does_not_apply() {
+        let dir = std::env::temp_dir().join(format!("eg-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        let _ = std::fs::remove_file(&path);
+        let sink = AccessLogs::default().sink(Some(&path)).unwrap();
+        sink.write(&record(Some(200)));
+        sink.write(&record(None));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let text = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() == 2 || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"log":"access","time":"2023-11-14T22:13:20.123Z","listener":"127.0.0.1:80","client":"127.0.0.1:5000","protocol":"HTTP/1.1","method":"GET","path":"/x","status":200,"bytes_in":3,"bytes_out":5,"duration_ms":1.5,"cluster":"api","backend":"127.0.0.1:81","retries":1}"#
+        );
+        assert_eq!(
+            lines[1],
+            r#"{"log":"access","time":"2023-11-14T22:13:20.123Z","listener":"127.0.0.1:80","client":"127.0.0.1:5000","protocol":"tcp","bytes_in":3,"bytes_out":5,"duration_ms":1.5,"cluster":"api","backend":"127.0.0.1:81","retries":1}"#
+        );
+        assert_eq!(sink.dropped(), 0);
+    }
+}

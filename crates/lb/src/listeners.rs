@@ -1,0 +1,114 @@
+//! Running listeners: bind, serve, stop. One listener's accept loop and
+//! connections share its own drain, so a listener removed by a reload can
+//! close and drain while the others keep serving.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use lb_config::{Listener, ListenerKind};
+use lb_core::{Drain, Snapshot};
+use lb_http::{ListenerPlan, Upstream};
+use lb_tls::{ServerTls, TlsState};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinHandle;
+
+/// A listener being served.
+pub struct RunningListener {
+    /// Its configuration as applied.
+    pub spec: Listener,
+    /// Its own drain: stops accepting and winds its connections down.
+    pub drain: Arc<Drain>,
+    /// The compiled routes, swapped on reload (HTTP listeners).
+    pub plan: Option<Arc<ArcSwap<ListenerPlan>>>,
+    /// Its TLS side, reloaded in place (`tls` and `h1s` listeners).
+    pub server_tls: Option<Arc<ServerTls>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningListener {
+    /// Stop accepting and let the connections finish.
+    pub fn stop(&self) {
+        self.drain.start();
+    }
+
+    /// Whether the accept loop ended and no connection is left.
+    pub fn finished(&self) -> bool {
+        self.task.is_finished() && self.drain.active() == 0
+    }
+}
+
+/// Bind `address` for a listener: reuse-address, Nagle off, deep backlog.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// Everything a listener is started or re-planned with.
+pub struct Context<'a> {
+    pub snapshot: &'a Arc<ArcSwap<Snapshot>>,
+    pub tls: &'a Arc<ArcSwap<TlsState>>,
+    pub upstreams: &'a HashMap<String, Arc<Upstream>>,
+}
+
+/// The compiled plan of an HTTP listener.
+pub fn plan(spec: &Listener, ctx: &Context<'_>) -> anyhow::Result<ListenerPlan> {
+    ListenerPlan::build(spec, ctx.upstreams)
+        .with_context(|| format!("compiling the routes of listener {}", spec.address))
+}
+
+/// Serve `socket` as `spec` describes.
+pub fn start(
+    spec: &Listener,
+    socket: TcpListener,
+    ctx: &Context<'_>,
+) -> anyhow::Result<RunningListener> {
+    let address = spec.address;
+    let server_tls = ctx.tls.load().server(address);
+    // A TLS listener without its material would serve cleartext.
+    anyhow::ensure!(
+        spec.tls.is_none() || server_tls.is_some(),
+        "no TLS material loaded for listener {address}"
+    );
+    let drain = Drain::new();
+    let (task, plan) = match &spec.kind {
+        ListenerKind::Http(_) => {
+            let plan = Arc::new(ArcSwap::from_pointee(plan(spec, ctx)?));
+            let task = tokio::spawn(lb_http::serve(
+                socket,
+                Arc::clone(&plan),
+                server_tls.clone(),
+                Arc::clone(&drain),
+            ));
+            (task, Some(plan))
+        }
+        ListenerKind::Tcp { .. } => {
+            let task = tokio::spawn(lb_l4::serve(
+                socket,
+                address,
+                Arc::clone(ctx.snapshot),
+                server_tls.clone(),
+                Arc::clone(ctx.tls),
+                Arc::clone(&drain),
+            ));
+            (task, None)
+        }
+    };
+    tracing::info!(%address, protocol = spec.protocol.as_str(), "listening");
+    Ok(RunningListener {
+        spec: spec.clone(),
+        drain,
+        plan,
+        server_tls,
+        task,
+    })
+}

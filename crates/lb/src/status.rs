@@ -1,0 +1,168 @@
+//! The status the admin page and `/api/v1/status` show, built from the
+//! snapshot in service and the running listeners. Rates are the change in
+//! each backend's counters since the previous sample (at least a second
+//! apart).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lb_config::{HostMatch, ListenerKind, RouteAction};
+use lb_observability::{BackendStatus, ClusterStatus, ConfigStatus, ListenerStatus, Status};
+
+use crate::gateway::Gateway;
+
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    requests: u64,
+    failures: u64,
+    request_rate: f64,
+    error_rate: f64,
+}
+
+/// Builds [`Status`] on demand.
+pub struct StatusSource {
+    gateway: Arc<Gateway>,
+    samples: Mutex<HashMap<(String, String), Sample>>,
+}
+
+impl StatusSource {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self {
+            gateway,
+            samples: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let g = &self.gateway;
+        let snapshot = g.snapshot.load_full();
+        let listeners = {
+            let inner = g.lock();
+            let mut ls: Vec<ListenerStatus> = snapshot
+                .config
+                .listeners
+                .iter()
+                .map(|l| ListenerStatus {
+                    address: l.address.to_string(),
+                    protocol: l.protocol.as_str().to_owned(),
+                    connections_open: inner
+                        .listeners
+                        .get(&l.address)
+                        .map_or(0, |r| r.drain.active() as u64),
+                    routes: routes(l),
+                })
+                .collect();
+            ls.sort_by(|a, b| a.address.cmp(&b.address));
+            ls
+        };
+        let mut clusters: Vec<ClusterStatus> = snapshot
+            .clusters
+            .values()
+            .map(|c| ClusterStatus {
+                name: c.name().to_owned(),
+                policy: c.spec.policy.as_str().to_owned(),
+                backends: c
+                    .backends
+                    .iter()
+                    .map(|b| self.backend(c.name(), b))
+                    .collect(),
+            })
+            .collect();
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: g.started.elapsed().as_secs(),
+            ready: g.probes.started.load(Ordering::Acquire)
+                && !g.probes.draining.load(Ordering::Acquire),
+            draining: g.probes.draining.load(Ordering::Acquire),
+            config: ConfigStatus {
+                path: g.path.clone(),
+                generation: g.generation.load(Ordering::Acquire),
+                last_reload: g.last_reload.lock().ok().and_then(|l| l.clone()),
+            },
+            listeners,
+            clusters,
+        }
+    }
+
+    fn backend(&self, cluster: &str, b: &lb_core::Backend) -> BackendStatus {
+        let s = &b.state;
+        let requests = s.requests.load(Ordering::Relaxed);
+        let failures = s.failures.load(Ordering::Relaxed);
+        let (request_rate, error_rate) = self.rates(cluster, &b.spec.address, requests, failures);
+        let state = if b.spec.weight == 0 {
+            "drained"
+        } else if s.is_ejected() {
+            "ejected"
+        } else if !s.passes_checks() {
+            "unhealthy"
+        } else {
+            "healthy"
+        };
+        let latency = s.latency.micros();
+        BackendStatus {
+            address: b.spec.address.clone(),
+            protocol: b.spec.protocol.as_str().to_owned(),
+            weight: b.spec.weight,
+            state: state.to_owned(),
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            open_connections: s.open_connections.load(Ordering::Relaxed),
+            requests_total: requests,
+            errors_total: failures,
+            request_rate,
+            error_rate,
+            latency_ms: (latency > 0.0).then_some(latency / 1000.0),
+            ejections: u64::from(s.ejections.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn rates(&self, cluster: &str, backend: &str, requests: u64, failures: u64) -> (f64, f64) {
+        let Ok(mut samples) = self.samples.lock() else {
+            return (0.0, 0.0);
+        };
+        let now = Instant::now();
+        let key = (cluster.to_owned(), backend.to_owned());
+        let fresh = Sample {
+            at: now,
+            requests,
+            failures,
+            request_rate: 0.0,
+            error_rate: 0.0,
+        };
+        let entry = samples.entry(key).or_insert(fresh);
+        let elapsed = now.duration_since(entry.at).as_secs_f64();
+        if elapsed >= 1.0 {
+            entry.request_rate = requests.saturating_sub(entry.requests) as f64 / elapsed;
+            entry.error_rate = failures.saturating_sub(entry.failures) as f64 / elapsed;
+            entry.at = now;
+            entry.requests = requests;
+            entry.failures = failures;
+        }
+        (entry.request_rate, entry.error_rate)
+    }
+}
+
+fn routes(l: &lb_config::Listener) -> Vec<String> {
+    match &l.kind {
+        ListenerKind::Tcp { cluster } => vec![format!("-> cluster {cluster}")],
+        ListenerKind::Http(h) => h
+            .routes
+            .iter()
+            .map(|r| {
+                let host = match &r.host {
+                    HostMatch::Any => "*".to_owned(),
+                    HostMatch::Exact(h) => h.clone(),
+                    HostMatch::Wildcard(s) => format!("*{s}"),
+                };
+                let target = match &r.action {
+                    RouteAction::Cluster(c) => format!("cluster {c}"),
+                    RouteAction::Direct(d) => format!("direct {}", d.status),
+                };
+                format!("{host}{} -> {target}", r.path_prefix)
+            })
+            .collect(),
+    }
+}
