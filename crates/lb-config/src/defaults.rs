@@ -77,6 +77,10 @@ pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
 /// 0 closes them at once (no orchestrator to tell).
 pub const READINESS_SETTLE_MS: u64 = 0;
 
+/// Listener: whether the access log is written (to standard output when
+/// no path is given).
+pub const ACCESS_LOG_ENABLED: bool = true;
+
 /// Direct response: content type when none is given.
 pub const DIRECT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 

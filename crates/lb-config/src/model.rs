@@ -28,6 +28,17 @@ impl Config {
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
     }
+
+    /// Anchor relative access log paths at `base`.
+    pub(crate) fn anchor_access_logs(&mut self, base: &std::path::Path) {
+        for l in &mut self.listeners {
+            if let Some(AccessLogTarget::File(file)) = &mut l.access_log {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+    }
 }
 
 /// `[observability]` and `[admin]`.
@@ -115,6 +126,18 @@ pub struct Listener {
     pub kind: ListenerKind,
     /// TLS termination (`tls` and `h1s` listeners only).
     pub tls: Option<ListenerTls>,
+    /// Where the access log goes; `None` = no access log.
+    pub access_log: Option<AccessLogTarget>,
+}
+
+/// An enabled access log's destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to (relative paths are anchored at the
+    /// configuration file's directory).
+    File(std::path::PathBuf),
 }
 
 /// Protocol-specific listener settings.

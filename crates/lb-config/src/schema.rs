@@ -150,6 +150,18 @@ pub struct RawListener {
     pub forwarding: Option<RawForwarding>,
     /// TLS termination (`tls` and `h1s` listeners).
     pub tls: Option<RawListenerTls>,
+    /// Access log.
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// `access_log = { enabled, path }`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// Write one line per request (tcp: per flow).
+    pub enabled: Option<bool>,
+    /// File to append to; standard output when absent.
+    pub path: Option<String>,
 }
 
 /// `[listeners.timeouts]`.

@@ -357,6 +357,7 @@ fn listener(
     }
     let is_tcp = matches!(protocol, ListenerProtocol::Tcp | ListenerProtocol::Tls);
     let tls = tls::listener_tls(rl, protocol, path, errors);
+    let access_log = access_log::access_log(rl.access_log.as_ref(), path, errors);
     let anonymous = rl.backends.as_ref().map(|backends| {
         let name = format!("listener:{}", rl.address);
         let raw = RawCluster {
@@ -403,6 +404,7 @@ fn listener(
         idle_timeout,
         kind,
         tls,
+        access_log,
     })
 }
 
@@ -715,6 +717,7 @@ fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectRespo
     })
 }
 
+mod access_log;
 mod balancing;
 mod observability;
 #[cfg(test)]
