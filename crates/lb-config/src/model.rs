@@ -140,6 +140,16 @@ pub enum AccessLogTarget {
     File(std::path::PathBuf),
 }
 
+impl AccessLogTarget {
+    /// The file, or `None` for standard output.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Stdout => None,
+            Self::File(path) => Some(path),
+        }
+    }
+}
+
 /// Protocol-specific listener settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenerKind {

@@ -3,11 +3,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::pool::Checkout;
 
@@ -25,7 +28,26 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Incoming(Incoming),
+    Counted(Incoming, Tally),
     Upstream(Box<UpstreamBody>),
+}
+
+/// Where a client's request body bytes are counted: the request's own
+/// total (for its access log line) and the listener's counter.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    pub(crate) request: Arc<AtomicU64>,
+    pub(crate) listener: Counter,
+}
+
+impl Tally {
+    fn add(&self, frame: &Frame<Bytes>) {
+        if let Some(data) = frame.data_ref() {
+            let n = data.len() as u64;
+            self.request.fetch_add(n, Ordering::Relaxed);
+            self.listener.inc_by(n);
+        }
+    }
 }
 
 /// A backend's response body plus what must happen when it ends: the
@@ -66,6 +88,13 @@ impl ProxyBody {
     pub fn incoming(body: Incoming) -> Self {
         Self {
             kind: Kind::Incoming(body),
+        }
+    }
+
+    /// A client's request body, counted into `tally` as it passes.
+    pub(crate) fn counted(body: Incoming, tally: Tally) -> Self {
+        Self {
+            kind: Kind::Counted(body, tally),
         }
     }
 
@@ -110,6 +139,13 @@ impl Body for ProxyBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Counted(body, tally) => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    tally.add(frame);
+                }
+                polled.map_err(Into::into)
+            }
             Kind::Upstream(up) => {
                 if let Some(deadline) = up.deadline.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
@@ -133,7 +169,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Incoming(body) => body.is_end_stream(),
+            Kind::Incoming(body) | Kind::Counted(body, _) => body.is_end_stream(),
             Kind::Upstream(up) => up.inner.is_end_stream(),
         }
     }
@@ -142,7 +178,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Incoming(body) => body.size_hint(),
+            Kind::Incoming(body) | Kind::Counted(body, _) => body.size_hint(),
             Kind::Upstream(up) => up.inner.size_hint(),
         }
     }

@@ -4,6 +4,8 @@ use http::StatusCode;
 use lb_config::RetryOn;
 use lb_core::{NoBackend, Tripped};
 
+use crate::metrics::ErrorKind;
+
 /// An upstream failure, classified so the client gets the right status.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -110,6 +112,20 @@ impl UpstreamError {
         }
     }
 
+    /// The kind counted in `expressgateway_upstream_errors_total`; `None`
+    /// for a tripped circuit breaker, counted as a trip instead.
+    pub(crate) fn kind(&self) -> Option<ErrorKind> {
+        Some(match self {
+            Self::Connect(_) => ErrorKind::Connect,
+            Self::ConnectTimeout | Self::ResponseTimeout | Self::TotalTimeout => ErrorKind::Timeout,
+            Self::Tls(_) => ErrorKind::Tls,
+            Self::Handshake(e) | Self::Exchange(e) => hyper_kind(e),
+            Self::PoolExhausted => ErrorKind::PoolExhausted,
+            Self::NoBackend(_) => ErrorKind::NoBackend,
+            Self::Circuit(_) => return None,
+        })
+    }
+
     /// Whether the backend is to blame (counts towards outlier ejection);
     /// a full pool or an open circuit is the gateway's own limit.
     pub fn blames_backend(&self) -> bool {
@@ -122,5 +138,18 @@ impl UpstreamError {
                 | Self::Exchange(_)
                 | Self::ResponseTimeout
         )
+    }
+}
+
+/// A malformed or unexpected message is a protocol error; anything else
+/// hyper reports on an established connection (closed, reset, stream
+/// refused, incomplete message) is a reset.
+fn hyper_kind(e: &hyper::Error) -> ErrorKind {
+    if e.is_parse() || e.is_parse_status() || e.is_user() {
+        ErrorKind::Protocol
+    } else if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Reset
     }
 }

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::conn::ConnInfo;
 use crate::io::{Activity, FrontIo};
+use crate::metrics::GaugeUnit;
 use crate::plan::ListenerPlan;
 use crate::proxy;
 
@@ -35,7 +35,6 @@ pub async fn serve(
     tls: Option<Arc<ServerTls>>,
     drain: Arc<Drain>,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -50,13 +49,16 @@ pub async fn serve(
                 continue;
             }
         };
-        let cap = plan.load().listener.max_connections as usize;
-        if open.fetch_add(1, Ordering::AcqRel) >= cap {
-            open.fetch_sub(1, Ordering::AcqRel);
+        let current = plan.load();
+        let cap = i64::from(current.listener.max_connections);
+        let metrics = &current.metrics;
+        let Some(open) = GaugeUnit::hold_below(&metrics.open, cap) else {
+            metrics.rejected_at_cap.inc();
             tracing::debug!(%peer, cap, "connection limit reached; closing");
             continue;
-        }
-        let open = OpenGuard(Arc::clone(&open));
+        };
+        metrics.accepted.inc();
+        drop(current);
         let tracked = drain.track();
         let plan = Arc::clone(&plan);
         let drain = Arc::clone(&drain);
@@ -65,14 +67,6 @@ pub async fn serve(
             serve_connection(stream, peer, plan, tls, drain).await;
             drop((open, tracked));
         });
-    }
-}
-
-struct OpenGuard(Arc<AtomicUsize>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

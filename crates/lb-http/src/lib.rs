@@ -22,12 +22,15 @@ mod error;
 mod front;
 mod headers;
 mod io;
+mod metrics;
 mod plan;
 mod pool;
 mod proxy;
+mod record;
 mod retry;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::UpstreamError;
 pub use front::serve;
+pub use metrics::register_metrics;
 pub use plan::{upstreams, ListenerPlan, Upstream};

@@ -9,8 +9,10 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use lb_config::{HttpListener, Listener, ListenerKind, Retries, RouteAction};
 use lb_core::{Cluster, Router, Snapshot};
+use lb_observability::{AccessLog, LogLimiter};
 use lb_tls::TlsState;
 
+use crate::metrics::{ClusterMetrics, ListenerMetrics, StatusCounters};
 use crate::pool::BackendPool;
 
 /// Everything an HTTP listener needs to serve requests under one snapshot.
@@ -19,7 +21,26 @@ pub struct ListenerPlan {
     /// The listener's validated configuration.
     pub listener: Listener,
     pub(crate) http: HttpListener,
-    pub(crate) router: Router<Target>,
+    pub(crate) router: Router<Routed>,
+    /// By route index (config order).
+    pub(crate) routes: Vec<RouteStats>,
+    pub(crate) metrics: ListenerMetrics,
+    pub(crate) access_log: Option<AccessLog>,
+}
+
+/// A route's target and its index in [`ListenerPlan::routes`].
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub(crate) index: usize,
+    pub(crate) target: Target,
+}
+
+/// What is counted and logged per route.
+#[derive(Debug)]
+pub(crate) struct RouteStats {
+    pub(crate) statuses: StatusCounters,
+    /// The route's cluster, for the access log.
+    pub(crate) cluster: Option<String>,
 }
 
 /// Where a route leads.
@@ -35,6 +56,9 @@ pub(crate) enum Target {
 pub struct Upstream {
     pub(crate) cluster: Arc<Cluster>,
     pub(crate) pools: Vec<Arc<BackendPool>>,
+    pub(crate) metrics: ClusterMetrics,
+    /// Bounds the warnings of failed requests to this cluster.
+    pub(crate) failure_log: LogLimiter,
 }
 
 /// A prebuilt fixed response.
@@ -72,6 +96,8 @@ pub fn upstreams(
             let up = Upstream {
                 cluster: Arc::clone(cluster),
                 pools,
+                metrics: ClusterMetrics::new(name),
+                failure_log: failure_log_limiter(),
             };
             (name.clone(), Arc::new(up))
         })
@@ -109,7 +135,26 @@ impl ListenerPlan {
         let ListenerKind::Http(http) = &listener.kind else {
             return None;
         };
-        let routes = http.routes.iter().filter_map(|route| {
+        let address = listener.address.to_string();
+        let stats = http
+            .routes
+            .iter()
+            .map(|route| {
+                let cluster = match &route.action {
+                    RouteAction::Cluster(name) => Some(name.clone()),
+                    RouteAction::Direct(_) => None,
+                };
+                RouteStats {
+                    statuses: StatusCounters::new(
+                        &address,
+                        &route_label(route),
+                        cluster.as_deref().unwrap_or_default(),
+                    ),
+                    cluster,
+                }
+            })
+            .collect();
+        let routes = http.routes.iter().enumerate().filter_map(|(index, route)| {
             let target = match &route.action {
                 RouteAction::Cluster(name) => {
                     Target::Upstream(Arc::clone(upstreams.get(name)?), route.retries.clone())
@@ -120,12 +165,33 @@ impl ListenerPlan {
                     content_type: HeaderValue::try_from(d.content_type.as_str()).ok()?,
                 }),
             };
-            Some((route.host.clone(), route.path_prefix.clone(), target))
+            let routed = Routed { index, target };
+            Some((route.host.clone(), route.path_prefix.clone(), routed))
         });
         Some(Self {
             router: Router::new(routes),
+            routes: stats,
+            metrics: ListenerMetrics::new(&address, listener.protocol.as_str()),
+            access_log: crate::record::open_access_log(listener),
             http: http.clone(),
             listener: listener.clone(),
         })
     }
+}
+
+/// A route as its metrics name it: host (empty for any) and path prefix,
+/// as configured.
+fn route_label(route: &lb_config::Route) -> String {
+    let host = match &route.host {
+        lb_config::HostMatch::Any => "",
+        lb_config::HostMatch::Exact(h) => h,
+        lb_config::HostMatch::Wildcard(suffix) => return format!("*{suffix}{}", route.path_prefix),
+    };
+    format!("{host}{}", route.path_prefix)
+}
+
+/// At most ten warnings per second per cluster; the next one let through
+/// says how many were left out.
+fn failure_log_limiter() -> LogLimiter {
+    LogLimiter::new(10, std::time::Duration::from_secs(1))
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::connector;
 use crate::error::UpstreamError;
+use crate::metrics::{GaugeUnit, PoolMetrics};
 use lb_config::BackendProtocol;
 use lb_core::{ActiveGuard, Backend, Circuit, CircuitSlot};
 use lb_tls::UpstreamTls;
@@ -33,12 +34,15 @@ pub struct BackendPool {
     released: Notify,
     h2: ArcSwapOption<http2::SendRequest<ProxyBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
+    metrics: PoolMetrics,
 }
 
 #[derive(Debug)]
 struct Idle {
     sender: http1::SendRequest<ProxyBody>,
     since: Instant,
+    /// Counted as idle for as long as it sits in the queue.
+    _counted: GaugeUnit,
 }
 
 /// A connection ready to carry one request.
@@ -66,6 +70,7 @@ impl Checkout {
         let idle = Idle {
             sender: self.sender,
             since: Instant::now(),
+            _counted: GaugeUnit::hold(&self.pool.metrics.idle),
         };
         let keep = self.pool.settings.max_idle_per_backend > 0 && !idle.sender.is_closed();
         if keep && self.pool.idle.push(idle).is_ok() {
@@ -95,6 +100,7 @@ impl BackendPool {
             released: Notify::new(),
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
+            metrics: PoolMetrics::new(cluster.name()),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&pool), settings.idle_timeout));
         pool
@@ -132,6 +138,7 @@ impl BackendPool {
                     .await
                     .is_ok_and(|r| r.is_ok())
                 {
+                    self.metrics.reused.inc();
                     return Ok(checkout);
                 }
                 continue;
@@ -141,6 +148,7 @@ impl BackendPool {
                 permit = Arc::clone(&self.permits).acquire_owned() => {
                     let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
                     let sender = self.connect_h1(permit, deadline).await?;
+                    self.metrics.new.inc();
                     return Ok(Checkout {
                         sender,
                         pool: Arc::clone(self),
@@ -162,8 +170,7 @@ impl BackendPool {
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
-        let io =
-            connector::connect(self.backend.spec.resolved, self.tls.as_deref(), deadline).await?;
+        let io = self.connect(deadline).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
@@ -174,6 +181,7 @@ impl BackendPool {
 
     async fn acquire_h2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
         if let Some(sender) = self.h2.load().as_ref().filter(|s| !s.is_closed()) {
+            self.metrics.reused.inc();
             return Ok(http2::SendRequest::clone(sender));
         }
         let deadline = Instant::now() + self.connect_timeout;
@@ -181,6 +189,7 @@ impl BackendPool {
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?;
         if let Some(sender) = self.h2.load().as_ref().filter(|s| !s.is_closed()) {
+            self.metrics.reused.inc();
             return Ok(http2::SendRequest::clone(sender));
         }
         let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
@@ -191,8 +200,7 @@ impl BackendPool {
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
-        let io =
-            connector::connect(self.backend.spec.resolved, self.tls.as_deref(), deadline).await?;
+        let io = self.connect(deadline).await?;
         let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(io)
@@ -202,7 +210,22 @@ impl BackendPool {
         let active = self.backend.activate_connection();
         self.spawn_driver((permit, slot, Some(active)), conn);
         self.h2.store(Some(Arc::new(sender.clone())));
+        self.metrics.new.inc();
         Ok(sender)
+    }
+
+    /// Open a connection to the backend before `deadline`, timing it.
+    async fn connect(
+        &self,
+        deadline: Instant,
+    ) -> Result<hyper_util::rt::TokioIo<connector::UpstreamIo>, UpstreamError> {
+        let started = Instant::now();
+        let io =
+            connector::connect(self.backend.spec.resolved, self.tls.as_deref(), deadline).await?;
+        self.metrics
+            .connect
+            .observe(started.elapsed().as_secs_f64());
+        Ok(io)
     }
 
     /// Drive `conn` to its end, holding `held` (its pool permit, its
@@ -216,12 +239,13 @@ impl BackendPool {
     {
         let backend = Arc::clone(&self.backend);
         backend.state.connection_opened();
+        let open = GaugeUnit::hold(&self.metrics.open);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(backend = %backend.spec.address, error = %e, "upstream connection ended");
             }
             backend.state.connection_closed();
-            drop(held);
+            drop((held, open));
         });
     }
 }

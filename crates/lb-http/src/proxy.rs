@@ -17,58 +17,56 @@ use crate::body::ProxyBody;
 use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
 use crate::headers;
+use crate::metrics::ErrorKind;
 use crate::plan::{Direct, ListenerPlan, Target, Upstream};
+use crate::record::{ObservedBody, Record};
 use crate::retry;
 
-/// Serve one request under `plan`.
+/// Serve one request under `plan`; what it leaves behind (metrics, access
+/// log line) is written when its response body is done.
 pub(crate) async fn handle(
     plan: Arc<ListenerPlan>,
     conn: ConnInfo,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+) -> Result<Response<ObservedBody>, std::convert::Infallible> {
+    let mut record = Record::start(Arc::clone(&plan), conn.peer, &req);
     let version = req.version();
     let mut response = match check(&plan, &req) {
-        Some(rejected) => rejected,
-        None => route(&plan, conn, req).await,
+        Some((status, reason)) => {
+            record.fail(reason);
+            status_response(status, reason)
+        }
+        None => route(&plan, conn, req, &mut record).await,
     };
     *response.version_mut() = version;
-    Ok(response)
+    Ok(record.respond(response))
 }
 
 /// Request hygiene that hyper does not already enforce; `Some` is the
-/// rejection to send. (hyper's HTTP/1.1 parser already rejects conflicting
-/// Content-Lengths, malformed heads and oversized heads; HTTP/2 forbids
-/// Transfer-Encoding.)
-fn check(plan: &ListenerPlan, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+/// status and reason to answer with. (hyper's HTTP/1.1 parser already
+/// rejects conflicting Content-Lengths, malformed heads and oversized
+/// heads; HTTP/2 forbids Transfer-Encoding.)
+fn check(plan: &ListenerPlan, req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
     let h = req.headers();
     if h.len() > plan.http.max_header_count
         || headers::header_list_size(h) > plan.http.max_header_bytes
     {
-        return Some(status_response(
+        return Some((
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request headers too large",
         ));
     }
     if req.method() == Method::CONNECT {
-        return Some(status_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT is not supported",
-        ));
+        return Some((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"));
     }
     if req.version() == Version::HTTP_11
         && req.uri().authority().is_none()
         && !h.contains_key(header::HOST)
     {
-        return Some(status_response(
-            StatusCode::BAD_REQUEST,
-            "missing Host header",
-        ));
+        return Some((StatusCode::BAD_REQUEST, "missing Host header"));
     }
     if !host_valid(h) {
-        return Some(status_response(
-            StatusCode::BAD_REQUEST,
-            "repeated or invalid Host header",
-        ));
+        return Some((StatusCode::BAD_REQUEST, "repeated or invalid Host header"));
     }
     None
 }
@@ -82,7 +80,12 @@ fn host_valid(h: &header::HeaderMap) -> bool {
         && first.is_none_or(|v| v.is_empty() || Authority::try_from(v.as_bytes()).is_ok())
 }
 
-async fn route(plan: &ListenerPlan, conn: ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn route(
+    plan: &ListenerPlan,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    record: &mut Record,
+) -> Response<ProxyBody> {
     let authority = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
@@ -93,30 +96,50 @@ async fn route(plan: &ListenerPlan, conn: ConnInfo, req: Request<Incoming>) -> R
         .map(normalize_host)
         .unwrap_or_default();
     if conn.misdirected(&host) {
-        return status_response(
-            StatusCode::MISDIRECTED_REQUEST,
-            "the TLS certificate of this connection does not cover the requested host",
-        );
+        const REASON: &str =
+            "the TLS certificate of this connection does not cover the requested host";
+        record.fail(REASON);
+        return status_response(StatusCode::MISDIRECTED_REQUEST, REASON);
     }
-    match plan.router.route(&host, req.uri().path()) {
-        None => status_response(StatusCode::NOT_FOUND, "no route"),
-        Some(Target::Direct(d)) => direct(d),
-        Some(Target::Upstream(up, retries)) => {
+    let Some(routed) = plan.router.route(&host, req.uri().path()) else {
+        record.fail("no route");
+        return status_response(StatusCode::NOT_FOUND, "no route");
+    };
+    record.route = Some(routed.index);
+    match &routed.target {
+        Target::Direct(d) => direct(d),
+        Target::Upstream(up, retries) => {
             let deadline = plan.http.total_timeout.map(|t| Instant::now() + t);
-            let forwarded = forward(plan, up, retries.as_ref(), conn, req, authority, deadline);
+            let forwarded = forward(
+                plan,
+                up,
+                retries.as_ref(),
+                conn,
+                req,
+                authority,
+                deadline,
+                record,
+            );
             let result = match deadline {
                 Some(d) => tokio::time::timeout_at(d, forwarded)
                     .await
-                    .unwrap_or(Err(UpstreamError::TotalTimeout)),
+                    .unwrap_or_else(|_| {
+                        up.metrics.error(ErrorKind::Timeout);
+                        Err(UpstreamError::TotalTimeout)
+                    }),
                 None => forwarded.await,
             };
             result.unwrap_or_else(|e| {
-                tracing::warn!(
-                    listener = %plan.listener.address,
-                    cluster = up.cluster.name(),
-                    error = %e,
-                    "request failed"
-                );
+                if let Some(suppressed) = up.failure_log.allow() {
+                    tracing::warn!(
+                        listener = %plan.listener.address,
+                        cluster = up.cluster.name(),
+                        error = %e,
+                        suppressed,
+                        "request failed"
+                    );
+                }
+                record.fail(e.to_string());
                 status_response(e.status(), e.client_reason())
             })
         }
@@ -158,9 +181,16 @@ async fn forward(
     req: Request<Incoming>,
     authority: Option<HeaderValue>,
     deadline: Option<Instant>,
+    record: &mut Record,
 ) -> Result<Response<ProxyBody>, UpstreamError> {
+    use http_body::Body as _;
     let front_version = req.version();
     let (mut parts, body) = req.into_parts();
+    let body = if body.is_end_stream() {
+        ProxyBody::incoming(body)
+    } else {
+        ProxyBody::counted(body, record.tally())
+    };
     // Before the forwarding headers change anything the key may be read from.
     let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);
     let fw = &plan.http.forwarding;
@@ -182,5 +212,5 @@ async fn forward(
         deadline,
         forwarding: fw,
     };
-    exchange.run(parts, body).await
+    exchange.run(parts, body, &mut record.trace).await
 }

@@ -34,6 +34,17 @@ pub(crate) struct Exchange<'a> {
     pub(crate) forwarding: &'a lb_config::Forwarding,
 }
 
+/// What the exchange did, for the request's access log line.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// The backend of the last attempt.
+    pub(crate) backend: Option<Arc<Backend>>,
+    /// Retries sent.
+    pub(crate) retries: u32,
+    /// Time to the response headers of the attempt that got them.
+    pub(crate) first_byte: Option<Duration>,
+}
+
 /// How one attempt ended.
 enum Tried {
     /// Response headers arrived.
@@ -70,10 +81,12 @@ impl Exchange<'_> {
     pub(crate) async fn run(
         &self,
         parts: Parts,
-        body: Incoming,
+        body: ProxyBody,
+        trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         use http_body::Body as _;
         let cluster = &self.up.cluster;
+        let metrics = &self.up.metrics;
         let idempotent = idempotent(&parts.method);
         // Only an idempotent request without a body can be sent twice: a
         // body is streamed, never buffered, so once sent it is gone.
@@ -83,23 +96,31 @@ impl Exchange<'_> {
             version: parts.version,
             headers: parts.headers.clone(),
         });
-        let mut req = Request::from_parts(parts, ProxyBody::incoming(body));
+        let mut req = Request::from_parts(parts, body);
         cluster.retry_budget.record_request();
         let mut exclude = None;
         let mut retries_left = self.retries.attempts;
         loop {
-            let (index, backend) = cluster.pick(&self.ctx, exclude)?;
+            let picked = cluster
+                .pick(&self.ctx, exclude)
+                .map_err(UpstreamError::from);
+            let (index, backend) = picked.inspect_err(|e| self.count_failure(e))?;
             let pool = self
                 .up
                 .pools
                 .get(index)
                 .ok_or(UpstreamError::NoBackend(lb_core::NoBackend::Unhealthy))?;
+            trace.backend = Some(Arc::clone(backend));
+            metrics.requests.inc();
             let started = Instant::now();
             let in_flight = backend.start_request();
             let (error, condition, unsent) = match self.try_once(pool, backend, req).await {
                 Tried::Response(res, checkout) => {
                     let status = res.status().as_u16();
-                    backend.state.observe_latency(started.elapsed());
+                    let first_byte = started.elapsed();
+                    backend.state.observe_latency(first_byte);
+                    metrics.first_byte.observe(first_byte.as_secs_f64());
+                    trace.first_byte = Some(first_byte);
                     let failed = matches!(status, 502..=504);
                     let outcome = if failed {
                         Outcome::Failure
@@ -115,6 +136,7 @@ impl Exchange<'_> {
                             tracing::debug!(backend = %backend.spec.address, status, "retrying on status");
                             req = r.request();
                             exclude = Some(index);
+                            trace.retries += 1;
                             continue;
                         }
                         _ => return Ok(self.respond(res, checkout, in_flight, index)),
@@ -126,6 +148,7 @@ impl Exchange<'_> {
                     (e, condition, None)
                 }
             };
+            self.count_failure(&error);
             if error.blames_backend() {
                 if matches!(error, UpstreamError::ResponseTimeout) {
                     backend.state.observe_latency(started.elapsed());
@@ -138,6 +161,7 @@ impl Exchange<'_> {
                 Some((c, again)) if self.retries.on(c) && self.may_retry(&mut retries_left) => {
                     req = again;
                     exclude = Some(index);
+                    trace.retries += 1;
                 }
                 _ => return Err(error),
             }
@@ -157,10 +181,22 @@ impl Exchange<'_> {
             .try_retry(self.retries.budget_percent)
         {
             tracing::debug!(cluster = self.up.cluster.name(), "retry budget exhausted");
+            self.up.metrics.budget_exhausted.inc();
             return false;
         }
         *retries_left -= 1;
+        self.up.metrics.retries.inc();
         true
+    }
+
+    /// Count a failed attempt, or a request the cluster could not take, by
+    /// kind (a tripped circuit breaker by its limit).
+    fn count_failure(&self, error: &UpstreamError) {
+        match (error, error.kind()) {
+            (UpstreamError::Circuit(tripped), _) => self.up.metrics.trip(*tripped),
+            (_, Some(kind)) => self.up.metrics.error(kind),
+            (_, None) => {}
+        }
     }
 
     async fn try_once(

@@ -1,0 +1,256 @@
+//! What one request leaves behind: its count by route and status class,
+//! its duration, and its access log line. All of it is written once, when
+//! the response body has been sent or is dropped (client gone, stream
+//! reset), so byte counts and durations are the true ones. Gateway answers
+//! (400, 404, 421, 431, 502, 503, 504) and direct responses take the same
+//! path as proxied ones; a request whose client leaves before any response
+//! is logged with status 0.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use lb_config::Listener;
+use lb_observability::{AccessLog, AccessLogs, AccessRecord};
+
+use crate::body::{BoxError, ProxyBody, Tally};
+use crate::plan::ListenerPlan;
+use crate::retry::Trace;
+
+/// The sink of `listener`'s access log, `None` when it has none (or its
+/// file cannot be opened, which is logged).
+pub(crate) fn open_access_log(listener: &Listener) -> Option<AccessLog> {
+    let path = listener.access_log.as_ref()?.path();
+    AccessLogs::global()
+        .sink(path)
+        .inspect_err(|e| {
+            tracing::error!(
+                listener = %listener.address,
+                path = ?path,
+                error = %e,
+                "cannot open the access log; requests on this listener go unlogged"
+            );
+        })
+        .ok()
+}
+
+/// One request in progress.
+#[derive(Debug)]
+pub(crate) struct Record {
+    plan: Arc<ListenerPlan>,
+    started: Instant,
+    client: SocketAddr,
+    version: Version,
+    head_request: bool,
+    /// Index of the route taken, in [`ListenerPlan::routes`].
+    pub(crate) route: Option<usize>,
+    /// The exchange with the cluster, filled by the retry loop.
+    pub(crate) trace: Trace,
+    status: Option<u16>,
+    request_bytes: Option<Arc<AtomicU64>>,
+    response_bytes: u64,
+    error: Option<Cow<'static, str>>,
+    /// What only the access log needs; `None` when the listener has none.
+    logged: Option<Box<Logged>>,
+}
+
+#[derive(Debug)]
+struct Logged {
+    time: SystemTime,
+    method: Method,
+    authority: String,
+    uri: Uri,
+}
+
+impl Record {
+    /// Start recording `req`, arrived from `client` on `plan`'s listener.
+    pub(crate) fn start<B>(plan: Arc<ListenerPlan>, client: SocketAddr, req: &Request<B>) -> Self {
+        let logged = plan.access_log.is_some().then(|| {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    let host = req.headers().get(header::HOST)?;
+                    host.to_str().ok()
+                })
+                .unwrap_or_default();
+            Box::new(Logged {
+                time: SystemTime::now(),
+                method: req.method().clone(),
+                authority: authority.to_owned(),
+                uri: req.uri().clone(),
+            })
+        });
+        Self {
+            plan,
+            started: Instant::now(),
+            client,
+            version: req.version(),
+            head_request: req.method() == Method::HEAD,
+            route: None,
+            trace: Trace::default(),
+            status: None,
+            request_bytes: None,
+            response_bytes: 0,
+            error: None,
+            logged,
+        }
+    }
+
+    /// Where the request body's bytes are to be counted.
+    pub(crate) fn tally(&mut self) -> Tally {
+        let request = Arc::clone(self.request_bytes.get_or_insert_with(Default::default));
+        Tally {
+            request,
+            listener: self.plan.metrics.request_body.clone(),
+        }
+    }
+
+    /// Why the request failed (the access log's `error`).
+    pub(crate) fn fail(&mut self, reason: impl Into<Cow<'static, str>>) {
+        self.error = Some(reason.into());
+    }
+
+    /// Send `response`; the record is written when its body is done.
+    pub(crate) fn respond(mut self, response: Response<ProxyBody>) -> Response<ObservedBody> {
+        self.status = Some(response.status().as_u16());
+        response.map(|inner| ObservedBody {
+            inner,
+            record: self,
+            ended: false,
+        })
+    }
+
+    fn write_log(&self, log: &AccessLog, logged: &Logged) {
+        let elapsed = self.started.elapsed();
+        let error = match (&self.error, self.status) {
+            (Some(e), _) => Some(e.as_ref()),
+            (None, None) => Some("the client left before the response"),
+            (None, Some(_)) => None,
+        };
+        let cluster = self
+            .route
+            .and_then(|i| self.plan.routes.get(i))
+            .and_then(|r| r.cluster.as_deref());
+        log.write(&AccessRecord {
+            time: logged.time,
+            listener: self.plan.listener.address,
+            client: self.client,
+            protocol: protocol(self.version),
+            method: logged.method.as_str(),
+            authority: &logged.authority,
+            path: logged.uri.path(),
+            status: Some(self.status.unwrap_or(0)),
+            bytes_in: self
+                .request_bytes
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed)),
+            bytes_out: self.response_bytes,
+            duration_ms: millis(elapsed),
+            upstream_ms: self.trace.first_byte.map(millis),
+            cluster,
+            backend: self.trace.backend.as_ref().map(|b| b.spec.address.as_str()),
+            retries: self.trace.retries,
+            error,
+        });
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let plan = &self.plan;
+        if let Some(status) = self.status {
+            let statuses = match self.route.and_then(|i| plan.routes.get(i)) {
+                Some(route) => &route.statuses,
+                None => &plan.metrics.unrouted,
+            };
+            statuses.count(status);
+            plan.metrics
+                .duration
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+        if let (Some(log), Some(logged)) = (&plan.access_log, &self.logged) {
+            self.write_log(log, logged);
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// A response body on its way to the client, counting what it sends;
+/// dropping it writes the request's record.
+#[derive(Debug)]
+pub(crate) struct ObservedBody {
+    inner: ProxyBody,
+    record: Record,
+    ended: bool,
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    this.record.response_bytes += n;
+                    this.record.plan.metrics.response_body.inc_by(n);
+                }
+                this.ended = this.inner.is_end_stream();
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.record.fail(format!("response body failed: {e}"));
+                this.ended = true;
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        // A HEAD response's body is never sent.
+        let complete = self.ended || self.record.head_request || self.inner.is_end_stream();
+        if !complete && self.record.error.is_none() {
+            self.record
+                .fail("the response was cut off before its end (client gone or stream reset)");
+        }
+    }
+}
