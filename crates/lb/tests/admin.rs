@@ -17,14 +17,21 @@ const TOKEN_HASH: &str = "4c5dc9b7708905f77f5e5d16316b5dfb425e68cb326dcd55a860e9
 
 /// GET `path` on the admin listener with optional headers; (status, body,
 /// content type).
-pub async fn admin_get(admin: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+pub async fn admin_get(
+    admin: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     let mut c = common::client::Client::connect(Proto::H1, admin).await;
     let mut req = http::Request::builder().uri(path).header("host", "admin");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     let res = c
-        .send(req.body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap())
+        .send(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = res.status().as_u16();
@@ -88,7 +95,8 @@ async fn probes_are_open_and_everything_else_needs_the_token() {
         assert_eq!(status, 401, "{path} without a token");
         let (status, _, _) = admin_get(admin, path, &[("authorization", "Bearer wrong")]).await;
         assert_eq!(status, 401, "{path} with a wrong token");
-        let (status, _, _) = admin_get(admin, path, &[("authorization", "Bearer test-token")]).await;
+        let (status, _, _) =
+            admin_get(admin, path, &[("authorization", "Bearer test-token")]).await;
         assert_eq!(status, 200, "{path} with the token");
     }
 }
@@ -102,9 +110,17 @@ async fn metrics_formats_and_values_move() {
     let (status, text, ct) = admin_get(admin, "/metrics", &[]).await;
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    assert!(text.contains("expressgateway_config_generation 1"), "{text}");
+    assert!(
+        text.contains("expressgateway_config_generation 1"),
+        "{text}"
+    );
     assert!(!text.contains("# EOF"));
-    let (_, om, ct) = admin_get(admin, "/metrics", &[("accept", "application/openmetrics-text; version=1.0.0")]).await;
+    let (_, om, ct) = admin_get(
+        admin,
+        "/metrics",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
     assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
     assert!(om.ends_with("# EOF\n"), "{om}");
 
@@ -112,9 +128,15 @@ async fn metrics_formats_and_values_move() {
         assert_eq!(get(Proto::H1, listen, "a.test", "/").await.0, 200);
     }
     let (_, text, _) = admin_get(admin, "/metrics", &[]).await;
-    let line = format!("expressgateway_backend_healthy{{cluster=\"api\",backend=\"{}\"}} 1", backend.addr);
+    let line = format!(
+        "expressgateway_backend_healthy{{cluster=\"api\",backend=\"{}\"}} 1",
+        backend.addr
+    );
     assert!(text.contains(&line), "{line} missing in\n{text}");
-    let weight = format!("expressgateway_backend_weight{{cluster=\"api\",backend=\"{}\"}} 1", backend.addr);
+    let weight = format!(
+        "expressgateway_backend_weight{{cluster=\"api\",backend=\"{}\"}} 1",
+        backend.addr
+    );
     assert!(text.contains(&weight), "{text}");
     let (_, json, ct) = admin_get(admin, "/api/v1/status", &[]).await;
     assert_eq!(ct, "application/json");

@@ -114,5 +114,178 @@ async fn drain_budget_bounds_the_wait() {
         "took {:?}",
         started.elapsed()
     );
-    assert!(gw.log().contains("drain budget exhausted"), "{}", gw.log());
+    let log = gw.log();
+    let aborted = log
+        .lines()
+        .find(|l| l.contains("drain budget exhausted"))
+        .unwrap_or_else(|| panic!("no abort line:\n{log}"));
+    assert!(aborted.contains("\"connections\":1"), "{aborted}");
+}
+
+fn config_with_admin(
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    backend: std::net::SocketAddr,
+    settle_ms: u64,
+) -> String {
+    format!(
+        r#"
+[runtime]
+drain_timeout_ms = 10000
+readiness_settle_ms = {settle_ms}
+
+[observability]
+metrics_bind = "{admin}"
+
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+[[listeners.backends]]
+address = "{backend}"
+"#
+    )
+}
+
+async fn probe(admin: std::net::SocketAddr, path: &str) -> u16 {
+    let mut c = Client::connect(Proto::H1, admin).await;
+    let req = http::Request::builder()
+        .uri(path)
+        .header("host", "admin")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    c.send(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn readiness_drops_at_once_and_listeners_close_after_the_settle_time() {
+    let backend = slow_backend(Duration::from_millis(10));
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut gw = Gateway::start(
+        &config_with_admin(listen, admin, backend.addr, 1500),
+        &[listen],
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(admin).await.is_err()
+        || probe(admin, "/readyz").await != 200
+    {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(probe(admin, "/startupz").await, 200);
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    while probe(admin, "/readyz").await != 503 {
+        assert!(
+            signalled.elapsed() < Duration::from_millis(1000),
+            "readyz still 200"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(probe(admin, "/livez").await, 200);
+    // Within the settle time the listener still serves (the orchestrator
+    // may not have noticed yet).
+    assert_eq!(
+        common::client::get(Proto::H1, listen, "d.test", "/")
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(listen).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "listener still accepting after the settle time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1400),
+        "closed before the settle time"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[tokio::test]
+async fn h2_client_gets_goaway_while_its_stream_finishes() {
+    let backend = slow_backend(Duration::from_millis(1500));
+    let listen = free_addr();
+    let mut gw = Gateway::start(&config(listen, backend.addr, 10_000), &[listen]);
+    let stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = || {
+        http::Request::builder()
+            .uri("http://d.test/")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let in_flight = tx.send_request(req());
+    let in_flight = tokio::spawn(in_flight);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // After GOAWAY the connection takes no new stream…
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        tx.ready().await?;
+        tx.send_request(req()).await
+    })
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "a new stream was served after GOAWAY");
+    // …while the one in flight completes, then the connection closes cleanly.
+    let res = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(common::body::text(res.into_body()).await, "slow done");
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        closed.is_ok(),
+        "connection did not close cleanly: {closed:?}"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[tokio::test]
+async fn h1_response_during_drain_says_connection_close() {
+    let backend = slow_backend(Duration::from_millis(1000));
+    let listen = free_addr();
+    let mut gw = Gateway::start(&config(listen, backend.addr, 10_000), &[listen]);
+    let mut client = Client::connect(Proto::H1, listen).await;
+    let pending = tokio::spawn(async move {
+        let res = client
+            .send(request(
+                Proto::H1,
+                "GET",
+                "d.test",
+                "/",
+                Empty::<bytes::Bytes>::new(),
+            ))
+            .await
+            .unwrap();
+        let close = res
+            .headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (res.status().as_u16(), close)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    let (status, connection) = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(connection.as_deref(), Some("close"));
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
 }

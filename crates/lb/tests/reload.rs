@@ -42,7 +42,12 @@ async fn admin_text(admin: SocketAddr, path: &str) -> String {
 
 /// Rewrite the config, SIGHUP, and wait for `generation` (or, when it
 /// stays, for the rejection to be recorded).
-async fn reload(gw: &Gateway, admin: SocketAddr, text: &str, expect_generation: u64) -> serde_json::Value {
+async fn reload(
+    gw: &Gateway,
+    admin: SocketAddr,
+    text: &str,
+    expect_generation: u64,
+) -> serde_json::Value {
     std::fs::write(&gw.config_path, text).unwrap();
     let before = admin_json(admin, "/api/v1/status").await;
     let seen_before = before["config"]["last_reload"]["time"].clone();
@@ -55,7 +60,10 @@ async fn reload(gw: &Gateway, admin: SocketAddr, text: &str, expect_generation: 
         if gen == expect_generation && !last.is_null() && last["time"] != seen_before {
             return status;
         }
-        assert!(Instant::now() < deadline, "reload to generation {expect_generation} not seen: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "reload to generation {expect_generation} not seen: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -73,7 +81,10 @@ fn config(admin: SocketAddr, listeners: &[(SocketAddr, &str)], cluster: &str) ->
 fn cluster(policy: &str, backends: &[(&Backend, u32)]) -> String {
     let mut text = format!("[[clusters]]\nname = \"svc\"\npolicy = \"{policy}\"\n");
     for (b, w) in backends {
-        text.push_str(&format!("[[clusters.backends]]\naddress = \"{}\"\nweight = {w}\n", b.addr));
+        text.push_str(&format!(
+            "[[clusters.backends]]\naddress = \"{}\"\nweight = {w}\n",
+            b.addr
+        ));
     }
     text
 }
@@ -106,7 +117,13 @@ async fn fifty_reloads_under_load_lose_no_request() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let req = request(proto, "GET", "reload.test", "/", Empty::<bytes::Bytes>::new());
+                let req = request(
+                    proto,
+                    "GET",
+                    "reload.test",
+                    "/",
+                    Empty::<bytes::Bytes>::new(),
+                );
                 match client.send(req).await {
                     Ok(res) if res.status() == 200 => {
                         // Read the body: an HTTP/1.1 connection is reusable
@@ -135,7 +152,10 @@ async fn fifty_reloads_under_load_lose_no_request() {
         for _ in 0..4 {
             let (status, body) = get(Proto::H1, listen, "reload.test", "/").await;
             assert_eq!(status, 200);
-            assert!(expected.contains(body.as_str()), "reload {i}: {body} served, expected {expected:?}");
+            assert!(
+                expected.contains(body.as_str()),
+                "reload {i}: {body} served, expected {expected:?}"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -143,26 +163,46 @@ async fn fifty_reloads_under_load_lose_no_request() {
     for task in load {
         failures.extend(task.await.unwrap());
     }
-    assert!(failures.is_empty(), "failed requests during reloads: {failures:?}");
-    assert!(served.load(Ordering::Relaxed) > 200, "load was too light to prove anything");
+    assert!(
+        failures.is_empty(),
+        "failed requests during reloads: {failures:?}"
+    );
+    assert!(
+        served.load(Ordering::Relaxed) > 200,
+        "load was too light to prove anything"
+    );
     let metrics = admin_text(admin, "/metrics").await;
-    assert!(metrics.contains("expressgateway_config_reloads_total{result=\"applied\"} 50"), "{metrics}");
-    assert!(metrics.contains("expressgateway_config_generation 51"), "{metrics}");
+    assert!(
+        metrics.contains("expressgateway_config_reloads_total{result=\"applied\"} 50"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("expressgateway_config_generation 51"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn invalid_reload_changes_nothing() {
     let a = named(Proto::H1, "a");
     let (listen, admin) = (free_addr(), free_addr());
-    let good = config(admin, &[(listen, "h1")], &cluster("round_robin", &[(&a, 1)]));
+    let good = config(
+        admin,
+        &[(listen, "h1")],
+        &cluster("round_robin", &[(&a, 1)]),
+    );
     let gw = Gateway::start(&good, &[listen]);
-    let bad = good.replace("policy = \"round_robin\"", "policy = \"fastest\"") + "\n[[listeners]]\naddress = \"nope\"\n";
+    let bad = good.replace("policy = \"round_robin\"", "policy = \"fastest\"")
+        + "\n[[listeners]]\naddress = \"nope\"\n";
     let status = reload(&gw, admin, &bad, 1).await;
     assert_eq!(status["config"]["last_reload"]["result"], "rejected");
     assert_eq!(status["config"]["generation"], 1);
     assert_eq!(get(Proto::H1, listen, "x", "/").await, (200, "a".into()));
     let metrics = admin_text(admin, "/metrics").await;
-    assert!(metrics.contains("expressgateway_config_reloads_total{result=\"rejected\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("expressgateway_config_reloads_total{result=\"rejected\"} 1"),
+        "{metrics}"
+    );
     assert!(gw.log().contains("reload rejected"), "{}", gw.log());
 }
 
@@ -175,7 +215,13 @@ async fn listeners_are_added_and_drained_live() {
     let (first, second, admin) = (free_addr(), free_addr(), free_addr());
     let svc = cluster("round_robin", &[(&slow, 1)]);
     let gw = Gateway::start(&config(admin, &[(first, "h1")], &svc), &[first]);
-    reload(&gw, admin, &config(admin, &[(first, "h1"), (second, "h1")], &svc), 2).await;
+    reload(
+        &gw,
+        admin,
+        &config(admin, &[(first, "h1"), (second, "h1")], &svc),
+        2,
+    )
+    .await;
     assert_eq!(get(Proto::H1, second, "x", "/").await, (200, "slow".into()));
 
     // A request in flight on the first listener finishes after it is removed.
@@ -207,7 +253,10 @@ async fn backend_state_and_weights_carry_over() {
             a.addr, weights.0, b.addr, weights.1
         )
     };
-    let gw = Gateway::start(&config(admin, &[(listen, "h1")], &with_check((1, 1))), &[listen]);
+    let gw = Gateway::start(
+        &config(admin, &[(listen, "h1")], &with_check((1, 1))),
+        &[listen],
+    );
     // The dead backend is found out by the active check.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -215,7 +264,10 @@ async fn backend_state_and_weights_carry_over() {
         if status["clusters"][0]["backends"][2]["state"] == "unhealthy" {
             break;
         }
-        assert!(Instant::now() < deadline, "dead backend never marked: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "dead backend never marked: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for _ in 0..4 {
@@ -223,12 +275,25 @@ async fn backend_state_and_weights_carry_over() {
     }
     // Weights change; the dead backend stays known-bad from the first
     // request on (no fresh "healthy" start), and counters continue.
-    let status = reload(&gw, admin, &config(admin, &[(listen, "h1")], &with_check((1, 3))), 2).await;
-    assert_eq!(status["clusters"][0]["backends"][2]["state"], "unhealthy", "{status}");
+    let status = reload(
+        &gw,
+        admin,
+        &config(admin, &[(listen, "h1")], &with_check((1, 3))),
+        2,
+    )
+    .await;
+    assert_eq!(
+        status["clusters"][0]["backends"][2]["state"], "unhealthy",
+        "{status}"
+    );
     let requests_before: u64 = ["a", "b"]
         .iter()
         .enumerate()
-        .map(|(i, _)| status["clusters"][0]["backends"][i]["requests_total"].as_u64().unwrap())
+        .map(|(i, _)| {
+            status["clusters"][0]["backends"][i]["requests_total"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert_eq!(requests_before, 4, "{status}");
     let mut got = Vec::new();
@@ -272,7 +337,11 @@ async fn certificate_path_change_is_served_after_reload() {
         )
     };
     let gw = Gateway::start(&text(&first), &[listen]);
-    let served = || async { tls_connect(listen, "a.test", client_config(&pki, &[b"http/1.1"], None)).await.1 };
+    let served = || async {
+        tls_connect(listen, "a.test", client_config(&pki, &[b"http/1.1"], None))
+            .await
+            .1
+    };
     assert_eq!(served().await, first.der);
     reload(&gw, admin, &text(&second), 2).await;
     assert_eq!(served().await, second.der);
