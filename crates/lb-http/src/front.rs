@@ -87,18 +87,13 @@ async fn serve_connection(
         let info = ConnInfo::plain(peer);
         return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
     };
-    let (stream, session) =
-        match tokio::time::timeout(tls.handshake_timeout(), tls.accept(stream)).await {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
+    let (stream, session) = match tls.handshake(stream).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "client TLS handshake did not complete");
+            return;
+        }
+    };
     let is_h2 = session.is_h2();
     let info = ConnInfo::tls(peer, session);
     serve_http(stream, Bytes::new(), is_h2, info, plan, &drain).await;

@@ -119,14 +119,10 @@ async fn accept(
     let Some(server) = server else {
         return Some(ClientSide::Plain(client));
     };
-    match tokio::time::timeout(server.handshake_timeout(), server.accept(client)).await {
-        Ok(Ok((stream, _session))) => Some(ClientSide::Tls(Box::new(stream))),
-        Ok(Err(e)) => {
-            debug!(listener = %listener, client = %peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            debug!(listener = %listener, client = %peer, "TLS handshake timed out");
+    match server.handshake(client).await {
+        Ok((stream, _session)) => Some(ClientSide::Tls(Box::new(stream))),
+        Err(e) => {
+            debug!(listener = %listener, client = %peer, error = %e, "client TLS handshake did not complete");
             None
         }
     }

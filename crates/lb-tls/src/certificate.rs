@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lb_config::CertificateFiles;
-use rustls::pki_types::CertificateDer;
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -25,6 +24,11 @@ const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 3600);
 pub(crate) struct LoadedCert {
     pub(crate) certified: Arc<CertifiedKey>,
     pub(crate) names: Arc<CertNames>,
+    /// What metrics call it: the first subjectAltName, else the subject
+    /// CN.
+    pub(crate) label: String,
+    /// notAfter, Unix seconds.
+    pub(crate) not_after: i64,
 }
 
 /// Read and check `files`; problems that do not stop serving (expiry,
@@ -43,7 +47,11 @@ pub(crate) fn load(
     let leaf = chain
         .first()
         .ok_or_else(|| leaf_error("holds no PEM certificate".into()))?;
-    let names = inspect(leaf, warnings, &files.cert.key).map_err(leaf_error)?;
+    let (_, parsed) = X509Certificate::from_der(leaf)
+        .map_err(|e| leaf_error(format!("the first certificate does not parse: {e}")))?;
+    let names = inspect(&parsed, warnings, &files.cert.key).map_err(leaf_error)?;
+    let label = label(&names, &parsed);
+    let not_after = parsed.validity().not_after.timestamp();
     let signing = provider()
         .key_provider
         .load_private_key(key)
@@ -70,18 +78,18 @@ pub(crate) fn load(
     Ok(LoadedCert {
         certified: Arc::new(certified),
         names: Arc::new(names),
+        label,
+        not_after,
     })
 }
 
 /// The leaf's names, with warnings about its validity period.
 fn inspect(
-    leaf: &CertificateDer<'_>,
+    cert: &X509Certificate<'_>,
     warnings: &mut Vec<TlsWarning>,
     key: &str,
 ) -> Result<CertNames, String> {
-    let (_, cert) = X509Certificate::from_der(leaf)
-        .map_err(|e| format!("the first certificate does not parse: {e}"))?;
-    let names = names(&cert)?;
+    let names = names(cert)?;
     let mut warn = |message: String| {
         warnings.push(TlsWarning {
             key: key.to_owned(),
@@ -119,6 +127,21 @@ fn inspect(
         );
     }
     Ok(names)
+}
+
+fn label(names: &CertNames, cert: &X509Certificate<'_>) -> String {
+    if let Some(dns) = names.dns.first() {
+        return dns.clone();
+    }
+    if let Some(ip) = names.ips.first() {
+        return ip.to_string();
+    }
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("unnamed")
+        .to_owned()
 }
 
 fn names(cert: &X509Certificate<'_>) -> Result<CertNames, String> {

@@ -26,6 +26,7 @@ mod certificate;
 mod error;
 mod files;
 mod identity;
+mod metrics;
 mod names;
 mod provider;
 mod server;
@@ -40,8 +41,9 @@ use std::sync::Arc;
 use lb_config::{Config, ListenerProtocol};
 
 pub use error::{TlsError, TlsWarning};
+pub use metrics::register_metrics;
 pub use names::CertNames;
-pub use server::{ServerTls, Session};
+pub use server::{HandshakeError, ServerTls, Session};
 pub use upstream::UpstreamTls;
 
 use upstream::SystemRoots;
@@ -77,7 +79,7 @@ impl TlsState {
         for listener in &config.listeners {
             let Some(spec) = &listener.tls else { continue };
             let http = listener.protocol == ListenerProtocol::H1s;
-            match ServerTls::load(spec, runtime, http, &mut warnings) {
+            match ServerTls::load(listener.address, spec, runtime, http, &mut warnings) {
                 Ok(server) => {
                     state.servers.insert(listener.address, Arc::new(server));
                 }

@@ -5,6 +5,7 @@
 //! or the new material, never a mix, and established connections keep the
 //! generation they started with.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::certificate;
 use crate::error::{TlsError, TlsWarning};
 use crate::files;
 use crate::identity::client_identity;
+use crate::metrics::{HandshakeMetrics, Reason};
 use crate::names::CertNames;
 use crate::provider::{provider, versions};
 use crate::sni::CertIndex;
@@ -33,6 +35,18 @@ const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct ServerTls {
     http: bool,
     current: ArcSwap<Generation>,
+    metrics: HandshakeMetrics,
+}
+
+/// Why a client's handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Not within the listener's handshake timeout.
+    #[error("TLS handshake timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Failed(std::io::Error),
 }
 
 #[derive(Debug)]
@@ -97,18 +111,22 @@ impl Session {
 }
 
 impl ServerTls {
-    /// Load the listener's certificates; `http` offers ALPN `h2` and
-    /// `http/1.1`.
+    /// Load the certificates of the listener at `listener`; `http` offers
+    /// ALPN `h2` and `http/1.1`.
     pub fn load(
+        listener: SocketAddr,
         spec: &ListenerTls,
         runtime: &RuntimeTls,
         http: bool,
         warnings: &mut Vec<TlsWarning>,
     ) -> Result<Self, Vec<TlsError>> {
         let generation = build(spec, runtime, http, None, warnings)?;
+        let metrics = HandshakeMetrics::new(&listener.to_string());
+        metrics.certificates_in_service(&generation.certs.certs);
         Ok(Self {
             http,
             current: ArcSwap::from_pointee(generation),
+            metrics,
         })
     }
 
@@ -137,45 +155,63 @@ impl ServerTls {
             Some(&current.ticketer),
             &mut warnings,
         )?;
+        self.metrics.certificates_in_service(&next.certs.certs);
         self.current.store(Arc::new(next));
         Ok(warnings)
     }
 
-    /// Time a client has to complete the handshake.
-    pub fn handshake_timeout(&self) -> Duration {
-        self.current.load().spec.handshake_timeout
-    }
-
-    /// Run the server handshake on `stream` (the caller bounds it with
-    /// [`ServerTls::handshake_timeout`]).
-    pub async fn accept(
+    /// Run the server handshake on `stream` within the listener's
+    /// handshake timeout, counting how it ended.
+    pub async fn handshake(
         &self,
         stream: TcpStream,
-    ) -> std::io::Result<(TlsStream<TcpStream>, Session)> {
+    ) -> Result<(TlsStream<TcpStream>, Session), HandshakeError> {
         let generation = self.current.load_full();
-        let stream = TlsAcceptor::from(Arc::clone(&generation.config))
-            .accept(stream)
-            .await?;
-        let (_, conn) = stream.get_ref();
-        let sni = conn.server_name().map(str::to_owned);
-        let names = generation
-            .certs
-            .select(sni.as_deref())
-            .map(|cert| Arc::clone(&cert.names))
-            .unwrap_or_default();
-        let client_identity = conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(client_identity);
-        let session = Session {
-            h2: conn.alpn_protocol() == Some(b"h2".as_slice()),
-            sni,
-            names,
-            client_identity,
-            identity_header: generation.identity_header.clone(),
-        };
-        Ok((stream, session))
+        let timeout = generation.spec.handshake_timeout;
+        match tokio::time::timeout(timeout, accept(generation, stream)).await {
+            Ok(Ok(done)) => {
+                self.metrics.completed();
+                Ok(done)
+            }
+            Ok(Err(e)) => {
+                self.metrics.failed(Reason::of(&e));
+                Err(HandshakeError::Failed(e))
+            }
+            Err(_) => {
+                self.metrics.failed(Reason::Timeout);
+                Err(HandshakeError::TimedOut(timeout))
+            }
+        }
     }
+}
+
+/// The handshake itself, with `generation`'s material.
+async fn accept(
+    generation: Arc<Generation>,
+    stream: TcpStream,
+) -> std::io::Result<(TlsStream<TcpStream>, Session)> {
+    let stream = TlsAcceptor::from(Arc::clone(&generation.config))
+        .accept(stream)
+        .await?;
+    let (_, conn) = stream.get_ref();
+    let sni = conn.server_name().map(str::to_owned);
+    let names = generation
+        .certs
+        .select(sni.as_deref())
+        .map(|cert| Arc::clone(&cert.names))
+        .unwrap_or_default();
+    let client_identity = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(client_identity);
+    let session = Session {
+        h2: conn.alpn_protocol() == Some(b"h2".as_slice()),
+        sni,
+        names,
+        client_identity,
+        identity_header: generation.identity_header.clone(),
+    };
+    Ok((stream, session))
 }
 
 fn build(

@@ -14,7 +14,7 @@ use crate::certificate::LoadedCert;
 /// The certificates of one listener, indexed by the names they cover.
 #[derive(Debug)]
 pub(crate) struct CertIndex {
-    certs: Vec<LoadedCert>,
+    pub(crate) certs: Vec<LoadedCert>,
     exact: HashMap<String, usize>,
     /// `suffix` of `*.suffix` → certificate.
     wildcard: HashMap<String, usize>,
@@ -87,6 +87,8 @@ mod tests {
                 dns: dns.iter().map(|s| s.to_string()).collect(),
                 ips: Vec::new(),
             }),
+            label: dns[0].to_owned(),
+            not_after: 0,
         }
     }
 

@@ -50,14 +50,14 @@ async fn hybrid_post_quantum_key_exchange_and_h2_are_negotiated() {
         ticket_rotation_overlap: Duration::from_secs(3600),
     };
     let mut warnings = Vec::new();
-    let server = Arc::new(ServerTls::load(&spec, &runtime, true, &mut warnings).unwrap());
-    assert!(warnings.is_empty(), "{warnings:?}");
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let server = Arc::new(ServerTls::load(addr, &spec, &runtime, true, &mut warnings).unwrap());
+    assert!(warnings.is_empty(), "{warnings:?}");
+
     let accepting = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        server.accept(stream).await.unwrap().1
+        server.handshake(stream).await.unwrap().1
     });
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
