@@ -13,6 +13,7 @@ use lb_tls::{TlsState, UpstreamTls};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::metrics::CheckMetrics;
 use crate::probe::probe;
 
 /// The running checkers; dropping this stops them.
@@ -79,6 +80,7 @@ async fn check_backend(
     let Some(backend) = cluster.backends.get(index).cloned() else {
         return;
     };
+    let metrics = CheckMetrics::new(cluster.name());
     // Spread the first checks of a cluster over one interval.
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64())).await;
     let (mut passes, mut failures) = (0u32, 0u32);
@@ -87,14 +89,17 @@ async fn check_backend(
         let healthy = backend.state.passes_checks();
         match result {
             Ok(()) => {
+                metrics.passed.inc();
                 failures = 0;
                 passes = passes.saturating_add(1);
                 if !healthy && passes >= check.healthy_threshold && cluster.set_healthy(index, true)
                 {
+                    metrics.to_healthy.inc();
                     info!(cluster = cluster.name(), backend = %backend.spec.address, passes, "backend healthy");
                 }
             }
             Err(e) => {
+                metrics.failed.inc();
                 passes = 0;
                 failures = failures.saturating_add(1);
                 debug!(cluster = cluster.name(), backend = %backend.spec.address, error = %e, "health check failed");
@@ -102,6 +107,7 @@ async fn check_backend(
                     && failures >= check.unhealthy_threshold
                     && cluster.set_healthy(index, false)
                 {
+                    metrics.to_unhealthy.inc();
                     warn!(cluster = cluster.name(), backend = %backend.spec.address, failures, error = %e, "backend unhealthy");
                 }
             }

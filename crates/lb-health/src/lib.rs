@@ -16,8 +16,10 @@
 #![deny(missing_docs)]
 
 mod active;
+mod metrics;
 mod passive;
 mod probe;
 
 pub use active::{start, HealthChecks};
+pub use metrics::register_metrics;
 pub use passive::{record, Outcome};

@@ -57,6 +57,7 @@ pub fn record(cluster: &Arc<Cluster>, index: usize, outcome: Outcome) {
     }
     state.ejections.fetch_add(1, Ordering::AcqRel);
     state.consecutive_failures.store(0, Ordering::Relaxed);
+    crate::metrics::ejected(cluster.name());
     warn!(
         cluster = cluster.name(),
         backend = %backend.spec.address,
