@@ -17,8 +17,11 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const CONNECT_MS: u64 = 3_000;
 /// Cluster: time a backend has to send response headers.
 pub const RESPONSE_HEADERS_MS: u64 = 30_000;
-/// Cluster pool: idle connections kept per backend.
-pub const POOL_MAX_IDLE_PER_BACKEND: usize = 64;
+/// Cluster pool: idle connections kept per backend. As many as may be
+/// open: a cap below the concurrency closes connections after each burst
+/// only to reopen them for the next; `POOL_IDLE_TIMEOUT_MS` reaps the
+/// unused ones.
+pub const POOL_MAX_IDLE_PER_BACKEND: usize = 1_024;
 /// Cluster pool: an idle connection older than this is closed.
 pub const POOL_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Cluster pool: open connections allowed per backend.

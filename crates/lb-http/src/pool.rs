@@ -8,7 +8,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use hyper::client::conn::{http1, http2};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -30,7 +31,7 @@ pub struct BackendPool {
     settings: lb_config::Pool,
     connect_timeout: Duration,
     permits: Arc<Semaphore>,
-    idle: ArrayQueue<Idle>,
+    idle: IdleQueue,
     released: Notify,
     h2: ArcSwapOption<http2::SendRequest<ProxyBody>>,
     h2_connecting: tokio::sync::Mutex<()>,
@@ -96,7 +97,7 @@ impl BackendPool {
             settings,
             connect_timeout: cluster.spec.connect_timeout,
             permits: Arc::new(Semaphore::new(settings.max_connections_per_backend)),
-            idle: ArrayQueue::new(settings.max_idle_per_backend.max(1)),
+            idle: IdleQueue::new(settings.max_idle_per_backend),
             released: Notify::new(),
             h2: ArcSwapOption::empty(),
             h2_connecting: tokio::sync::Mutex::new(()),
@@ -247,6 +248,51 @@ impl BackendPool {
             backend.state.connection_closed();
             drop((held, open));
         });
+    }
+}
+
+/// Idle connections, first in first out, at most `cap`. Unbounded storage
+/// grown on demand (a preallocated ring of the default 1024 slots per
+/// backend would cost memory for idle slots nobody uses).
+#[derive(Debug)]
+struct IdleQueue {
+    queue: SegQueue<Idle>,
+    len: AtomicUsize,
+    cap: usize,
+}
+
+impl IdleQueue {
+    fn new(cap: usize) -> Self {
+        Self {
+            queue: SegQueue::new(),
+            len: AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    fn push(&self, idle: Idle) -> Result<(), Idle> {
+        let reserved = self
+            .len
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < self.cap).then_some(n + 1)
+            });
+        match reserved {
+            Ok(_) => {
+                self.queue.push(idle);
+                Ok(())
+            }
+            Err(_) => Err(idle),
+        }
+    }
+
+    fn pop(&self) -> Option<Idle> {
+        let idle = self.queue.pop()?;
+        self.len.fetch_sub(1, AtomicOrdering::AcqRel);
+        Some(idle)
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(AtomicOrdering::Acquire)
     }
 }
 
