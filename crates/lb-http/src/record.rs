@@ -154,8 +154,8 @@ impl Record {
                 .as_ref()
                 .map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out: self.response_bytes,
-            duration_ms: millis(elapsed),
-            upstream_ms: self.trace.first_byte.map(millis),
+            duration_ms: AccessRecord::millis(elapsed),
+            upstream_ms: self.trace.first_byte.map(AccessRecord::millis),
             cluster,
             backend: self.trace.backend.as_ref().map(|b| b.spec.address.as_str()),
             retries: self.trace.retries,
@@ -181,10 +181,6 @@ impl Drop for Record {
             self.write_log(log, logged);
         }
     }
-}
-
-fn millis(d: std::time::Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn protocol(version: Version) -> &'static str {

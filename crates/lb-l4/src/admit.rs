@@ -4,12 +4,13 @@
 //! connection so a reload can change it for the next one.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lb_config::ListenerKind;
 use lb_core::{Cluster, Snapshot};
+use prometheus_client::metrics::gauge::Gauge;
 use thiserror::Error;
 
 /// What a flow needs from the snapshot, plus its place under the cap.
@@ -41,11 +42,12 @@ pub(crate) enum Refused {
 }
 
 /// Admit one connection to the listener at `address`; `open` counts the
-/// listener's open flows.
+/// listener's open flows (the gauge is the count itself, so the metric and
+/// the cap never disagree).
 pub(crate) fn admit(
     snapshot: &Snapshot,
     address: SocketAddr,
-    open: &Arc<AtomicU64>,
+    open: &Gauge,
 ) -> Result<Admitted, Refused> {
     let (listener, cluster_name) = snapshot
         .config
@@ -71,23 +73,24 @@ pub(crate) fn admit(
 
 /// One open flow counted against its listener's cap until dropped.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<AtomicU64>);
+pub(crate) struct Slot(Gauge);
 
 impl Slot {
     /// A slot if fewer than `cap` are taken. Compare-and-swap rather than
     /// add-then-check so the count never overshoots, even briefly.
-    fn take(open: &Arc<AtomicU64>, cap: u32) -> Option<Self> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < u64::from(cap)).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Self(Arc::clone(open)))
+    fn take(open: &Gauge, cap: u32) -> Option<Self> {
+        open.inner()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < i64::from(cap)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(open.clone()))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.dec();
     }
 }
 
@@ -114,7 +117,7 @@ mod tests {
     fn cap_counts_open_slots_and_frees_on_drop() {
         let snap = snapshot(2);
         let addr = "127.0.0.1:7000".parse().unwrap();
-        let open = Arc::new(AtomicU64::new(0));
+        let open = Gauge::default();
         let a = admit(&snap, addr, &open).unwrap();
         let b = admit(&snap, addr, &open).unwrap();
         assert!(matches!(
@@ -123,20 +126,20 @@ mod tests {
         ));
         drop(a);
         let c = admit(&snap, addr, &open).unwrap();
-        assert_eq!(open.load(Ordering::Acquire), 2);
+        assert_eq!(open.get(), 2);
         drop((b, c));
-        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert_eq!(open.get(), 0);
     }
 
     #[test]
     fn unknown_listener_is_refused() {
         let snap = snapshot(2);
-        let open = Arc::new(AtomicU64::new(0));
+        let open = Gauge::default();
         let other = "127.0.0.1:7999".parse().unwrap();
         assert!(matches!(
             admit(&snap, other, &open),
             Err(Refused::ListenerGone)
         ));
-        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert_eq!(open.get(), 0);
     }
 }

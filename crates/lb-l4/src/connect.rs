@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::metrics::{ClusterMetrics, ErrorKind};
+
 /// A connected backend socket and the accounting held while it is open.
 #[derive(Debug)]
 pub(crate) struct Upstream {
@@ -26,6 +28,8 @@ pub(crate) struct Upstream {
     pub(crate) stream: TcpStream,
     /// The backend it reaches.
     pub(crate) backend: Arc<Backend>,
+    /// Failed attempts on other backends before this one.
+    pub(crate) retries: u32,
     _open: OpenConnection,
     _active: ActiveGuard,
     _circuit: CircuitSlot,
@@ -45,6 +49,16 @@ pub(crate) enum ConnectError {
     /// Every backend tried failed, in order.
     #[error("{}", join(.0))]
     Failed(Vec<AttemptError>),
+}
+
+impl ConnectError {
+    /// Attempts made after the first.
+    pub(crate) fn retries(&self) -> u32 {
+        match self {
+            Self::Failed(all) => u32::try_from(all.len().saturating_sub(1)).unwrap_or(u32::MAX),
+            Self::NoBackend(_) | Self::Circuit(_) => 0,
+        }
+    }
 }
 
 fn join(failures: &[AttemptError]) -> String {
@@ -81,10 +95,12 @@ fn pick_context(cluster: &Cluster, client: SocketAddr) -> PickContext {
     ctx
 }
 
-/// Connect to a backend of `cluster` for a flow from `client`.
+/// Connect to a backend of `cluster` for a flow from `client`, counting
+/// failures and retries into `metrics`.
 pub(crate) async fn connect(
     cluster: &Arc<Cluster>,
     client: SocketAddr,
+    metrics: &ClusterMetrics,
 ) -> Result<Upstream, ConnectError> {
     let ctx = pick_context(cluster, client);
     let retries = &cluster.spec.retries;
@@ -95,9 +111,13 @@ pub(crate) async fn connect(
         let (index, backend) = match cluster.pick(&ctx, exclude) {
             Ok(pick) => pick,
             Err(NoBackend::Tripped(t)) if failures.is_empty() => {
-                return Err(ConnectError::Circuit(t))
+                metrics.error(ErrorKind::CircuitBreaker);
+                return Err(ConnectError::Circuit(t));
             }
-            Err(e) if failures.is_empty() => return Err(ConnectError::NoBackend(e)),
+            Err(e) if failures.is_empty() => {
+                metrics.error(ErrorKind::NoBackend);
+                return Err(ConnectError::NoBackend(e));
+            }
             Err(_) => return Err(ConnectError::Failed(failures)),
         };
         // The cluster offers the excluded backend only when it is the
@@ -105,14 +125,26 @@ pub(crate) async fn connect(
         if exclude == Some(index) {
             return Err(ConnectError::Failed(failures));
         }
-        match attempt(cluster, index, backend).await? {
-            Ok(upstream) => {
+        let attempted = attempt(cluster, index, backend).await.inspect_err(|e| {
+            if matches!(e, ConnectError::Circuit(_)) {
+                metrics.error(ErrorKind::CircuitBreaker);
+            }
+        })?;
+        match attempted {
+            Ok(mut upstream) => {
                 if let Some(first) = failures.first() {
                     debug!(cluster = cluster.name(), error = %first, backend = %backend.spec.address, "failed over");
                 }
+                upstream.retries = u32::try_from(failures.len()).unwrap_or(u32::MAX);
                 return Ok(upstream);
             }
-            Err(e) => failures.push(e),
+            Err(e) => {
+                metrics.error(match e.failure {
+                    Failure::TimedOut(_) => ErrorKind::Timeout,
+                    Failure::Io(_) => ErrorKind::Connect,
+                });
+                failures.push(e);
+            }
         }
         let retry = retries.on(RetryOn::ConnectFailure)
             && failures.len() <= retries.attempts as usize
@@ -120,6 +152,7 @@ pub(crate) async fn connect(
         if !retry {
             return Err(ConnectError::Failed(failures));
         }
+        metrics.retries.inc();
         exclude = Some(index);
     }
 }
@@ -149,6 +182,7 @@ async fn attempt(
             return Ok(Ok(Upstream {
                 stream,
                 backend: Arc::clone(backend),
+                retries: 0,
                 _open: OpenConnection::new(backend),
                 _active: active,
                 _circuit: circuit,
@@ -215,7 +249,9 @@ mod tests {
         let (a, b) = (refusing_address().await, refusing_address().await);
         let cluster = cluster(&[a, b]).await;
         let client = "127.0.0.1:1".parse().unwrap();
-        let e = within(connect(&cluster, client)).await.unwrap_err();
+        let e = within(connect(&cluster, client, &ClusterMetrics::new("test")))
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, ConnectError::Failed(all) if all.len() == 2),
             "{e}"
@@ -240,9 +276,13 @@ mod tests {
     async fn a_lone_backend_is_tried_once() {
         let a = refusing_address().await;
         let cluster = cluster(&[a]).await;
-        let e = within(connect(&cluster, "127.0.0.1:1".parse().unwrap()))
-            .await
-            .unwrap_err();
+        let e = within(connect(
+            &cluster,
+            "127.0.0.1:1".parse().unwrap(),
+            &ClusterMetrics::new("test"),
+        ))
+        .await
+        .unwrap_err();
         assert!(
             matches!(&e, ConnectError::Failed(all) if all.len() == 1),
             "{e}"

@@ -17,6 +17,8 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::metrics::Transferred;
+
 /// Buffer size of one direction.
 pub(crate) const BUFFER_SIZE: usize = 16 * 1024;
 
@@ -30,19 +32,24 @@ pub(crate) enum Finished {
 }
 
 /// Copy between `client` and `backend` until both directions end, one
-/// fails, or nothing moves for `idle`.
+/// fails, or nothing moves for `idle`, counting bytes into `transferred`.
 pub(crate) async fn bidirectional(
     client: &mut TcpStream,
     backend: &mut TcpStream,
     idle: Duration,
+    transferred: &Transferred,
 ) -> io::Result<Finished> {
     let activity = Activity::new();
     let (client_read, client_write) = client.split();
     let (backend_read, backend_write) = backend.split();
     let both = async {
         tokio::try_join!(
-            one_way(client_read, backend_write, &activity),
-            one_way(backend_read, client_write, &activity),
+            one_way(client_read, backend_write, &activity, |n| {
+                transferred.count_received(n)
+            }),
+            one_way(backend_read, client_write, &activity, |n| {
+                transferred.count_sent(n)
+            }),
         )
     };
     tokio::select! {
@@ -52,9 +59,14 @@ pub(crate) async fn bidirectional(
 }
 
 /// Copy `from` into `to` until end of stream, then shut down `to`'s write
-/// side. The buffer is allocated only once `from` first has data, so idle
-/// flows hold none.
-async fn one_way(from: ReadHalf<'_>, mut to: WriteHalf<'_>, activity: &Activity) -> io::Result<()> {
+/// side; `count` hears of every chunk read. The buffer is allocated only
+/// once `from` first has data, so idle flows hold none.
+async fn one_way(
+    from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    activity: &Activity,
+    count: impl Fn(usize),
+) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
         from.readable().await?;
@@ -69,6 +81,7 @@ async fn one_way(from: ReadHalf<'_>, mut to: WriteHalf<'_>, activity: &Activity)
             Err(e) => return Err(e),
         };
         activity.touch();
+        count(n);
         // `try_read` never reports more than the buffer holds.
         to.write_all(buf.get(..n).unwrap_or_default()).await?;
     }

@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_tls::{ServerTls, TlsState, UpstreamTls};
+use lb_core::Cluster;
+use lb_observability::{AccessLog, LogLimiter};
+use lb_tls::{HandshakeError, ServerTls, TlsState, UpstreamTls};
+use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server};
 use tracing::{debug, warn};
 
 use crate::admit::Admitted;
-use crate::connect::connect;
+use crate::connect::{connect, ConnectError};
 use crate::copy::{bidirectional, Finished};
+use crate::metrics::{ClusterMetrics, ErrorKind, ListenerMetrics};
+use crate::record::{Ends, FlowRecord};
 use crate::stream_copy;
 
 /// The TLS a flow may involve: the listener's (when it terminates TLS)
@@ -26,106 +31,185 @@ pub(crate) struct FlowTls {
     pub(crate) state: Arc<ArcSwap<TlsState>>,
 }
 
+/// What every flow of one listener shares.
+#[derive(Debug)]
+pub(crate) struct ListenerShared {
+    pub(crate) address: SocketAddr,
+    /// `tcp` or `tls`.
+    pub(crate) protocol: &'static str,
+    pub(crate) metrics: ListenerMetrics,
+    /// Bounds the warnings of flows that reach no backend.
+    pub(crate) failure_log: LogLimiter,
+    pub(crate) tls: FlowTls,
+}
+
+/// A flow's settings from the configuration it was admitted under.
+#[derive(Debug)]
+pub(crate) struct FlowContext {
+    pub(crate) listener: Arc<ListenerShared>,
+    pub(crate) log: Option<AccessLog>,
+    pub(crate) cluster: Arc<ClusterMetrics>,
+}
+
 /// The client side of a flow once it is ready to carry bytes.
 enum ClientSide {
     Plain(TcpStream),
     Tls(Box<server::TlsStream<TcpStream>>),
 }
 
-/// Proxy `client` (from `peer`, accepted on `listener`) to a backend of
-/// its cluster. Closing happens by dropping the sockets on return.
-pub(crate) async fn run(
-    client: TcpStream,
-    peer: SocketAddr,
-    listener: SocketAddr,
-    admitted: Admitted,
-    tls: FlowTls,
-) {
+/// Why a flow ended early.
+#[derive(Debug, Error)]
+enum FlowError {
+    #[error("client {0}")]
+    ClientTls(HandshakeError),
+    #[error("no backend reachable: {0}")]
+    Connect(ConnectError),
+    #[error("backend TLS handshake failed: {0}")]
+    BackendTls(io::Error),
+    #[error("{0}")]
+    Copy(io::Error),
+}
+
+/// Proxy `client` (from `peer`) to a backend of its cluster, then write
+/// the flow's access log line. Closing happens by dropping the sockets on
+/// return.
+pub(crate) async fn run(client: TcpStream, peer: SocketAddr, admitted: Admitted, ctx: FlowContext) {
+    let FlowContext {
+        listener,
+        log,
+        cluster: cluster_metrics,
+    } = ctx;
+    let ends = Ends {
+        listener: listener.address,
+        protocol: listener.protocol,
+        client: peer,
+    };
+    let transferred = listener.metrics.transfer();
+    let mut record = FlowRecord::start(ends, log, Arc::clone(&cluster_metrics), transferred);
     let Admitted {
         cluster,
         idle_timeout,
         slot: _slot,
     } = admitted;
-    // Nagle would hold back small writes the endpoints already chose to send.
-    if let Err(e) = client.set_nodelay(true) {
-        debug!(listener = %listener, side = "client", error = %e, "cannot set TCP_NODELAY");
-    }
-    // The handshake comes first: a client that cannot complete it costs no
-    // backend connection.
-    let Some(mut client) = accept(client, tls.server.as_deref(), listener, peer).await else {
-        return;
+    let flow = Flow {
+        peer,
+        cluster: &cluster,
+        idle: idle_timeout,
+        listener: &listener,
+        metrics: &cluster_metrics,
     };
-    let mut upstream = match connect(&cluster, peer).await {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            warn!(listener = %listener, cluster = cluster.name(), client = %peer, error = %e, "closing tcp connection: no backend reachable");
-            return;
-        }
-    };
-    if let Err(e) = upstream.stream.set_nodelay(true) {
-        debug!(listener = %listener, side = "backend", error = %e, "cannot set TCP_NODELAY");
-    }
-    let backend = Arc::clone(&upstream.backend);
-    let backend = backend.spec.address.as_str();
-    let upstream_tls = tls.state.load().upstream(&upstream.backend.spec);
-    let finished = match upstream_tls {
-        None => match &mut client {
-            ClientSide::Plain(c) => bidirectional(c, &mut upstream.stream, idle_timeout).await,
-            ClientSide::Tls(c) => {
-                stream_copy::bidirectional(c.as_mut(), &mut upstream.stream, idle_timeout).await
-            }
-        },
-        Some(up) => {
-            let connect_timeout = cluster.connect_timeout();
-            let handshake = backend_handshake(&up, &mut upstream.stream, connect_timeout).await;
-            let mut to_backend = match handshake {
-                Ok(stream) => stream,
-                Err(e) => {
-                    warn!(listener = %listener, client = %peer, backend, error = %e, "closing tcp connection: backend TLS handshake failed");
-                    return;
-                }
-            };
-            match &mut client {
-                ClientSide::Plain(c) => {
-                    stream_copy::bidirectional(c, &mut to_backend, idle_timeout).await
-                }
-                ClientSide::Tls(c) => {
-                    stream_copy::bidirectional(c.as_mut(), &mut to_backend, idle_timeout).await
-                }
-            }
-        }
-    };
-    match finished {
-        Ok(Finished::Closed) => {
-            debug!(listener = %listener, client = %peer, backend, "tcp flow closed")
-        }
+    let address = listener.address;
+    match flow.proxy(client, &mut record).await {
+        Ok(Finished::Closed) => debug!(listener = %address, client = %peer, "tcp flow closed"),
         Ok(Finished::Idle) => {
-            debug!(listener = %listener, client = %peer, backend, idle = ?idle_timeout, "tcp flow idle, closing")
+            debug!(listener = %address, client = %peer, idle = ?idle_timeout, "tcp flow idle, closing")
         }
         Err(e) => {
-            debug!(listener = %listener, client = %peer, backend, error = %e, "tcp flow ended with an error")
+            flow.log_failure(&e);
+            record.error = Some(e.to_string());
         }
     }
 }
 
-/// The client stream, after the TLS handshake when the listener has TLS;
-/// `None` when the handshake failed or timed out.
+/// One flow's inputs while it runs.
+struct Flow<'a> {
+    peer: SocketAddr,
+    cluster: &'a Arc<Cluster>,
+    idle: Duration,
+    listener: &'a ListenerShared,
+    metrics: &'a ClusterMetrics,
+}
+
+impl Flow<'_> {
+    async fn proxy(
+        &self,
+        client: TcpStream,
+        record: &mut FlowRecord,
+    ) -> Result<Finished, FlowError> {
+        // Nagle would hold back small writes the endpoints already chose to send.
+        if let Err(e) = client.set_nodelay(true) {
+            debug!(listener = %self.listener.address, side = "client", error = %e, "cannot set TCP_NODELAY");
+        }
+        // The handshake comes first: a client that cannot complete it
+        // costs no backend connection.
+        let mut client = accept(client, self.listener.tls.server.as_deref())
+            .await
+            .map_err(FlowError::ClientTls)?;
+        let mut upstream = connect(self.cluster, self.peer, self.metrics)
+            .await
+            .map_err(|e| {
+                record.retries = e.retries();
+                FlowError::Connect(e)
+            })?;
+        record.retries = upstream.retries;
+        record.backend = Some(Arc::clone(&upstream.backend));
+        if let Err(e) = upstream.stream.set_nodelay(true) {
+            debug!(listener = %self.listener.address, side = "backend", error = %e, "cannot set TCP_NODELAY");
+        }
+        let counted = &record.transferred;
+        let idle = self.idle;
+        let upstream_tls = self
+            .listener
+            .tls
+            .state
+            .load()
+            .upstream(&upstream.backend.spec);
+        let copied = match upstream_tls {
+            None => match &mut client {
+                ClientSide::Plain(c) => bidirectional(c, &mut upstream.stream, idle, counted).await,
+                ClientSide::Tls(c) => {
+                    stream_copy::bidirectional(c.as_mut(), &mut upstream.stream, idle, counted)
+                        .await
+                }
+            },
+            Some(up) => {
+                let timeout = self.cluster.connect_timeout();
+                let mut to_backend = backend_handshake(&up, &mut upstream.stream, timeout)
+                    .await
+                    .map_err(|e| {
+                        self.metrics.error(ErrorKind::Tls);
+                        FlowError::BackendTls(e)
+                    })?;
+                match &mut client {
+                    ClientSide::Plain(c) => {
+                        stream_copy::bidirectional(c, &mut to_backend, idle, counted).await
+                    }
+                    ClientSide::Tls(c) => {
+                        stream_copy::bidirectional(c.as_mut(), &mut to_backend, idle, counted).await
+                    }
+                }
+            }
+        };
+        copied.map_err(FlowError::Copy)
+    }
+
+    /// A flow that reached no backend is a warning, at most ten a second
+    /// per listener; anything else is routine.
+    fn log_failure(&self, e: &FlowError) {
+        let (listener, client, cluster) = (self.listener.address, self.peer, self.cluster.name());
+        match e {
+            FlowError::Connect(_) | FlowError::BackendTls(_) => {
+                if let Some(suppressed) = self.listener.failure_log.allow() {
+                    warn!(%listener, cluster, %client, error = %e, suppressed, "closing tcp connection");
+                }
+            }
+            FlowError::ClientTls(_) | FlowError::Copy(_) => {
+                debug!(%listener, %client, error = %e, "tcp flow ended with an error");
+            }
+        }
+    }
+}
+
+/// The client stream, after the TLS handshake when the listener has TLS.
 async fn accept(
     client: TcpStream,
     server: Option<&ServerTls>,
-    listener: SocketAddr,
-    peer: SocketAddr,
-) -> Option<ClientSide> {
+) -> Result<ClientSide, HandshakeError> {
     let Some(server) = server else {
-        return Some(ClientSide::Plain(client));
+        return Ok(ClientSide::Plain(client));
     };
-    match server.handshake(client).await {
-        Ok((stream, _session)) => Some(ClientSide::Tls(Box::new(stream))),
-        Err(e) => {
-            debug!(listener = %listener, client = %peer, error = %e, "client TLS handshake did not complete");
-            None
-        }
-    }
+    let (stream, _session) = server.handshake(client).await?;
+    Ok(ClientSide::Tls(Box::new(stream)))
 }
 
 /// The TLS handshake with a backend, within the cluster's connect timeout.

@@ -22,21 +22,27 @@ mod admit;
 mod connect;
 mod copy;
 mod flow;
+mod metrics;
+mod record;
 mod stream_copy;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lb_core::{Drain, Snapshot};
+use lb_observability::{AccessLog, LogLimiter};
 use lb_tls::{ServerTls, TlsState};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use crate::admit::Refused;
+use crate::admit::{Admitted, Refused};
+use crate::flow::{FlowContext, FlowTls, ListenerShared};
+use crate::metrics::{ClusterMetrics, ListenerMetrics, Rejection};
+
+pub use metrics::register_metrics;
 
 /// Pause after an accept error that is not about one connection (out of
 /// descriptors or memory), so the loop does not spin while flows close.
@@ -54,11 +60,18 @@ pub async fn serve(
     tls: Arc<ArcSwap<TlsState>>,
     drain: Arc<Drain>,
 ) {
-    let tls = flow::FlowTls {
-        server: server_tls,
-        state: tls,
-    };
-    let open = Arc::new(AtomicU64::new(0));
+    let protocol = if server_tls.is_some() { "tls" } else { "tcp" };
+    let shared = Arc::new(ListenerShared {
+        address,
+        protocol,
+        metrics: ListenerMetrics::new(&address.to_string(), protocol),
+        failure_log: LogLimiter::new(10, Duration::from_secs(1)),
+        tls: FlowTls {
+            server: server_tls,
+            state: tls,
+        },
+    });
+    let mut view: Option<SnapshotView> = None;
     let draining = drain.draining();
     tokio::pin!(draining);
     loop {
@@ -70,44 +83,101 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                accept_failed(address, e).await;
+                accept_failed(&shared, e).await;
                 continue;
             }
         };
-        let admitted = match admit::admit(&snapshot.load(), address, &open) {
+        let current = snapshot.load();
+        let admitted = match admit::admit(&current, address, &shared.metrics.open) {
             Ok(admitted) => admitted,
             Err(refused) => {
-                log_refusal(address, peer, &refused);
+                log_refusal(&shared, peer, &refused);
                 continue;
             }
         };
+        shared.metrics.accepted.inc();
+        let view = SnapshotView::current(&mut view, &current, &admitted, address);
+        let ctx = FlowContext {
+            listener: Arc::clone(&shared),
+            log: view.log.clone(),
+            cluster: Arc::clone(&view.cluster),
+        };
         let tracked = drain.track();
-        let tls = tls.clone();
         tokio::spawn(async move {
-            flow::run(stream, peer, address, admitted, tls).await;
+            flow::run(stream, peer, admitted, ctx).await;
             drop(tracked);
         });
     }
     debug!(listener = %address, "tcp listener stopped accepting: draining");
 }
 
-async fn accept_failed(address: SocketAddr, e: io::Error) {
+/// What the flows of one snapshot share: the listener's access log and
+/// its cluster's metric handles, worked out once per snapshot.
+struct SnapshotView {
+    snapshot: Arc<Snapshot>,
+    log: Option<AccessLog>,
+    cluster: Arc<ClusterMetrics>,
+}
+
+impl SnapshotView {
+    /// `view` brought up to date with `snapshot`.
+    fn current<'v>(
+        view: &'v mut Option<Self>,
+        snapshot: &Arc<Snapshot>,
+        admitted: &Admitted,
+        address: SocketAddr,
+    ) -> &'v Self {
+        let cluster = admitted.cluster.name();
+        let fresh = view
+            .as_ref()
+            .is_some_and(|v| Arc::ptr_eq(&v.snapshot, snapshot) && v.cluster.name == cluster);
+        if !fresh {
+            *view = None;
+        }
+        view.get_or_insert_with(|| {
+            let spec = snapshot
+                .config
+                .listeners
+                .iter()
+                .find(|l| l.address == address);
+            Self {
+                snapshot: Arc::clone(snapshot),
+                log: spec.and_then(record::open_access_log),
+                cluster: Arc::new(ClusterMetrics::new(cluster)),
+            }
+        })
+    }
+}
+
+async fn accept_failed(shared: &ListenerShared, e: io::Error) {
     use io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    let address = shared.address;
     if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
         debug!(listener = %address, error = %e, "accept failed for one connection");
         return;
     }
-    warn!(listener = %address, error = %e, "accept failed; backing off");
+    if let Some(suppressed) = shared.failure_log.allow() {
+        warn!(listener = %address, error = %e, suppressed, "accept failed; backing off");
+    }
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
-fn log_refusal(address: SocketAddr, peer: SocketAddr, refused: &Refused) {
+fn log_refusal(shared: &ListenerShared, peer: SocketAddr, refused: &Refused) {
+    let address = shared.address;
     match refused {
-        Refused::ListenerGone | Refused::AtCapacity { .. } => {
+        Refused::AtCapacity { .. } => {
+            shared.metrics.rejected(Rejection::Limit);
+            debug!(listener = %address, client = %peer, reason = %refused, "tcp connection refused");
+        }
+        Refused::ListenerGone => {
+            shared.metrics.rejected(Rejection::ListenerGone);
             debug!(listener = %address, client = %peer, reason = %refused, "tcp connection refused");
         }
         Refused::ClusterMissing(_) => {
-            warn!(listener = %address, client = %peer, reason = %refused, "tcp connection refused");
+            shared.metrics.rejected(Rejection::ListenerGone);
+            if let Some(suppressed) = shared.failure_log.allow() {
+                warn!(listener = %address, client = %peer, reason = %refused, suppressed, "tcp connection refused");
+            }
         }
     }
 }

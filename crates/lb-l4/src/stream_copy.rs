@@ -11,13 +11,15 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::copy::{Activity, Finished, BUFFER_SIZE};
+use crate::metrics::Transferred;
 
 /// Copy between `client` and `backend` until both directions end, one
-/// fails, or nothing moves for `idle`.
+/// fails, or nothing moves for `idle`, counting bytes into `transferred`.
 pub(crate) async fn bidirectional<A, B>(
     client: &mut A,
     backend: &mut B,
     idle: Duration,
+    transferred: &Transferred,
 ) -> io::Result<Finished>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -27,10 +29,12 @@ where
     let mut client = Watched {
         inner: client,
         activity: &activity,
+        count: |n| transferred.count_received(n),
     };
     let mut backend = Watched {
         inner: backend,
         activity: &activity,
+        count: |n| transferred.count_sent(n),
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
@@ -44,14 +48,16 @@ where
     }
 }
 
-/// A stream that stamps the flow's activity whenever bytes are read from
-/// it (every byte written was read from the other side first).
-struct Watched<'a, S: ?Sized> {
+/// A stream that stamps the flow's activity and counts the bytes whenever
+/// they are read from it (every byte written was read from the other side
+/// first).
+struct Watched<'a, S: ?Sized, C> {
     inner: &'a mut S,
     activity: &'a Activity,
+    count: C,
 }
 
-impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, S> {
+impl<S: AsyncRead + Unpin + ?Sized, C: Fn(usize) + Unpin> AsyncRead for Watched<'_, S, C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -60,14 +66,16 @@ impl<S: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len().saturating_sub(before);
+        if read > 0 {
             this.activity.touch();
+            (this.count)(read);
         }
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, S> {
+impl<S: AsyncWrite + Unpin + ?Sized, C: Unpin> AsyncWrite for Watched<'_, S, C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

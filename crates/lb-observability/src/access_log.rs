@@ -67,6 +67,13 @@ pub struct AccessRecord<'a> {
     pub error: Option<&'a str>,
 }
 
+impl AccessRecord<'_> {
+    /// `d` in milliseconds, to the microsecond, as durations are logged.
+    pub fn millis(d: std::time::Duration) -> f64 {
+        d.as_micros() as f64 / 1000.0
+    }
+}
+
 /// The line as written: the record behind a tag that tells access lines
 /// from process log lines sharing a stream.
 #[derive(Serialize)]

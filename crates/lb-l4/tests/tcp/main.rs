@@ -9,3 +9,4 @@ mod drain;
 mod failover;
 mod half_close;
 mod idle_timeout;
+mod observability;

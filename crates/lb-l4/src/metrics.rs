@@ -1,0 +1,269 @@
+//! The TCP proxy's metric families: client connections and bytes by
+//! listener, backend connection failures and retries by cluster. Flows
+//! hold their listener's and cluster's handles; nothing is looked up per
+//! chunk of bytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+use lb_observability::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Unit;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    listener: String,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    listener: String,
+    protocol: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    cluster: String,
+    kind: &'static str,
+}
+
+struct Families {
+    open: Family<ConnectionLabels, Gauge>,
+    accepted: Family<ConnectionLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    received: Family<ListenerLabels, Counter>,
+    sent: Family<ListenerLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+    retries: Family<ClusterLabels, Counter>,
+}
+
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+    open: Family::default(),
+    accepted: Family::default(),
+    rejected: Family::default(),
+    received: Family::default(),
+    sent: Family::default(),
+    errors: Family::default(),
+    retries: Family::default(),
+});
+
+/// Register the TCP proxy's families (`expressgateway_tcp_*`) with
+/// `metrics`. Call once per process.
+pub fn register_metrics(metrics: &Metrics) {
+    let f = &*FAMILIES;
+    metrics.register(|r| {
+        r.register(
+            "tcp_connections_open",
+            "Open client connections of a tcp or tls listener",
+            f.open.clone(),
+        );
+        r.register(
+            "tcp_connections_accepted",
+            "Client connections admitted by a tcp or tls listener",
+            f.accepted.clone(),
+        );
+        r.register(
+            "tcp_connections_rejected",
+            "Client connections a tcp or tls listener closed at once, by reason",
+            f.rejected.clone(),
+        );
+        r.register_with_unit(
+            "tcp_received",
+            "Bytes received from clients (decrypted, on tls listeners)",
+            Unit::Bytes,
+            f.received.clone(),
+        );
+        r.register_with_unit(
+            "tcp_sent",
+            "Bytes sent to clients (before encryption, on tls listeners)",
+            Unit::Bytes,
+            f.sent.clone(),
+        );
+        r.register(
+            "tcp_upstream_errors",
+            "Failed backend connection attempts, and flows no backend could take, by kind",
+            f.errors.clone(),
+        );
+        r.register(
+            "tcp_upstream_retries",
+            "Connection attempts on another backend after a failed one",
+            f.retries.clone(),
+        );
+    });
+}
+
+/// Why a client connection was closed at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rejection {
+    /// The listener's connection cap.
+    Limit,
+    /// A reload removed the listener (or its cluster) meanwhile.
+    ListenerGone,
+}
+
+/// A tcp listener's handles, resolved when it starts serving.
+#[derive(Debug)]
+pub(crate) struct ListenerMetrics {
+    /// Open connections; also what the connection cap is checked against.
+    pub(crate) open: Gauge,
+    pub(crate) accepted: Counter,
+    rejected: [Counter; 2],
+    received: Counter,
+    sent: Counter,
+}
+
+impl ListenerMetrics {
+    pub(crate) fn new(listener: &str, protocol: &'static str) -> Self {
+        let f = &*FAMILIES;
+        let connection = ConnectionLabels {
+            listener: listener.to_owned(),
+            protocol,
+        };
+        let by_listener = ListenerLabels {
+            listener: listener.to_owned(),
+        };
+        Self {
+            open: f.open.get_or_create_owned(&connection),
+            accepted: f.accepted.get_or_create_owned(&connection),
+            rejected: ["limit", "listener_gone"].map(|reason| {
+                f.rejected.get_or_create_owned(&RejectLabels {
+                    listener: listener.to_owned(),
+                    protocol,
+                    reason,
+                })
+            }),
+            received: f.received.get_or_create_owned(&by_listener),
+            sent: f.sent.get_or_create_owned(&by_listener),
+        }
+    }
+
+    pub(crate) fn rejected(&self, why: Rejection) {
+        let [limit, gone] = &self.rejected;
+        match why {
+            Rejection::Limit => limit.inc(),
+            Rejection::ListenerGone => gone.inc(),
+        };
+    }
+
+    /// Byte counts for one flow of this listener.
+    pub(crate) fn transfer(&self) -> Transferred {
+        Transferred {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            listener_received: self.received.clone(),
+            listener_sent: self.sent.clone(),
+        }
+    }
+}
+
+/// Why a backend connection failed, or why none was tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    Connect,
+    Timeout,
+    Tls,
+    NoBackend,
+    CircuitBreaker,
+}
+
+impl ErrorKind {
+    const ALL: [Self; 5] = [
+        Self::Connect,
+        Self::Timeout,
+        Self::Tls,
+        Self::NoBackend,
+        Self::CircuitBreaker,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::NoBackend => "no_backend",
+            Self::CircuitBreaker => "circuit_breaker",
+        }
+    }
+}
+
+/// A cluster's handles, for the flows of the listener that uses it.
+#[derive(Debug)]
+pub(crate) struct ClusterMetrics {
+    pub(crate) name: String,
+    pub(crate) retries: Counter,
+    errors: [Counter; ErrorKind::ALL.len()],
+}
+
+impl ClusterMetrics {
+    pub(crate) fn new(cluster: &str) -> Self {
+        let f = &*FAMILIES;
+        Self {
+            name: cluster.to_owned(),
+            retries: f.retries.get_or_create_owned(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            }),
+            errors: ErrorKind::ALL.map(|kind| {
+                f.errors.get_or_create_owned(&KindLabels {
+                    cluster: cluster.to_owned(),
+                    kind: kind.as_str(),
+                })
+            }),
+        }
+    }
+
+    pub(crate) fn error(&self, kind: ErrorKind) {
+        let i = ErrorKind::ALL.iter().position(|k| *k == kind);
+        if let Some(counter) = i.and_then(|i| self.errors.get(i)) {
+            counter.inc();
+        }
+    }
+}
+
+/// Bytes one flow moved, counted as they move: the flow's own totals (its
+/// access log line) and its listener's counters.
+#[derive(Debug)]
+pub(crate) struct Transferred {
+    received: AtomicU64,
+    sent: AtomicU64,
+    listener_received: Counter,
+    listener_sent: Counter,
+}
+
+impl Transferred {
+    /// `n` bytes read from the client.
+    pub(crate) fn count_received(&self, n: usize) {
+        let n = n as u64;
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.listener_received.inc_by(n);
+    }
+
+    /// `n` bytes read from the backend, on their way to the client.
+    pub(crate) fn count_sent(&self, n: usize) {
+        let n = n as u64;
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        self.listener_sent.inc_by(n);
+    }
+
+    /// (received, sent) so far.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.received.load(Ordering::Relaxed),
+            self.sent.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,0 +1,106 @@
+//! What one flow leaves behind: its access log line, written when the
+//! flow ends however it ends (closed, idle, failed, or never reaching a
+//! backend), with the bytes it moved each way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use lb_config::Listener;
+use lb_core::Backend;
+use lb_observability::{AccessLog, AccessLogs, AccessRecord};
+
+use crate::metrics::{ClusterMetrics, Transferred};
+
+/// The sink of `listener`'s access log, `None` when it has none (or its
+/// file cannot be opened, which is logged).
+pub(crate) fn open_access_log(listener: &Listener) -> Option<AccessLog> {
+    let path = listener.access_log.as_ref()?.path();
+    AccessLogs::global()
+        .sink(path)
+        .inspect_err(|e| {
+            tracing::error!(
+                listener = %listener.address,
+                path = ?path,
+                error = %e,
+                "cannot open the access log; flows on this listener go unlogged"
+            );
+        })
+        .ok()
+}
+
+/// One flow in progress.
+#[derive(Debug)]
+pub(crate) struct FlowRecord {
+    log: Option<AccessLog>,
+    time: SystemTime,
+    started: Instant,
+    listener: SocketAddr,
+    client: SocketAddr,
+    protocol: &'static str,
+    cluster: Arc<ClusterMetrics>,
+    /// The backend reached.
+    pub(crate) backend: Option<Arc<Backend>>,
+    /// Attempts on other backends before it.
+    pub(crate) retries: u32,
+    /// Why the flow failed.
+    pub(crate) error: Option<String>,
+    /// Bytes moved each way.
+    pub(crate) transferred: Transferred,
+}
+
+/// Who the flow is: its listener and client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ends {
+    pub(crate) listener: SocketAddr,
+    pub(crate) protocol: &'static str,
+    pub(crate) client: SocketAddr,
+}
+
+impl FlowRecord {
+    pub(crate) fn start(
+        ends: Ends,
+        log: Option<AccessLog>,
+        cluster: Arc<ClusterMetrics>,
+        transferred: Transferred,
+    ) -> Self {
+        Self {
+            log,
+            time: SystemTime::now(),
+            started: Instant::now(),
+            listener: ends.listener,
+            client: ends.client,
+            protocol: ends.protocol,
+            cluster,
+            backend: None,
+            retries: 0,
+            error: None,
+            transferred,
+        }
+    }
+}
+
+impl Drop for FlowRecord {
+    fn drop(&mut self) {
+        let Some(log) = &self.log else { return };
+        let (bytes_in, bytes_out) = self.transferred.totals();
+        log.write(&AccessRecord {
+            time: self.time,
+            listener: self.listener,
+            client: self.client,
+            protocol: self.protocol,
+            method: "",
+            authority: "",
+            path: "",
+            status: None,
+            bytes_in,
+            bytes_out,
+            duration_ms: AccessRecord::millis(self.started.elapsed()),
+            upstream_ms: None,
+            cluster: Some(&self.cluster.name),
+            backend: self.backend.as_ref().map(|b| b.spec.address.as_str()),
+            retries: self.retries,
+            error: self.error.as_deref(),
+        });
+    }
+}
