@@ -157,6 +157,11 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
+    // Each crate declares its families next to the code that updates them.
+    lb_http::register_metrics(&metrics);
+    lb_l4::register_metrics(&metrics);
+    lb_tls::register_metrics(&metrics);
+    lb_health::register_metrics(&metrics);
     let gateway = Gateway::start(path.clone(), config, tls, &metrics)?;
     let _ = PANICS.set(gateway.telemetry.panics.clone());
     if let Some(socket) = admin_socket {
