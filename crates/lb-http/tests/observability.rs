@@ -424,3 +424,109 @@ async fn every_request_gets_one_json_access_line_with_its_outcome() {
     assert_eq!(unrouted["error"], "no route");
     assert!(unrouted.get("cluster").is_none());
 }
+
+/// A body that sends `hello` and then never ends.
+struct Stall(bool);
+
+impl http_body::Body for Stall {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if std::mem::replace(&mut self.0, true) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+                b"hello",
+            )))))
+        }
+    }
+}
+
+/// A backend that answers `/slow` after 5 s and streams a body that never
+/// ends for anything else.
+async fn stalling_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Ok::<_, Infallible>(Response::new(Stall(false)))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_and_cut_off_responses_are_logged_as_such() {
+    let stalling = stalling_backend().await;
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("eg-http-abandon-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let config = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\nprotocol = \"h1\"\n\
+         access_log = {{ path = \"{}\" }}\n[[listeners.backends]]\naddress = \"{stalling}\"\n",
+        path.display()
+    );
+    let (addr, _drain) = gateway(&config).await;
+
+    // The client leaves while the backend is still thinking.
+    let mut c = client(addr).await;
+    c.ready().await.unwrap();
+    let req = Request::get("/slow")
+        .header("host", "gw.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let pending = tokio::spawn(c.send_request(req));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pending.abort();
+    drop(c);
+
+    // The client reads the first chunk of a body that never ends, then
+    // leaves.
+    let mut c = client(addr).await;
+    c.ready().await.unwrap();
+    let req = Request::get("/stream")
+        .header("host", "gw.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut body = c.send_request(req).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "hello");
+    drop((body, c));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() == 2 || tokio::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let left = lines.iter().find(|l| l["path"] == "/slow").unwrap();
+    assert_eq!(left["status"], 0);
+    assert_eq!(left["error"], "the client left before the response");
+    let cut = lines.iter().find(|l| l["path"] == "/stream").unwrap();
+    assert_eq!(cut["status"], 200);
+    assert_eq!(cut["bytes_out"], 5);
+    assert!(cut["error"].as_str().unwrap().contains("cut off"), "{cut}");
+}
