@@ -28,10 +28,10 @@ fn value(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     sample(&METRICS.encode(false), name, labels)
 }
 
-/// Wait (up to 5 s) for a sample to reach `want`: a record is written
+/// Wait (up to 10 s) for a sample to reach `want`: a record is written
 /// when the response body is dropped, which may trail the client's read.
 async fn expect(name: &str, labels: &[(&str, &str)], want: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let got = value(name, labels);
         if got == Some(want) {
@@ -374,7 +374,7 @@ async fn every_request_gets_one_json_access_line_with_its_outcome() {
     send(&mut c, "GET", "/down", "").await;
     send(&mut c, "GET", "/none", "").await;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let lines = loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
@@ -446,7 +446,7 @@ impl http_body::Body for Stall {
     }
 }
 
-/// A backend that answers `/slow` after 5 s and streams a body that never
+/// A backend that answers `/slow` after a minute and streams a body that never
 /// ends for anything else.
 async fn stalling_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -457,7 +457,7 @@ async fn stalling_backend() -> SocketAddr {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     if req.uri().path() == "/slow" {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
                     }
                     Ok::<_, Infallible>(Response::new(Stall(false)))
                 });
@@ -509,7 +509,7 @@ async fn abandoned_requests_and_cut_off_responses_are_logged_as_such() {
     assert_eq!(first, "hello");
     drop((body, c));
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let lines = loop {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
