@@ -138,7 +138,7 @@ mod tests {
     }
 
     async fn until(what: &str, done: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !done() {
             assert!(
                 tokio::time::Instant::now() < deadline,
