@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::SegQueue;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use hyper::client::conn::{http1, http2};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -271,11 +271,11 @@ impl IdleQueue {
     }
 
     fn push(&self, idle: Idle) -> Result<(), Idle> {
-        let reserved = self
-            .len
-            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
-                (n < self.cap).then_some(n + 1)
-            });
+        let reserved =
+            self.len
+                .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                    (n < self.cap).then_some(n + 1)
+                });
         match reserved {
             Ok(_) => {
                 self.queue.push(idle);
