@@ -212,6 +212,8 @@ protocol = "h1"
 [[listeners]]
 address = "127.0.0.1:{self.h1}"
 protocol = "h1"
+# nginx and HAProxy run without access logs here too.
+access_log = {{ enabled = false }}
 [listeners.forwarding]
 x_forwarded_for = false
 x_forwarded_proto = false
@@ -223,6 +225,7 @@ cluster = "backend"
 [[listeners]]
 address = "127.0.0.1:{self.tcp}"
 protocol = "tcp"
+access_log = {{ enabled = false }}
 [[listeners.backends]]
 address = "127.0.0.1:{b.port}"
 """
@@ -503,6 +506,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the harness)")
+    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,rate")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
 
@@ -520,25 +524,34 @@ def main():
     started = time.time()
     try:
         # Saturation runs first: nginx's max rate sets the fixed rate below.
+        only = set(filter(None, args.only.split(",")))
+        want = lambda key: not only or key in only  # noqa: E731
         for t in targets:
             t.start()
             try:
                 r = results.setdefault
-                r("h1 keep-alive small (c=64)", []).append(
-                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 64))))
-                r("h1 keep-alive 64 KiB (c=64)", []).append(
-                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/64k", seconds, 64))))
-                r("h1 new connection per request (c=32)", []).append(
-                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 32, ["-H", "Connection: close"]))))
-                r("h2c multiplexed (c=16, m=32) to h1 backend", []).append(
-                    (t.name, measure(t, backend, lambda: h2load(t.h2c, seconds, 16, 32))))
-                r(f"tcp bulk ({bulk_bytes >> 20} MiB download)", []).append(
-                    (t.name, measure(t, backend, lambda: bulk(t.tcp, bulk_bytes))))
-                if t.name != "direct":
+                if want("small"):
+                    r("h1 keep-alive small (c=64)", []).append(
+                        (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 64))))
+                if want("64k"):
+                    r("h1 keep-alive 64 KiB (c=64)", []).append(
+                        (t.name, measure(t, backend, lambda: wrk(t.h1, "/64k", seconds, 64))))
+                if want("close"):
+                    r("h1 new connection per request (c=32)", []).append(
+                        (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 32, ["-H", "Connection: close"]))))
+                if want("h2c"):
+                    r("h2c multiplexed (c=16, m=32) to h1 backend", []).append(
+                        (t.name, measure(t, backend, lambda: h2load(t.h2c, seconds, 16, 32))))
+                if want("tcp"):
+                    r(f"tcp bulk ({bulk_bytes >> 20} MiB download)", []).append(
+                        (t.name, measure(t, backend, lambda: bulk(t.tcp, bulk_bytes))))
+                if want("idle") and t.name != "direct":
                     r(f"{idle_count:,} idle keep-alive connections", []).append((t.name, idle_memory(t, idle_count)))
             finally:
                 t.stop()
-        nginx_max = dict(results["h1 keep-alive small (c=64)"]).get("nginx", {}).get("rps", 0.0)
+        if not want("rate"):
+            targets = []
+        nginx_max = dict(results.get("h1 keep-alive small (c=64)", [])).get("nginx", {}).get("rps", 20000.0)
         rate = max(1000.0, nginx_max * 0.5)
         conns = 64
         delay_ms = max(1, int(round(conns * 1000.0 / rate)))
