@@ -112,7 +112,8 @@ async fn a_backend_certificate_that_fails_verification_is_502_with_the_reason_lo
         (
             "elsewhere.test",
             &pki.ca_path,
-            "not valid for name \"elsewhere.test\"",
+            // The log is JSON: the quotes around the name are escaped.
+            "not valid for name \\\"elsewhere.test\\\"",
         ),
     ] {
         let listen = free_addr();
