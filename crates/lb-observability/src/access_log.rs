@@ -14,6 +14,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+/// How long the writer gathers lines before writing them out while
+/// traffic flows; the most a line waits.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Lines buffered per sink before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
 
@@ -155,14 +159,25 @@ impl AccessLogs {
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                let mut out = std::io::BufWriter::new(out);
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                // Blocking in `recv` only while idle: a sender wakes a
+                // receiver that waits, so under load the writer sleeps
+                // between batches instead and the request threads never
+                // pay for a wake-up per line.
                 while let Ok(line) = rx.recv() {
                     let _ = writeln!(out, "{line}");
-                    // Drain what is queued, then flush once.
-                    while let Ok(line) = rx.try_recv() {
-                        let _ = writeln!(out, "{line}");
+                    loop {
+                        std::thread::sleep(BATCH_PAUSE);
+                        let mut written = 0;
+                        while let Ok(line) = rx.try_recv() {
+                            let _ = writeln!(out, "{line}");
+                            written += 1;
+                        }
+                        let _ = out.flush();
+                        if written == 0 {
+                            break;
+                        }
                     }
-                    let _ = out.flush();
                 }
             })?;
         let sink = AccessLog {
