@@ -175,6 +175,8 @@ async fn drive<C, E>(
     loop {
         let remaining = activity.remaining(idle);
         tokio::select! {
+            // The connection first: it is what woke the task nearly always.
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "client connection ended with error");

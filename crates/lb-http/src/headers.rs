@@ -17,42 +17,82 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`, `TE`
 /// (except `TE: trailers` on requests), and the proxy authentication pair
 /// unless the listener passes it.
+///
+/// One pass over the names finds which of them are present; only those are
+/// removed, so a message without hop-by-hop headers costs no lookups.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, forwarding: &Forwarding, request: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let mut named: Vec<HeaderName> = Vec::new();
-        for value in headers.get_all(header::CONNECTION) {
-            if let Ok(list) = value.to_str() {
-                named.extend(
-                    list.split(',')
-                        .filter_map(|n| HeaderName::try_from(n.trim()).ok()),
-                );
-            }
+    let mut present: Vec<&'static HeaderName> = Vec::new();
+    let mut connection = false;
+    let mut te = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::TE {
+            te = true;
+        } else if let Some(hop) = fixed_hop_by_hop(name, forwarding.pass_proxy_auth) {
+            present.push(hop);
         }
+    }
+    if !connection && !te && present.is_empty() {
+        return;
+    }
+    if connection {
+        // Names are looked up as text: no header name is built for the
+        // common `keep-alive` or `close` tokens.
+        let values: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect();
         headers.remove(header::CONNECTION);
-        for name in named {
-            if !(request && name == header::TE) {
-                headers.remove(name);
+        for value in &values {
+            let Ok(list) = value.to_str() else {
+                continue;
+            };
+            for token in list.split(',').map(str::trim) {
+                // `TE: trailers` survives on requests: handled below.
+                if token.is_empty() || (request && token.eq_ignore_ascii_case("te")) {
+                    continue;
+                }
+                headers.remove(token);
             }
         }
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    if !forwarding.pass_proxy_auth {
-        headers.remove(header::PROXY_AUTHORIZATION);
-        headers.remove(header::PROXY_AUTHENTICATE);
+    for name in present {
+        headers.remove(name);
     }
-    if let Some(te) = headers.remove(header::TE) {
-        let trailers = request
-            && te.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            });
-        if trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if te {
+        if let Some(te) = headers.remove(header::TE) {
+            let trailers = request
+                && te.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                });
+            if trailers {
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+            }
         }
     }
+}
+
+/// The hop-by-hop header `name` is, among those removed whatever
+/// `Connection` says (`Connection` and `TE` are handled apart).
+fn fixed_hop_by_hop(name: &HeaderName, pass_proxy_auth: bool) -> Option<&'static HeaderName> {
+    static TRANSFER_ENCODING: HeaderName = header::TRANSFER_ENCODING;
+    static UPGRADE: HeaderName = header::UPGRADE;
+    static PROXY_AUTHORIZATION: HeaderName = header::PROXY_AUTHORIZATION;
+    static PROXY_AUTHENTICATE: HeaderName = header::PROXY_AUTHENTICATE;
+    let always: [&'static HeaderName; 4] =
+        [&KEEP_ALIVE, &PROXY_CONNECTION, &TRANSFER_ENCODING, &UPGRADE];
+    if let Some(hop) = always.into_iter().find(|h| *h == name) {
+        return Some(hop);
+    }
+    if pass_proxy_auth {
+        return None;
+    }
+    [&PROXY_AUTHORIZATION, &PROXY_AUTHENTICATE]
+        .into_iter()
+        .find(|h| *h == name)
 }
 
 /// Add the forwarding headers the listener asks for.
@@ -145,6 +185,30 @@ mod tests {
         assert!(h.get(header::PROXY_AUTHORIZATION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn response_loses_connection_named_headers_and_te() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "keep-alive".parse().unwrap());
+        h.append(header::CONNECTION, "X-Hop, te".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "3".parse().unwrap());
+        strip_hop_by_hop(&mut h, &fw(false), false);
+        let left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["content-length"]);
+    }
+
+    #[test]
+    fn message_without_hop_by_hop_headers_is_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "a".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, &fw(false), true);
+        assert_eq!(h, before);
     }
 
     #[test]
