@@ -87,7 +87,9 @@ async fn serve_connection(
         let info = ConnInfo::plain(peer);
         return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
     };
-    let (stream, session) = match tls.handshake(stream).await {
+    // Boxed, as the connections below: the task then holds only the state
+    // of the stage it is in, not room for the largest of all of them.
+    let (stream, session) = match Box::pin(tls.handshake(stream)).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "client TLS handshake did not complete");
@@ -123,7 +125,7 @@ async fn serve_http<S>(
             .timer(TokioTimer::new())
             .max_header_list_size(header_list)
             .serve_connection(io, service);
-        drive(conn, drain, &activity, idle, |c| c.graceful_shutdown()).await;
+        Box::pin(drive(conn, drain, &activity, idle, |c| c.graceful_shutdown())).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -131,7 +133,7 @@ async fn serve_http<S>(
             .max_headers(http.max_header_count)
             .max_header_size(http.max_header_bytes)
             .serve_connection(io, service);
-        drive(conn, drain, &activity, idle, |c| c.graceful_shutdown()).await;
+        Box::pin(drive(conn, drain, &activity, idle, |c| c.graceful_shutdown())).await;
     }
 }
 
