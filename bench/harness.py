@@ -398,11 +398,16 @@ def h2load(port, seconds, clients, streams):
     return res
 
 
-def rate_script(work, per_conn_delay_ms):
-    path = os.path.join(work, f"rate-{per_conn_delay_ms}.lua")
-    with open(path, "w") as f:
-        f.write(f"function delay() return {per_conn_delay_ms} end\n")
-    return path
+def fixed_rate(loadgen, port, rate, seconds, conns):
+    """Open-loop load at `rate` req/s over `conns` keep-alive connections
+    (bench/loadgen): latency from each request's due time to its last byte."""
+    cmd = ["taskset", "-c", LOAD_CPU, loadgen, "--rate", str(int(rate)), "--connections", str(conns),
+           "--duration", str(seconds), "--warmup", "1", f"http://127.0.0.1:{port}/"]
+    text = run(cmd, seconds + 30)
+    fields = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+    num = lambda k: float(fields[k]) if k in fields else None  # noqa: E731
+    return {"requests": int(num("requests") or 0), "rps": num("rate") or 0.0, "p50": num("p50_ms"),
+            "p99": num("p99_ms"), "p999": num("p999_ms"), "errors": int(num("errors") or 0)}
 
 
 def bulk(port, nbytes):
@@ -505,6 +510,7 @@ def write_svg(panels, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
+    ap.add_argument("--loadgen", required=True, help="the fixed-rate client, bench/loadgen")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the harness)")
     ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,rate")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -554,16 +560,30 @@ def main():
         nginx_max = dict(results.get("h1 keep-alive small (c=64)", [])).get("nginx", {}).get("rps", 20000.0)
         rate = max(1000.0, nginx_max * 0.5)
         conns = 64
-        delay_ms = max(1, int(round(conns * 1000.0 / rate)))
-        script = rate_script(work, delay_ms)
-        name = f"h1 small at fixed rate (~{conns * 1000 // delay_ms:,} req/s, 50% of nginx max)"
+        rounds = 3
+        name = f"h1 small at a fixed {int(rate):,} req/s (50% of nginx max, c={conns}), median of {rounds} rounds"
+        rate_seconds = 2 if args.quick else 4
+        runs = {t.name: [] for t in targets}
+        # Rounds go through every target in turn, so a noisy moment on the
+        # machine does not land on one target only.
+        for _ in range(rounds if targets else 0):
+            for t in targets:
+                t.start()
+                try:
+                    runs[t.name].append(measure(t, backend, lambda: fixed_rate(
+                        args.loadgen, t.h1, rate, rate_seconds, conns)))
+                finally:
+                    t.stop()
         for t in targets:
-            t.start()
-            try:
-                results.setdefault(name, []).append(
-                    (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, conns, script=script))))
-            finally:
-                t.stop()
+            rs = runs[t.name]
+            def median(k):
+                v = sorted(r[k] for r in rs if r.get(k) is not None)
+                return v[len(v) // 2] if v else None
+            merged = {k: median(k) for k in ("rps", "p50", "p99", "p999", "cpu_us_per_req", "peak_rss_kib")}
+            merged.update(requests=sum(r["requests"] for r in rs), errors=sum(r["errors"] for r in rs),
+                          upstream_conns=sum(r["upstream_conns"] for r in rs),
+                          p99_runs=[r["p99"] for r in rs])
+            results.setdefault(name, []).append((t.name, merged))
     finally:
         backend.stop()
 
@@ -589,6 +609,14 @@ def main():
             for t, r in rows:
                 cpu_per_mb = (r["cpu_us_per_req"] / (r["bytes"] / 1e6)) if r.get("cpu_us_per_req") and r["bytes"] else None
                 lines.append(f"| {t} | {fmt(r['mbps'])} | {fmt(cpu_per_mb)} | {r['errors']} |")
+        elif "fixed" in scenario:
+            lines.append("| target | req/s | p50 ms | p99 ms | p99.9 ms | p99 of each round, ms | CPU µs/req | errors |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for t, r in rows:
+                each = ", ".join(fmt(v, 2) for v in r["p99_runs"])
+                lines.append(f"| {t} | {fmt(r['rps'])} | {fmt(r['p50'], 3)} | {fmt(r['p99'], 3)} | "
+                             f"{fmt(r['p999'], 3)} | {each} | {fmt(r['cpu_us_per_req'], 2)} | {r['errors']} |")
+            panels.append(svg_panel(rows, scenario, "p99", "p99 latency ms"))
         else:
             lines.append("| target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS KiB | upstream conns / req | errors |")
             lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -1,0 +1,251 @@
+//! Fixed-rate HTTP/1.1 load for the side-by-side benchmark.
+//!
+//! Requests arrive on a schedule, `rate` per second, evenly spaced, whether
+//! or not earlier ones have been answered (an open loop). A pacer thread
+//! releases each request at its due time to whichever of the `connections`
+//! keep-alive connections is free; a request that finds every connection
+//! busy waits for one. Latency runs from the due time to the last byte of
+//! the response, so a stall is charged to every request it held back, not
+//! only to the one in flight (the coordinated omission a closed-loop client
+//! such as `wrk` hides).
+//!
+//! ```text
+//! eg-loadgen --rate 25000 --connections 64 --duration 8 [--warmup 1] http://127.0.0.1:8080/
+//! ```
+//!
+//! Prints one line: `requests=N errors=N rate=R p50_ms=.. p90_ms=.. p99_ms=.. p999_ms=.. max_ms=..`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Mutex};
+
+struct Args {
+    rate: f64,
+    connections: usize,
+    duration: Duration,
+    warmup: Duration,
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut rate = None;
+    let mut connections = 64;
+    let mut duration = Duration::from_secs(8);
+    let mut warmup = Duration::from_secs(1);
+    let mut url = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--rate" => rate = Some(value("--rate")?.parse::<f64>().context("--rate")?),
+            "--connections" => {
+                connections = value("--connections")?.parse().context("--connections")?
+            }
+            "--duration" => {
+                duration =
+                    Duration::from_secs_f64(value("--duration")?.parse().context("--duration")?)
+            }
+            "--warmup" => {
+                warmup = Duration::from_secs_f64(value("--warmup")?.parse().context("--warmup")?)
+            }
+            other if other.starts_with("http://") => url = Some(other.to_owned()),
+            other => bail!("unexpected argument {other:?}"),
+        }
+    }
+    let rate = rate.context("--rate is required")?;
+    if !rate.is_finite() || rate <= 0.0 || connections == 0 {
+        bail!("--rate and --connections must be positive");
+    }
+    let url: http::Uri = url
+        .context("a http:// URL is required")?
+        .parse()
+        .context("the URL")?;
+    let authority = url
+        .authority()
+        .context("the URL needs host:port")?
+        .to_string();
+    let addr = authority
+        .parse()
+        .context("the URL's authority must be an IP address and port")?;
+    let path = url.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    Ok(Args {
+        rate,
+        connections,
+        duration,
+        warmup,
+        addr,
+        authority,
+        path,
+    })
+}
+
+/// What one connection saw: latencies in microseconds of requests due
+/// after the warm-up, and failures.
+#[derive(Default)]
+struct Seen {
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+/// Due times, handed out in order to whichever connection asks first.
+type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Instant>>>;
+
+async fn connection(args: Arc<Args>, queue: Queue, measure_from: Instant) -> Seen {
+    let mut seen = Seen::default();
+    let mut sender = None;
+    loop {
+        let due = {
+            let mut rx = queue.lock().await;
+            rx.recv().await
+        };
+        let Some(due) = due else {
+            return seen;
+        };
+        if sender.is_none() {
+            sender = connect(args.addr).await.ok();
+        }
+        let Some(send) = sender.as_mut() else {
+            seen.errors += 1;
+            continue;
+        };
+        let ok = exchange(send, &args).await;
+        if !ok {
+            // The connection may be gone; the next request opens a new one.
+            sender = None;
+        }
+        if due >= measure_from {
+            if ok {
+                let us = due.elapsed().as_micros();
+                seen.latencies_us
+                    .push(u32::try_from(us).unwrap_or(u32::MAX));
+            } else {
+                seen.errors += 1;
+            }
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// One request and its whole response; `true` when it was a 2xx.
+async fn exchange(send: &mut http1::SendRequest<Empty<Bytes>>, args: &Args) -> bool {
+    if send.ready().await.is_err() {
+        return false;
+    }
+    let Ok(req) = http::Request::get(args.path.as_str())
+        .header(http::header::HOST, args.authority.as_str())
+        .body(Empty::new())
+    else {
+        return false;
+    };
+    let Ok(res) = send.send_request(req).await else {
+        return false;
+    };
+    let ok = res.status().is_success();
+    ok && res.into_body().collect().await.is_ok()
+}
+
+/// Release one due time per `1 / rate` seconds from `start` until `end`.
+/// Sleeps are coarse, so every due time that has passed is released at
+/// each wake-up, carrying its exact time.
+fn pace(tx: mpsc::UnboundedSender<Instant>, rate: f64, start: Instant, end: Instant) {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut next = start;
+    while next < end {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep((next - now).min(Duration::from_micros(500)));
+            continue;
+        }
+        while next <= now && next < end {
+            if tx.send(next).is_err() {
+                return;
+            }
+            next += interval;
+        }
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted.len()) - 1;
+    sorted.get(i).map_or(0.0, |us| f64::from(*us) / 1000.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Arc::new(parse_args()?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queue: Queue = Arc::new(Mutex::new(rx));
+    let start = Instant::now() + Duration::from_millis(200);
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let (rate, connections) = (args.rate, args.connections);
+    let pacer = std::thread::spawn(move || pace(tx, rate, start, end));
+    let seen = runtime.block_on(async {
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                tokio::spawn(connection(
+                    Arc::clone(&args),
+                    Arc::clone(&queue),
+                    measure_from,
+                ))
+            })
+            .collect();
+        let mut all = Seen::default();
+        for t in tasks {
+            if let Ok(s) = t.await {
+                all.latencies_us.extend(s.latencies_us);
+                all.errors += s.errors;
+            }
+        }
+        all
+    });
+    let _ = pacer.join();
+    let finished = Instant::now();
+    let mut lat = seen.latencies_us;
+    lat.sort_unstable();
+    // Requests due in the measured window, over the time until the last
+    // of them was answered.
+    let elapsed = finished
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
+    let achieved = if elapsed > 0.0 {
+        lat.len() as f64 / elapsed
+    } else {
+        0.0
+    };
+    println!(
+        "requests={} errors={} rate={:.1} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
+        lat.len(),
+        seen.errors,
+        achieved,
+        percentile(&lat, 50.0),
+        percentile(&lat, 90.0),
+        percentile(&lat, 99.0),
+        percentile(&lat, 99.9),
+        lat.last().map_or(0.0, |us| f64::from(*us) / 1000.0),
+    );
+    Ok(())
+}
