@@ -125,7 +125,10 @@ async fn serve_http<S>(
             .timer(TokioTimer::new())
             .max_header_list_size(header_list)
             .serve_connection(io, service);
-        Box::pin(drive(conn, drain, &activity, idle, |c| c.graceful_shutdown())).await;
+        Box::pin(drive(conn, drain, &activity, idle, |c| {
+            c.graceful_shutdown()
+        }))
+        .await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -133,7 +136,10 @@ async fn serve_http<S>(
             .max_headers(http.max_header_count)
             .max_header_size(http.max_header_bytes)
             .serve_connection(io, service);
-        Box::pin(drive(conn, drain, &activity, idle, |c| c.graceful_shutdown())).await;
+        Box::pin(drive(conn, drain, &activity, idle, |c| {
+            c.graceful_shutdown()
+        }))
+        .await;
     }
 }
 

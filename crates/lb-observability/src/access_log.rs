@@ -12,6 +12,9 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use serde::Serialize;
 
 /// How long the writer gathers lines before writing them out while
@@ -187,6 +190,49 @@ impl AccessLogs {
         sinks.insert(key, sink.clone());
         Ok(sink)
     }
+
+    /// Lines dropped so far by each destination opened (`stdout` or the
+    /// file's path).
+    pub fn dropped(&self) -> Vec<(String, u64)> {
+        let sinks = match self.sinks.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut all: Vec<(String, u64)> = sinks
+            .iter()
+            .map(|(path, sink)| {
+                let name = path
+                    .as_ref()
+                    .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
+                (name, sink.dropped())
+            })
+            .collect();
+        all.sort();
+        all
+    }
+}
+
+/// `access_log_dropped_lines` per destination, read from the sinks when
+/// scraped.
+#[derive(Debug)]
+pub struct AccessLogCollector;
+
+impl Collector for AccessLogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut metric = encoder.encode_descriptor(
+            "access_log_dropped_lines",
+            "Access log lines dropped because the writer fell behind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (destination, n) in AccessLogs::global().dropped() {
+            let labels = [("destination", destination.as_str())];
+            metric
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -242,5 +288,34 @@ mod tests {
             r#"{"log":"access","time":"2023-11-14T22:13:20.123Z","listener":"127.0.0.1:80","client":"127.0.0.1:5000","protocol":"tcp","bytes_in":3,"bytes_out":5,"duration_ms":1.5,"cluster":"api","backend":"127.0.0.1:81","retries":1}"#
         );
         assert_eq!(sink.dropped(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_the_collector_exports_it() {
+        // A sink whose writer never reads: the second and third lines
+        // find the one-line queue full.
+        let (tx, rx) = sync_channel::<String>(1);
+        let sink = AccessLog {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for _ in 0..3 {
+            sink.write(&record(Some(200)));
+        }
+        assert_eq!(sink.dropped(), 2);
+        drop(rx);
+
+        let logs = AccessLogs::global();
+        let key = Some(PathBuf::from("/eg-test/full.log"));
+        logs.sinks.lock().unwrap().insert(key.clone(), sink);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(AccessLogCollector));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        logs.sinks.lock().unwrap().remove(&key);
+        assert!(
+            text.contains(r#"access_log_dropped_lines_total{destination="/eg-test/full.log"} 2"#),
+            "{text}"
+        );
     }
 }

@@ -22,7 +22,7 @@ mod metrics;
 mod ratelimit;
 mod status;
 
-pub use access_log::{AccessLog, AccessLogs, AccessRecord};
+pub use access_log::{AccessLog, AccessLogCollector, AccessLogs, AccessRecord};
 pub use admin::{serve as serve_admin, Admin, Probes, StatusFn};
 pub use auth::{bearer_matches, parse_sha256_hex};
 pub use metrics::{

@@ -79,6 +79,7 @@ impl Telemetry {
                 t.panics.clone(),
             );
             r.register_collector(Box::new(BackendCollector(snapshot)));
+            r.register_collector(Box::new(lb_observability::AccessLogCollector));
         });
         t
     }

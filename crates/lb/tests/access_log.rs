@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::backend::{echo, named, Proto};
 use common::client::{request, Client};
+use common::scrape::{scrape, value, wait_admin};
 use common::{free_addr, Gateway};
 
 /// The access lines in `text`: JSON objects tagged `"log":"access"`
@@ -175,9 +176,11 @@ direct = {{ status = 201, body = "made" }}
 #[tokio::test]
 async fn a_listener_logs_to_its_file_or_not_at_all() {
     let api = named(Proto::H1, "ok");
-    let (to_file, silent) = (free_addr(), free_addr());
+    let (to_file, silent, admin) = (free_addr(), free_addr(), free_addr());
     let config = format!(
         r#"
+[observability]
+metrics_bind = "{admin}"
 [[listeners]]
 address = "{to_file}"
 protocol = "h1"
@@ -203,6 +206,18 @@ backends = [{{ address = "{api}" }}]
     assert!(lines.iter().all(|l| l["listener"] == to_file.to_string()));
     assert!(access_lines(&gw.log()).is_empty(), "{}", gw.log());
     assert!(Path::new(&file).exists());
+    // Each destination opened reports the lines it had to drop: none
+    // here, and no stdout destination, which nothing writes to.
+    wait_admin(admin).await;
+    let text = scrape(admin).await;
+    let dropped = "expressgateway_access_log_dropped_lines_total";
+    let destination = file.display().to_string();
+    assert_eq!(
+        value(&text, dropped, &[("destination", &destination)]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, dropped, &[("destination", "stdout")]), None);
 }
 
 #[tokio::test]
