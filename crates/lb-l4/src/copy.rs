@@ -22,6 +22,11 @@ use crate::metrics::Transferred;
 /// Buffer size of one direction.
 pub(crate) const BUFFER_SIZE: usize = 16 * 1024;
 
+/// What a direction's buffer may grow to while reads keep filling it: a
+/// bulk transfer moves more per wake-up, an interactive flow stays at
+/// [`BUFFER_SIZE`].
+const MAX_BUFFER_SIZE: usize = 256 * 1024;
+
 /// How a flow that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Finished {
@@ -60,7 +65,8 @@ pub(crate) async fn bidirectional(
 
 /// Copy `from` into `to` until end of stream, then shut down `to`'s write
 /// side; `count` hears of every chunk read. The buffer is allocated only
-/// once `from` first has data, so idle flows hold none.
+/// once `from` first has data, so idle flows hold none, and it doubles
+/// (up to [`MAX_BUFFER_SIZE`]) each time a read fills it.
 async fn one_way(
     from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
@@ -84,6 +90,9 @@ async fn one_way(
         count(n);
         // `try_read` never reports more than the buffer holds.
         to.write_all(buf.get(..n).unwrap_or_default()).await?;
+        if n == buf.len() && buf.len() < MAX_BUFFER_SIZE {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
     to.shutdown().await
 }
