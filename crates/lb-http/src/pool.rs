@@ -60,6 +60,9 @@ pub enum Conn {
 #[derive(Debug)]
 pub struct Checkout {
     pub(crate) sender: http1::SendRequest<ProxyBody>,
+    /// Taken from the idle queue rather than just connected: the backend
+    /// may have closed it while it sat there.
+    pub(crate) reused: bool,
     pool: Arc<BackendPool>,
     /// A checked-out connection carries traffic (`least_connections`).
     _active: ActiveGuard,
@@ -122,6 +125,7 @@ impl BackendPool {
             }
             return Some(Checkout {
                 sender: idle.sender,
+                reused: true,
                 pool: Arc::clone(self),
                 _active: self.backend.activate_connection(),
             });
@@ -152,6 +156,7 @@ impl BackendPool {
                     self.metrics.new.inc();
                     return Ok(Checkout {
                         sender,
+                        reused: false,
                         pool: Arc::clone(self),
                         _active: self.backend.activate_connection(),
                     });

@@ -54,6 +54,10 @@ enum Tried {
     Unsent(Box<Request<ProxyBody>>, UpstreamError, Option<RetryOn>),
     /// The request (or part of its body) went out and failed.
     Failed(UpstreamError),
+    /// A reused HTTP/1.1 connection failed before any response: the
+    /// backend most likely closed it while it was idle (the keep-alive
+    /// race), so a replayable request may go again as if refused.
+    Stale(UpstreamError),
 }
 
 /// The head of a request whose body is empty, kept to send it again after
@@ -147,6 +151,7 @@ impl Exchange<'_> {
                     let condition = e.retry_condition();
                     (e, condition, None)
                 }
+                Tried::Stale(e) => (e, Some(RetryOn::RefusedStream), None),
             };
             self.count_failure(&error);
             if error.blames_backend() {
@@ -227,6 +232,7 @@ impl Exchange<'_> {
             Ok((res, checkout)) => Tried::Response(res, checkout),
             Err(Failure::NotSent(back, e)) => Tried::Unsent(back, e, Some(RetryOn::RefusedStream)),
             Err(Failure::Failed(e)) => Tried::Failed(e),
+            Err(Failure::Stale(e)) => Tried::Stale(e),
         }
     }
 
@@ -319,6 +325,8 @@ enum Failure {
     /// The connection refused the request before any of it was written.
     NotSent(Box<Request<ProxyBody>>, UpstreamError),
     Failed(UpstreamError),
+    /// Failed on a reused HTTP/1.1 connection before any response.
+    Stale(UpstreamError),
 }
 
 async fn send(
@@ -326,8 +334,10 @@ async fn send(
     req: Request<ProxyBody>,
     headers_timeout: Duration,
 ) -> Result<(Response<Incoming>, Option<Checkout>), Failure> {
+    let mut reused = false;
     let (sent, checkout) = match conn {
         Conn::H1(mut checkout) => {
+            reused = checkout.reused;
             let fut = checkout.sender.try_send_request(req);
             (
                 tokio::time::timeout(headers_timeout, fut).await,
@@ -347,7 +357,14 @@ async fn send(
                 Box::new(req),
                 UpstreamError::Handshake(e.into_error()),
             )),
-            None => Err(Failure::Failed(UpstreamError::Exchange(e.into_error()))),
+            None => {
+                let e = UpstreamError::Exchange(e.into_error());
+                if reused && matches!(e.kind(), Some(crate::metrics::ErrorKind::Reset)) {
+                    Err(Failure::Stale(e))
+                } else {
+                    Err(Failure::Failed(e))
+                }
+            }
         },
     }
 }
