@@ -27,6 +27,11 @@ pub const POOL_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Cluster pool: open connections allowed per backend.
 pub const POOL_MAX_CONNECTIONS_PER_BACKEND: usize = 1_024;
 
+/// Cluster: how long a backend whose connect failed (refused, timed out)
+/// stays out of every policy before requests try it again, unless an
+/// active check or a connect succeeds first (nginx's `fail_timeout`).
+pub const CONNECT_FAILURE_BACKOFF_MS: u64 = 10_000;
+
 /// Cluster: what `maglev`, `ring_hash` and `session_affinity` hash.
 pub const HASH_KEY: &str = "source_ip";
 /// Cluster: points on the `ring_hash` ring per unit of backend weight (as

@@ -270,6 +270,9 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     /// Passive health checking, when configured.
     pub outlier_detection: Option<OutlierDetection>,
+    /// How long a backend stays out after a failed connect; `None` = a
+    /// failed connect does not take it out.
+    pub connect_failure_backoff: Option<Duration>,
     /// Fail-fast limits.
     pub circuit_breaker: CircuitBreaker,
     /// Retry policy of requests to this cluster (routes may override it).

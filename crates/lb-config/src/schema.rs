@@ -252,6 +252,8 @@ pub struct RawCluster {
     pub health_check: Option<RawHealthCheck>,
     /// Passive health checking.
     pub outlier_detection: Option<RawOutlierDetection>,
+    /// How long a backend stays out after a failed connect; 0 = never.
+    pub connect_failure_backoff_ms: Option<u64>,
     /// Fail-fast limits.
     pub circuit_breaker: Option<RawCircuitBreaker>,
     /// Retry policy.

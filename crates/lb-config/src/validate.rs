@@ -224,6 +224,29 @@ fn cluster(
         );
     }
     let is_tcp = tcp != 0;
+    if is_tcp {
+        let RawPool {
+            max_idle_per_backend,
+            idle_timeout_ms,
+            max_connections_per_backend,
+        } = &rc.pool;
+        for (key, set) in [
+            ("max_idle_per_backend", max_idle_per_backend.is_some()),
+            ("idle_timeout_ms", idle_timeout_ms.is_some()),
+            (
+                "max_connections_per_backend",
+                max_connections_per_backend.is_some(),
+            ),
+        ] {
+            if set {
+                errors.push(
+                    format!("{path}.pool.{key}"),
+                    "applies to HTTP backends only; tcp flows are not pooled \
+                     (cap them with circuit_breaker.max_connections)",
+                );
+            }
+        }
+    }
     let b = balancing::balancing(rc, path, is_tcp, &backends, errors);
     Cluster {
         name: rc.name.clone(),
@@ -235,6 +258,12 @@ fn cluster(
         panic_threshold_percent: b.panic_threshold_percent,
         health_check: b.health_check,
         outlier_detection: b.outlier_detection,
+        connect_failure_backoff: Some(
+            rc.connect_failure_backoff_ms
+                .unwrap_or(d::CONNECT_FAILURE_BACKOFF_MS),
+        )
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis),
         circuit_breaker: b.circuit_breaker,
         retries: b.retries,
         backends,

@@ -58,6 +58,10 @@ impl Backend {
 pub(crate) const UNHEALTHY: u8 = 1;
 /// Set while outlier detection keeps the backend out.
 pub(crate) const EJECTED: u8 = 2;
+/// Set after a connect to the backend failed, until a connect or an
+/// active check succeeds or the cluster's `connect_failure_backoff_ms`
+/// passes (passive, as nginx's `max_fails = 1`).
+pub(crate) const UNREACHABLE: u8 = 4;
 
 /// Live state of a backend.
 #[derive(Debug, Default)]
@@ -90,6 +94,9 @@ pub struct BackendState {
     /// End of the current or last ejection, in [`crate::clock`]
     /// microseconds.
     pub ejected_until: AtomicU64,
+    /// When an unreachable backend is tried again, in [`crate::clock`]
+    /// microseconds.
+    pub unreachable_until: AtomicU64,
     /// The cluster generation this state counts toward now.
     pub(crate) membership: crate::membership::MembershipSlot,
 }
@@ -124,6 +131,11 @@ impl BackendState {
     /// Whether outlier detection keeps the backend out now.
     pub fn is_ejected(&self) -> bool {
         self.flags.load(Ordering::Acquire) & EJECTED != 0
+    }
+
+    /// Whether a failed connect keeps the backend out now.
+    pub fn is_unreachable(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & UNREACHABLE != 0
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{EJECTED, UNHEALTHY};
+use crate::backend::{EJECTED, UNHEALTHY, UNREACHABLE};
 use crate::circuit::{Circuit, Tripped};
 use crate::clock::now_micros;
 use crate::membership::{HealthCounts, Membership};
@@ -316,6 +316,51 @@ impl Cluster {
         }
         b.state.ejected_until.store(until, Ordering::Release);
         self.set_flag(index, EJECTED, true)
+    }
+
+    /// Take backend `index` out after a failed connect, until `until`
+    /// (clock microseconds) unless something brings it back sooner;
+    /// returns whether it was in before.
+    pub fn mark_unreachable(&self, index: usize, until: u64) -> bool {
+        let Some(b) = self.backends.get(index) else {
+            return false;
+        };
+        b.state.unreachable_until.store(until, Ordering::Release);
+        self.set_flag(index, UNREACHABLE, true)
+    }
+
+    /// Bring backend `index` back after a successful connect or check;
+    /// returns whether it was out.
+    pub fn clear_unreachable(&self, index: usize) -> bool {
+        match self.backends.get(index) {
+            Some(b) if b.state.is_unreachable() => self.set_flag(index, UNREACHABLE, false),
+            _ => false,
+        }
+    }
+
+    /// Bring backend `index` back when its time out after a failed connect
+    /// is over; returns whether it came back.
+    pub fn end_unreachable(&self, index: usize) -> bool {
+        let Some(b) = self.backends.get(index) else {
+            return false;
+        };
+        if now_micros() < b.state.unreachable_until.load(Ordering::Acquire) {
+            return false;
+        }
+        self.clear_unreachable(index)
+    }
+
+    /// Whether a healthy backend other than `index` may be picked now
+    /// (panic mode aside): where a request that never reached `index` can
+    /// go instead.
+    pub fn other_usable(&self, index: usize) -> bool {
+        let candidates = Candidates {
+            backends: &self.backends,
+            panic: false,
+            max_requests: self.circuit.max_requests(),
+            exclude: Some(index),
+        };
+        (0..self.backends.len()).any(|i| candidates.usable(i))
     }
 
     /// End backend `index`'s ejection if it is due; returns whether it

@@ -16,6 +16,7 @@
 )]
 #![deny(missing_docs)]
 
+mod attempts;
 mod backend;
 mod circuit;
 pub mod clock;
@@ -29,6 +30,7 @@ mod router;
 mod snapshot;
 mod sticky;
 
+pub use attempts::{Attempts, Retry};
 pub use backend::{ActiveGuard, Backend, BackendState, InFlightGuard};
 pub use circuit::{Circuit, CircuitSlot, Tripped};
 pub use cluster::{Candidates, Cluster, NoBackend, PickContext, Policy};

@@ -90,6 +90,7 @@ async fn check_backend(
         match result {
             Ok(()) => {
                 metrics.passed.inc();
+                crate::passive::connected(&cluster, index);
                 failures = 0;
                 passes = passes.saturating_add(1);
                 if !healthy && passes >= check.healthy_threshold && cluster.set_healthy(index, true)

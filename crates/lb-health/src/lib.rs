@@ -22,4 +22,4 @@ mod probe;
 
 pub use active::{start, HealthChecks};
 pub use metrics::register_metrics;
-pub use passive::{record, Outcome};
+pub use passive::{connect_failed, connected, record, Outcome};

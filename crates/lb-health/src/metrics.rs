@@ -29,12 +29,14 @@ struct Families {
     checks: Family<ResultLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     ejections: Family<ClusterLabels, Counter>,
+    unreachable: Family<ClusterLabels, Counter>,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     checks: Family::default(),
     transitions: Family::default(),
     ejections: Family::default(),
+    unreachable: Family::default(),
 });
 
 /// Register the health families (`expressgateway_health_*`,
@@ -56,6 +58,11 @@ pub fn register_metrics(metrics: &Metrics) {
             "outlier_ejections",
             "Backends ejected by outlier detection",
             f.ejections.clone(),
+        );
+        r.register(
+            "backend_unreachable_marks",
+            "Backends taken out of balancing after a failed connect",
+            f.unreachable.clone(),
         );
     });
 }
@@ -97,6 +104,16 @@ impl CheckMetrics {
 pub(crate) fn ejected(cluster: &str) {
     FAMILIES
         .ejections
+        .get_or_create(&ClusterLabels {
+            cluster: cluster.to_owned(),
+        })
+        .inc();
+}
+
+/// Count a backend of `cluster` taken out after a failed connect.
+pub(crate) fn unreachable(cluster: &str) {
+    FAMILIES
+        .unreachable
         .get_or_create(&ClusterLabels {
             cluster: cluster.to_owned(),
         })

@@ -77,6 +77,66 @@ pub fn record(cluster: &Arc<Cluster>, index: usize, outcome: Outcome) {
     });
 }
 
+/// A connect to backend `index` failed (refused, unreachable, timed
+/// out): take it out of every policy at once, as nginx's `max_fails = 1`,
+/// so the requests behind this one go elsewhere, until a connect or an
+/// active check succeeds or the cluster's `connect_failure_backoff_ms`
+/// passes. A backend no other could stand in for stays in. Needs a Tokio runtime (the end of the back-off is a timer).
+pub fn connect_failed(cluster: &Arc<Cluster>, index: usize) {
+    let Some(backoff) = cluster.spec.connect_failure_backoff else {
+        return;
+    };
+    let Some(backend) = cluster.backends.get(index) else {
+        return;
+    };
+    // Out of the way only helps when another backend can take its share;
+    // a lone backend is better tried again than refused by the gateway.
+    if !cluster.other_usable(index) {
+        return;
+    }
+    if !cluster.mark_unreachable(index, now_micros().saturating_add(micros(backoff))) {
+        // Already out: the later deadline stands, and one timer is running.
+        return;
+    }
+    crate::metrics::unreachable(cluster.name());
+    warn!(
+        cluster = cluster.name(),
+        backend = %backend.spec.address,
+        backoff_ms = backoff.as_millis() as u64,
+        "backend unreachable; taken out until a connect or check succeeds"
+    );
+    let cluster = Arc::clone(cluster);
+    tokio::spawn(async move {
+        let mut wait = backoff;
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(b) = cluster.backends.get(index) else {
+                return;
+            };
+            if !b.state.is_unreachable() {
+                return;
+            }
+            if cluster.end_unreachable(index) {
+                info!(cluster = cluster.name(), backend = %b.spec.address, "backend back in after its connect back-off");
+                return;
+            }
+            // Marked again meanwhile: wait for the later deadline.
+            let until = b.state.unreachable_until.load(Ordering::Acquire);
+            wait = Duration::from_micros(until.saturating_sub(now_micros()).max(1_000));
+        }
+    });
+}
+
+/// A connect to backend `index` succeeded: it is reachable again.
+pub fn connected(cluster: &Cluster, index: usize) {
+    let Some(backend) = cluster.backends.get(index) else {
+        return;
+    };
+    if backend.state.is_unreachable() && cluster.clear_unreachable(index) {
+        info!(cluster = cluster.name(), backend = %backend.spec.address, "backend reachable again");
+    }
+}
+
 /// `base × 2^repeats`, at most `max`.
 fn ejection_time(base: Duration, max: Duration, repeats: u32) -> Duration {
     base.checked_mul(1u32.checked_shl(repeats).unwrap_or(u32::MAX))

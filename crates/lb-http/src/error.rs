@@ -126,6 +126,22 @@ impl UpstreamError {
         })
     }
 
+    /// Whether the connection to the backend could not be opened (refused,
+    /// unreachable, timed out): what takes a backend out at once.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::ConnectTimeout)
+    }
+
+    /// Whether the failure happened before the backend got any of the
+    /// request: a failed connect, or a connection that refused the request
+    /// before it was written.
+    pub fn never_reached_backend(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_) | Self::ConnectTimeout | Self::Handshake(_)
+        )
+    }
+
     /// Whether the backend is to blame (counts towards outlier ejection);
     /// a full pool or an open circuit is the gateway's own limit.
     pub fn blames_backend(&self) -> bool {

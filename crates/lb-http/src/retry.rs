@@ -103,7 +103,8 @@ impl Exchange<'_> {
         let mut req = Request::from_parts(parts, body);
         cluster.retry_budget.record_request();
         let mut exclude = None;
-        let mut retries_left = self.retries.attempts;
+        let mut attempts =
+            lb_core::Attempts::new(cluster, self.retries.attempts, self.retries.budget_percent);
         loop {
             let picked = cluster
                 .pick(&self.ctx, exclude)
@@ -118,7 +119,15 @@ impl Exchange<'_> {
             metrics.requests.inc();
             let started = Instant::now();
             let in_flight = backend.start_request();
-            let (error, condition, unsent) = match self.try_once(pool, backend, req).await {
+            let tried = self.try_once(pool, index, backend, req).await;
+            // The backend saw nothing of the request, or dropped a reused
+            // connection before answering (the keep-alive race).
+            let never_reached = match &tried {
+                Tried::Unsent(_, e, _) => e.never_reached_backend(),
+                Tried::Stale(_) => true,
+                Tried::Response(..) | Tried::Failed(_) => false,
+            };
+            let (error, condition, unsent) = match tried {
                 Tried::Response(res, checkout) => {
                     let status = res.status().as_u16();
                     let first_byte = started.elapsed();
@@ -136,7 +145,7 @@ impl Exchange<'_> {
                         .as_ref()
                         .filter(|_| self.retries.on(RetryOn::Status(status)));
                     match again {
-                        Some(r) if self.may_retry(&mut retries_left) => {
+                        Some(r) if self.may_retry(&mut attempts, index, false) => {
                             tracing::debug!(backend = %backend.spec.address, status, "retrying on status");
                             req = r.request();
                             exclude = Some(index);
@@ -151,9 +160,16 @@ impl Exchange<'_> {
                     let condition = e.retry_condition();
                     (e, condition, None)
                 }
-                Tried::Stale(e) => (e, Some(RetryOn::RefusedStream), None),
+                Tried::Stale(e) => match replay.as_ref() {
+                    // Nothing of the response came: as if never sent.
+                    Some(r) => (e, Some(RetryOn::RefusedStream), Some(Box::new(r.request()))),
+                    None => (e, Some(RetryOn::RefusedStream), None),
+                },
             };
             self.count_failure(&error);
+            if error.is_connect_failure() {
+                lb_health::connect_failed(cluster, index);
+            }
             if error.blames_backend() {
                 if matches!(error, UpstreamError::ResponseTimeout) {
                     backend.state.observe_latency(started.elapsed());
@@ -161,9 +177,17 @@ impl Exchange<'_> {
                 lb_health::record(cluster, index, Outcome::Failure);
             }
             tracing::debug!(backend = %backend.spec.address, error = %error, "upstream attempt failed");
-            let next = again(condition, unsent, idempotent, replay.as_ref());
+            // A request the backend never saw may go again whatever its
+            // method; one it saw only as its retry policy allows.
+            let next = match unsent {
+                Some(back) if never_reached => condition.map(|c| (c, *back)),
+                unsent => again(condition, unsent, idempotent, replay.as_ref()),
+            };
             match next {
-                Some((c, again)) if self.retries.on(c) && self.may_retry(&mut retries_left) => {
+                Some((c, again))
+                    if self.retries.on(c)
+                        && self.may_retry(&mut attempts, index, never_reached) =>
+                {
                     req = again;
                     exclude = Some(index);
                     trace.retries += 1;
@@ -173,25 +197,27 @@ impl Exchange<'_> {
         }
     }
 
-    /// Whether another try is allowed: attempts left and room in the
-    /// cluster's retry budget (which the retry then uses).
-    fn may_retry(&self, retries_left: &mut u32) -> bool {
-        if *retries_left == 0 {
-            return false;
+    /// Whether another try is allowed after a failure on backend `index`
+    /// (counted in the metrics when it is).
+    fn may_retry(
+        &self,
+        attempts: &mut lb_core::Attempts,
+        index: usize,
+        never_reached: bool,
+    ) -> bool {
+        let cluster = &self.up.cluster;
+        match attempts.after_failure(cluster, index, never_reached) {
+            lb_core::Retry::Free | lb_core::Retry::Budgeted => {
+                self.up.metrics.retries.inc();
+                true
+            }
+            lb_core::Retry::AttemptsUsed => false,
+            lb_core::Retry::BudgetSpent => {
+                tracing::debug!(cluster = cluster.name(), "retry budget exhausted");
+                self.up.metrics.budget_exhausted.inc();
+                false
+            }
         }
-        if !self
-            .up
-            .cluster
-            .retry_budget
-            .try_retry(self.retries.budget_percent)
-        {
-            tracing::debug!(cluster = self.up.cluster.name(), "retry budget exhausted");
-            self.up.metrics.budget_exhausted.inc();
-            return false;
-        }
-        *retries_left -= 1;
-        self.up.metrics.retries.inc();
-        true
     }
 
     /// Count a failed attempt, or a request the cluster could not take, by
@@ -207,6 +233,7 @@ impl Exchange<'_> {
     async fn try_once(
         &self,
         pool: &Arc<BackendPool>,
+        index: usize,
         backend: &Backend,
         mut req: Request<ProxyBody>,
     ) -> Tried {
@@ -216,7 +243,10 @@ impl Exchange<'_> {
             Err(tripped) => return Tried::Failed(UpstreamError::Circuit(tripped)),
         };
         let conn = match pool.acquire().await {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                lb_health::connected(cluster, index);
+                conn
+            }
             Err(e) => {
                 let condition = e.retry_condition();
                 return Tried::Unsent(Box::new(req), e, condition);

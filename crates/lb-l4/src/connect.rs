@@ -11,7 +11,8 @@ use std::time::Duration;
 use lb_config::{HashKey, RetryOn};
 use lb_core::hash::{hash_ip, hash_ip_port};
 use lb_core::{
-    ActiveGuard, Backend, CircuitSlot, Cluster, InFlightGuard, NoBackend, PickContext, Tripped,
+    ActiveGuard, Attempts, Backend, CircuitSlot, Cluster, InFlightGuard, NoBackend, PickContext,
+    Retry, Tripped,
 };
 use lb_health::Outcome;
 use thiserror::Error;
@@ -105,6 +106,7 @@ pub(crate) async fn connect(
     let ctx = pick_context(cluster, client);
     let retries = &cluster.spec.retries;
     cluster.retry_budget.record_request();
+    let mut attempts = Attempts::new(cluster, retries.attempts, retries.budget_percent);
     let mut failures = Vec::new();
     let mut exclude = None;
     loop {
@@ -146,9 +148,12 @@ pub(crate) async fn connect(
                 failures.push(e);
             }
         }
+        // A failed connect sent the backend nothing.
         let retry = retries.on(RetryOn::ConnectFailure)
-            && failures.len() <= retries.attempts as usize
-            && cluster.retry_budget.try_retry(retries.budget_percent);
+            && matches!(
+                attempts.after_failure(cluster, index, true),
+                Retry::Free | Retry::Budgeted
+            );
         if !retry {
             return Err(ConnectError::Failed(failures));
         }
@@ -179,6 +184,7 @@ async fn attempt(
         Ok(Ok(stream)) => {
             backend.state.observe_latency(started.elapsed());
             lb_health::record(cluster, index, Outcome::Success);
+            lb_health::connected(cluster, index);
             return Ok(Ok(Upstream {
                 stream,
                 backend: Arc::clone(backend),
@@ -193,6 +199,7 @@ async fn attempt(
         Err(_) => Failure::TimedOut(timeout),
     };
     lb_health::record(cluster, index, Outcome::Failure);
+    lb_health::connect_failed(cluster, index);
     Ok(Err(AttemptError {
         backend: backend.spec.address.clone(),
         resolved,

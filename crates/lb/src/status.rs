@@ -99,6 +99,8 @@ impl StatusSource {
             "ejected"
         } else if !s.passes_checks() {
             "unhealthy"
+        } else if s.is_unreachable() {
+            "unreachable"
         } else {
             "healthy"
         };

@@ -153,7 +153,7 @@ impl Collector for BackendCollector {
         self.gauge(
             &mut encoder,
             "backend_healthy",
-            "1 when the backend passes its checks and is not ejected",
+            "1 when the backend passes its checks, is not ejected and its last connect did not fail",
             |_, b| i64::from(b.state.is_healthy()),
         )?;
         self.gauge(
@@ -161,6 +161,12 @@ impl Collector for BackendCollector {
             "backend_ejected",
             "1 while outlier detection ejects the backend",
             |_, b| i64::from(b.state.is_ejected()),
+        )?;
+        self.gauge(
+            &mut encoder,
+            "backend_unreachable",
+            "1 while a failed connect keeps the backend out",
+            |_, b| i64::from(b.state.is_unreachable()),
         )?;
         self.gauge(
             &mut encoder,

@@ -525,6 +525,33 @@ routes = [{ cluster = "app" }]
         reason: "10 exceeds max_connections_per_backend (5)",
     },
     Case {
+        name: "connection pool settings on a tcp cluster",
+        toml: r#"
+[[clusters]]
+name = "db"
+pool = { idle_timeout_ms = 1000 }
+backends = [{ address = "127.0.0.1:9001", protocol = "tcp" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+cluster = "db"
+"#,
+        path: "clusters[0].pool.idle_timeout_ms",
+        reason: "applies to HTTP backends only; tcp flows are not pooled",
+    },
+    Case {
+        name: "client identity header on a tls listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tls"
+tls = { cert_path = "/nonexistent/a.pem", key_path = "/nonexistent/a.key", client_ca_path = "/nonexistent/ca.pem", client_identity_header = "x-client" }
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].tls.client_identity_header",
+        reason: "applies to h1s listeners only",
+    },
+    Case {
         name: "response header timeout on a tcp cluster",
         toml: r#"
 [[clusters]]

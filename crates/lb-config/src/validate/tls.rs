@@ -99,7 +99,16 @@ pub(super) fn listener_tls(
             );
             None
         }
-        (Some(raw), true) => Some(tls_table(raw, &tpath, errors)),
+        (Some(raw), true) => {
+            if protocol == ListenerProtocol::Tls && raw.client_identity_header.is_some() {
+                errors.push(
+                    format!("{tpath}.client_identity_header"),
+                    "applies to h1s listeners only: a tls listener passes bytes, not \
+                     headers, so it has nowhere to put the client's identity",
+                );
+            }
+            Some(tls_table(raw, &tpath, errors))
+        }
     }
 }
 
