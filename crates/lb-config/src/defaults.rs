@@ -32,6 +32,11 @@ pub const POOL_MAX_CONNECTIONS_PER_BACKEND: usize = 1_024;
 /// active check or a connect succeeds first (nginx's `fail_timeout`).
 pub const CONNECT_FAILURE_BACKOFF_MS: u64 = 10_000;
 
+/// Cluster pool: streams one HTTP/2 backend connection carries before
+/// another is opened (the most common server limit, so a stream rarely
+/// waits in a backend's queue).
+pub const POOL_MAX_STREAMS_PER_CONNECTION: usize = 100;
+
 /// Cluster: what `maglev`, `ring_hash` and `session_affinity` hash.
 pub const HASH_KEY: &str = "source_ip";
 /// Cluster: points on the `ring_hash` ring per unit of backend weight (as

@@ -288,6 +288,8 @@ pub struct Pool {
     pub idle_timeout: Duration,
     /// Open connections per backend.
     pub max_connections_per_backend: usize,
+    /// Streams one HTTP/2 connection carries before another is opened.
+    pub max_streams_per_connection: usize,
 }
 
 /// A backend.

@@ -280,6 +280,8 @@ pub struct RawPool {
     pub idle_timeout_ms: Option<u64>,
     /// Open connections per backend.
     pub max_connections_per_backend: Option<usize>,
+    /// Streams one HTTP/2 connection carries before another is opened.
+    pub max_streams_per_connection: Option<usize>,
 }
 
 /// `[[clusters.backends]]` and `[[listeners.backends]]`.

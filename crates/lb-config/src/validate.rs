@@ -207,7 +207,25 @@ fn cluster(
             errors,
         ),
         max_connections_per_backend,
+        max_streams_per_connection: rc
+            .pool
+            .max_streams_per_connection
+            .unwrap_or(d::POOL_MAX_STREAMS_PER_CONNECTION),
     };
+    if pool.max_streams_per_connection == 0 {
+        errors.push(
+            format!("{path}.pool.max_streams_per_connection"),
+            "must be greater than 0",
+        );
+    }
+    if rc.pool.max_streams_per_connection.is_some()
+        && !backends.iter().any(|b| b.protocol == BackendProtocol::H2)
+    {
+        errors.push(
+            format!("{path}.pool.max_streams_per_connection"),
+            "applies to h2 backends only; this cluster has none",
+        );
+    }
     if pool.max_connections_per_backend == 0 {
         errors.push(
             format!("{path}.pool.max_connections_per_backend"),
@@ -229,6 +247,7 @@ fn cluster(
             max_idle_per_backend,
             idle_timeout_ms,
             max_connections_per_backend,
+            max_streams_per_connection: _,
         } = &rc.pool;
         for (key, set) in [
             ("max_idle_per_backend", max_idle_per_backend.is_some()),

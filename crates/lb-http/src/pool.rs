@@ -1,13 +1,15 @@
 //! Upstream connection pools, one per backend. HTTP/1.1 keeps idle
 //! connections in a lock-free bounded queue and returns a connection only
-//! after its response body was read to the end; HTTP/2 shares one
-//! multiplexed connection. Open connections per backend are capped by a
-//! semaphore whose permit lives as long as the connection.
+//! after its response body was read to the end; HTTP/2 multiplexes streams
+//! over as few connections as `max_streams_per_connection` allows, opening
+//! another when every open one is full, and closes a connection that
+//! carried no stream for `idle_timeout_ms`. Open connections per backend
+//! are capped by a semaphore whose permit lives as long as the connection.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use hyper::client::conn::{http1, http2};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -33,7 +35,8 @@ pub struct BackendPool {
     permits: Arc<Semaphore>,
     idle: IdleQueue,
     released: Notify,
-    h2: ArcSwapOption<http2::SendRequest<ProxyBody>>,
+    /// Open HTTP/2 connections, oldest first.
+    h2: ArcSwap<Vec<Arc<H2Conn>>>,
     h2_connecting: tokio::sync::Mutex<()>,
     metrics: PoolMetrics,
 }
@@ -46,19 +49,72 @@ struct Idle {
     _counted: GaugeUnit,
 }
 
+/// One HTTP/2 connection and the streams it carries.
+#[derive(Debug)]
+struct H2Conn {
+    sender: http2::SendRequest<ProxyBody>,
+    /// Streams from request to the end of the response body.
+    streams: AtomicUsize,
+    /// When `streams` last fell to 0, for idle expiry.
+    idle_since: std::sync::Mutex<Instant>,
+}
+
+/// A handle on an HTTP/2 connection and a stream slot taken on it.
+type H2Stream = (http2::SendRequest<ProxyBody>, StreamLease);
+
 /// A connection ready to carry one request.
 #[derive(Debug)]
 pub enum Conn {
     /// An HTTP/1.1 connection checked out of the pool.
-    H1(Checkout),
-    /// A handle on the shared HTTP/2 connection.
-    H2(http2::SendRequest<ProxyBody>),
+    H1(H1Checkout),
+    /// A handle on an HTTP/2 connection and the stream slot taken on it.
+    H2(http2::SendRequest<ProxyBody>, StreamLease),
 }
 
-/// An HTTP/1.1 connection out of the pool; [`Checkout::release`] puts it
+/// What a response holds of the pool until its body ends: the HTTP/1.1
+/// connection, or a stream slot of an HTTP/2 one.
+#[derive(Debug)]
+pub enum Checkout {
+    /// An HTTP/1.1 connection, reused after a complete response.
+    H1(H1Checkout),
+    /// An HTTP/2 stream slot, freed when dropped.
+    H2(StreamLease),
+}
+
+impl Checkout {
+    /// The response ended completely: the HTTP/1.1 connection may carry
+    /// another request, the HTTP/2 stream slot is free. (Dropping instead
+    /// closes an HTTP/1.1 connection.)
+    pub fn release(self) {
+        match self {
+            Self::H1(c) => c.release(),
+            Self::H2(lease) => drop(lease),
+        }
+    }
+}
+
+/// A stream slot on an HTTP/2 connection, held until the response ends.
+#[derive(Debug)]
+pub struct StreamLease {
+    conn: Arc<H2Conn>,
+    pool: Arc<BackendPool>,
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        if self.conn.streams.fetch_sub(1, AtomicOrdering::AcqRel) == 1 {
+            if let Ok(mut since) = self.conn.idle_since.lock() {
+                *since = Instant::now();
+            }
+        }
+        self.pool.released.notify_one();
+    }
+}
+
+/// An HTTP/1.1 connection out of the pool; [`H1Checkout::release`] puts it
 /// back, dropping it closes it.
 #[derive(Debug)]
-pub struct Checkout {
+pub struct H1Checkout {
     pub(crate) sender: http1::SendRequest<ProxyBody>,
     /// Taken from the idle queue rather than just connected: the backend
     /// may have closed it while it sat there.
@@ -68,7 +124,7 @@ pub struct Checkout {
     _active: ActiveGuard,
 }
 
-impl Checkout {
+impl H1Checkout {
     /// Return the connection for reuse (after its response was fully read).
     pub fn release(self) {
         let idle = Idle {
@@ -102,7 +158,7 @@ impl BackendPool {
             permits: Arc::new(Semaphore::new(settings.max_connections_per_backend)),
             idle: IdleQueue::new(settings.max_idle_per_backend),
             released: Notify::new(),
-            h2: ArcSwapOption::empty(),
+            h2: ArcSwap::from_pointee(Vec::new()),
             h2_connecting: tokio::sync::Mutex::new(()),
             metrics: PoolMetrics::new(cluster.name()),
         });
@@ -113,17 +169,20 @@ impl BackendPool {
     /// A connection to send one request on.
     pub async fn acquire(self: &Arc<Self>) -> Result<Conn, UpstreamError> {
         match self.backend.spec.protocol {
-            BackendProtocol::H2 => self.acquire_h2().await.map(Conn::H2),
+            BackendProtocol::H2 => self
+                .acquire_h2()
+                .await
+                .map(|(sender, lease)| Conn::H2(sender, lease)),
             BackendProtocol::H1 | BackendProtocol::Tcp => self.acquire_h1().await.map(Conn::H1),
         }
     }
 
-    fn pop_idle(self: &Arc<Self>) -> Option<Checkout> {
+    fn pop_idle(self: &Arc<Self>) -> Option<H1Checkout> {
         while let Some(idle) = self.idle.pop() {
             if idle.sender.is_closed() || idle.since.elapsed() >= self.settings.idle_timeout {
                 continue;
             }
-            return Some(Checkout {
+            return Some(H1Checkout {
                 sender: idle.sender,
                 reused: true,
                 pool: Arc::clone(self),
@@ -133,7 +192,7 @@ impl BackendPool {
         None
     }
 
-    async fn acquire_h1(self: &Arc<Self>) -> Result<Checkout, UpstreamError> {
+    async fn acquire_h1(self: &Arc<Self>) -> Result<H1Checkout, UpstreamError> {
         let deadline = Instant::now() + self.connect_timeout;
         loop {
             if let Some(mut checkout) = self.pop_idle() {
@@ -154,7 +213,7 @@ impl BackendPool {
                     let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
                     let sender = self.connect_h1(permit, deadline).await?;
                     self.metrics.new.inc();
-                    return Ok(Checkout {
+                    return Ok(H1Checkout {
                         sender,
                         reused: false,
                         pool: Arc::clone(self),
@@ -185,23 +244,75 @@ impl BackendPool {
         Ok(sender)
     }
 
-    async fn acquire_h2(&self) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        if let Some(sender) = self.h2.load().as_ref().filter(|s| !s.is_closed()) {
-            self.metrics.reused.inc();
-            return Ok(http2::SendRequest::clone(sender));
-        }
+    /// A stream slot on an open HTTP/2 connection with room, or on a new
+    /// connection when every open one is full and the backend's connection
+    /// cap allows; otherwise wait for a slot until the connect deadline.
+    async fn acquire_h2(self: &Arc<Self>) -> Result<H2Stream, UpstreamError> {
         let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            if let Some(taken) = self.take_stream() {
+                self.metrics.reused.inc();
+                return Ok(taken);
+            }
+            // Registered before connecting, so a stream that ends meanwhile
+            // is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some((taken, fresh)) = self.connect_h2(deadline).await? {
+                if fresh {
+                    self.metrics.new.inc();
+                } else {
+                    self.metrics.reused.inc();
+                }
+                return Ok(taken);
+            }
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep_until(deadline) => return Err(UpstreamError::PoolExhausted),
+            }
+        }
+    }
+
+    /// A stream slot on the oldest open connection that has room.
+    fn take_stream(self: &Arc<Self>) -> Option<H2Stream> {
+        let cap = self.settings.max_streams_per_connection;
+        let conns = self.h2.load();
+        conns
+            .iter()
+            .filter(|c| !c.sender.is_closed())
+            .find_map(|c| {
+                c.streams
+                    .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                        (n < cap).then_some(n + 1)
+                    })
+                    .ok()?;
+                let lease = StreamLease {
+                    conn: Arc::clone(c),
+                    pool: Arc::clone(self),
+                };
+                Some((c.sender.clone(), lease))
+            })
+    }
+
+    /// Open one more HTTP/2 connection (one connect at a time per backend)
+    /// and take a stream on it (`true`: on the new connection); `None` when
+    /// the backend's connection cap leaves no room (then wait for a stream
+    /// to end).
+    async fn connect_h2(
+        self: &Arc<Self>,
+        deadline: Instant,
+    ) -> Result<Option<(H2Stream, bool)>, UpstreamError> {
         let _connecting = tokio::time::timeout_at(deadline, self.h2_connecting.lock())
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout)?;
-        if let Some(sender) = self.h2.load().as_ref().filter(|s| !s.is_closed()) {
-            self.metrics.reused.inc();
-            return Ok(http2::SendRequest::clone(sender));
-        }
-        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
-            .await
-            .map_err(|_| UpstreamError::PoolExhausted)?
             .map_err(|_| UpstreamError::PoolExhausted)?;
+        if let Some(taken) = self.take_stream() {
+            return Ok(Some((taken, false)));
+        }
+        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+            // Every connection allowed is open and full.
+            return Ok(None);
+        };
         let slot = self
             .circuit
             .open_connection()
@@ -212,12 +323,24 @@ impl BackendPool {
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        // The shared HTTP/2 connection carries traffic while it is open.
+        // An open HTTP/2 connection carries traffic while it is open.
         let active = self.backend.activate_connection();
         self.spawn_driver((permit, slot, Some(active)), conn);
-        self.h2.store(Some(Arc::new(sender.clone())));
-        self.metrics.new.inc();
-        Ok(sender)
+        let conn = Arc::new(H2Conn {
+            sender,
+            streams: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+        });
+        let mut open: Vec<Arc<H2Conn>> = self
+            .h2
+            .load()
+            .iter()
+            .filter(|c| !c.sender.is_closed())
+            .cloned()
+            .collect();
+        open.push(conn);
+        self.h2.store(Arc::new(open));
+        Ok(self.take_stream().map(|taken| (taken, true)))
     }
 
     /// Open a connection to the backend before `deadline`, timing it.
@@ -253,6 +376,26 @@ impl BackendPool {
             backend.state.connection_closed();
             drop((held, open));
         });
+    }
+}
+
+impl BackendPool {
+    /// Forget HTTP/2 connections that closed or carried no stream for
+    /// `idle_timeout`; a forgotten connection closes once its last handle
+    /// is gone.
+    fn reap_h2(&self, idle_timeout: Duration) {
+        let conns = self.h2.load();
+        let expired = |c: &Arc<H2Conn>| {
+            c.sender.is_closed()
+                || (c.streams.load(AtomicOrdering::Acquire) == 0
+                    && c.idle_since
+                        .lock()
+                        .is_ok_and(|since| since.elapsed() >= idle_timeout))
+        };
+        if conns.iter().any(expired) {
+            let kept: Vec<Arc<H2Conn>> = conns.iter().filter(|c| !expired(c)).cloned().collect();
+            self.h2.store(Arc::new(kept));
+        }
     }
 }
 
@@ -307,6 +450,7 @@ async fn reap_idle(pool: Weak<BackendPool>, idle_timeout: Duration) {
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
+        pool.reap_h2(idle_timeout);
         for _ in 0..pool.idle.len() {
             let Some(idle) = pool.idle.pop() else { break };
             if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout {

@@ -371,12 +371,15 @@ async fn send(
             let fut = checkout.sender.try_send_request(req);
             (
                 tokio::time::timeout(headers_timeout, fut).await,
-                Some(checkout),
+                Some(Checkout::H1(checkout)),
             )
         }
-        Conn::H2(mut sender) => {
+        Conn::H2(mut sender, lease) => {
             let fut = sender.try_send_request(req);
-            (tokio::time::timeout(headers_timeout, fut).await, None)
+            (
+                tokio::time::timeout(headers_timeout, fut).await,
+                Some(Checkout::H2(lease)),
+            )
         }
     };
     match sent {
