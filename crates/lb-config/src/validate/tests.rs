@@ -47,7 +47,12 @@ fn inline_backends_become_an_anonymous_round_robin_cluster() {
             max_idle_per_backend: d::POOL_MAX_IDLE_PER_BACKEND,
             idle_timeout: Duration::from_millis(d::POOL_IDLE_TIMEOUT_MS),
             max_connections_per_backend: d::POOL_MAX_CONNECTIONS_PER_BACKEND,
+            max_streams_per_connection: d::POOL_MAX_STREAMS_PER_CONNECTION,
         }
+    );
+    assert_eq!(
+        cluster.connect_failure_backoff,
+        Some(Duration::from_millis(d::CONNECT_FAILURE_BACKOFF_MS))
     );
     let ListenerKind::Http(http) = &config.listeners[0].kind else {
         panic!("expected an HTTP listener");
