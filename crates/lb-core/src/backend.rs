@@ -137,6 +137,34 @@ impl BackendState {
     pub fn is_unreachable(&self) -> bool {
         self.flags.load(Ordering::Acquire) & UNREACHABLE != 0
     }
+
+    /// Record the active checker's verdict; returns whether it changed.
+    /// Needs no cluster: the counts of whichever cluster the backend
+    /// belongs to now follow through its membership.
+    pub fn set_passes_checks(&self, passes: bool) -> bool {
+        self.set_flag(UNHEALTHY, !passes)
+    }
+
+    /// Bring the backend back after a successful connect or check; returns
+    /// whether a failed connect had it out.
+    pub fn clear_unreachable(&self) -> bool {
+        self.is_unreachable() && self.set_flag(UNREACHABLE, false)
+    }
+
+    /// Set or clear `bit`, keeping the current cluster's unavailable count
+    /// right; returns whether the bit changed.
+    pub(crate) fn set_flag(&self, bit: u8, on: bool) -> bool {
+        let old = if on {
+            self.flags.fetch_or(bit, Ordering::AcqRel)
+        } else {
+            self.flags.fetch_and(!bit, Ordering::AcqRel)
+        };
+        let new = if on { old | bit } else { old & !bit };
+        if old != new {
+            self.membership.flags_changed(old, new, EJECTED);
+        }
+        old != new
+    }
 }
 
 /// Decrements the backend's in-flight count when dropped.

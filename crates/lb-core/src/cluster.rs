@@ -378,19 +378,9 @@ impl Cluster {
     /// Set or clear `bit` on backend `index`, keeping the unavailable count
     /// right; returns whether the bit changed.
     fn set_flag(&self, index: usize, bit: u8, on: bool) -> bool {
-        let Some(b) = self.backends.get(index) else {
-            return false;
-        };
-        let old = if on {
-            b.state.flags.fetch_or(bit, Ordering::AcqRel)
-        } else {
-            b.state.flags.fetch_and(!bit, Ordering::AcqRel)
-        };
-        let new = if on { old | bit } else { old & !bit };
-        if old != new {
-            b.state.membership.flags_changed(old, new, EJECTED);
-        }
-        old != new
+        self.backends
+            .get(index)
+            .is_some_and(|b| b.state.set_flag(bit, on))
     }
 
     /// The cluster's name.

@@ -179,7 +179,7 @@ mod tests {
             check,
             &[open.local_addr().unwrap(), closed_addr],
         );
-        let _checks = start(&snap, &TlsState::default());
+        let _checks = start(&snap, &TlsState::default(), None);
         let c = [("cluster", "hm-active")];
         let to = |to: &'static str| [("cluster", "hm-active"), ("to", to)];
         let checks = "expressgateway_health_checks_total";

@@ -72,7 +72,9 @@ pub(crate) struct Direct {
 /// Upstreams for every cluster of a snapshot, shared by its listeners;
 /// `tls` holds the client side of every TLS backend. A pool of `previous`
 /// is kept (with its open connections) when its backend, cluster pool
-/// settings and circuit are unchanged; only the weight may differ.
+/// settings and circuit are unchanged; only the weight may differ. A kept
+/// pool takes the backend's TLS side from `tls`, retiring connections made
+/// with other material.
 pub fn upstreams(
     snapshot: &Snapshot,
     tls: &TlsState,
@@ -86,12 +88,15 @@ pub fn upstreams(
             let pools = cluster
                 .backends
                 .iter()
-                .map(|b| {
-                    old.and_then(|old| reusable_pool(old, cluster, &b.spec))
-                        .unwrap_or_else(|| {
-                            BackendPool::new(Arc::clone(b), cluster, tls.upstream(&b.spec))
-                        })
-                })
+                .map(
+                    |b| match old.and_then(|old| reusable_pool(old, cluster, &b.spec)) {
+                        Some(pool) => {
+                            pool.set_tls(tls.upstream(&b.spec));
+                            pool
+                        }
+                        None => BackendPool::new(Arc::clone(b), cluster, tls.upstream(&b.spec)),
+                    },
+                )
                 .collect();
             let up = Upstream {
                 cluster: Arc::clone(cluster),

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::SegQueue;
 use hyper::client::conn::{http1, http2};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -28,7 +28,8 @@ use lb_tls::UpstreamTls;
 #[derive(Debug)]
 pub struct BackendPool {
     backend: Arc<Backend>,
-    tls: Option<Arc<UpstreamTls>>,
+    /// Swapped when a reload hands the backend other TLS material.
+    tls: ArcSwapOption<UpstreamTls>,
     circuit: Arc<Circuit>,
     settings: lb_config::Pool,
     connect_timeout: Duration,
@@ -44,6 +45,8 @@ pub struct BackendPool {
 #[derive(Debug)]
 struct Idle {
     sender: http1::SendRequest<ProxyBody>,
+    /// The TLS generation it was made with (0: cleartext).
+    tls_generation: u64,
     since: Instant,
     /// Counted as idle for as long as it sits in the queue.
     _counted: GaugeUnit,
@@ -53,6 +56,8 @@ struct Idle {
 #[derive(Debug)]
 struct H2Conn {
     sender: http2::SendRequest<ProxyBody>,
+    /// The TLS generation it was made with (0: cleartext).
+    tls_generation: u64,
     /// Streams from request to the end of the response body.
     streams: AtomicUsize,
     /// When `streams` last fell to 0, for idle expiry.
@@ -116,6 +121,7 @@ impl Drop for StreamLease {
 #[derive(Debug)]
 pub struct H1Checkout {
     pub(crate) sender: http1::SendRequest<ProxyBody>,
+    tls_generation: u64,
     /// Taken from the idle queue rather than just connected: the backend
     /// may have closed it while it sat there.
     pub(crate) reused: bool,
@@ -129,10 +135,13 @@ impl H1Checkout {
     pub fn release(self) {
         let idle = Idle {
             sender: self.sender,
+            tls_generation: self.tls_generation,
             since: Instant::now(),
             _counted: GaugeUnit::hold(&self.pool.metrics.idle),
         };
-        let keep = self.pool.settings.max_idle_per_backend > 0 && !idle.sender.is_closed();
+        let keep = self.pool.settings.max_idle_per_backend > 0
+            && !idle.sender.is_closed()
+            && idle.tls_generation == self.pool.tls_generation();
         if keep && self.pool.idle.push(idle).is_ok() {
             self.pool.released.notify_one();
         }
@@ -151,7 +160,7 @@ impl BackendPool {
         let settings = cluster.spec.pool;
         let pool = Arc::new(Self {
             backend,
-            tls,
+            tls: ArcSwapOption::new(tls),
             circuit: Arc::clone(&cluster.circuit),
             settings,
             connect_timeout: cluster.spec.connect_timeout,
@@ -177,13 +186,29 @@ impl BackendPool {
         }
     }
 
+    /// Make new connections with `tls` (after a reload); connections made
+    /// with other TLS material are retired as they come back idle.
+    pub fn set_tls(&self, tls: Option<Arc<UpstreamTls>>) {
+        self.tls.store(tls);
+    }
+
+    /// The TLS generation new connections get (0: cleartext).
+    fn tls_generation(&self) -> u64 {
+        self.tls.load().as_ref().map_or(0, |t| t.generation())
+    }
+
     fn pop_idle(self: &Arc<Self>) -> Option<H1Checkout> {
+        let generation = self.tls_generation();
         while let Some(idle) = self.idle.pop() {
-            if idle.sender.is_closed() || idle.since.elapsed() >= self.settings.idle_timeout {
+            if idle.sender.is_closed()
+                || idle.since.elapsed() >= self.settings.idle_timeout
+                || idle.tls_generation != generation
+            {
                 continue;
             }
             return Some(H1Checkout {
                 sender: idle.sender,
+                tls_generation: idle.tls_generation,
                 reused: true,
                 pool: Arc::clone(self),
                 _active: self.backend.activate_connection(),
@@ -211,10 +236,11 @@ impl BackendPool {
             tokio::select! {
                 permit = Arc::clone(&self.permits).acquire_owned() => {
                     let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
-                    let sender = self.connect_h1(permit, deadline).await?;
+                    let (sender, tls_generation) = self.connect_h1(permit, deadline).await?;
                     self.metrics.new.inc();
                     return Ok(H1Checkout {
                         sender,
+                        tls_generation,
                         reused: false,
                         pool: Arc::clone(self),
                         _active: self.backend.activate_connection(),
@@ -230,18 +256,18 @@ impl BackendPool {
         &self,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
-    ) -> Result<http1::SendRequest<ProxyBody>, UpstreamError> {
+    ) -> Result<(http1::SendRequest<ProxyBody>, u64), UpstreamError> {
         let slot = self
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
-        let io = self.connect(deadline).await?;
+        let (io, tls_generation) = self.connect(deadline).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
         self.spawn_driver((permit, slot, None), conn);
-        Ok(sender)
+        Ok((sender, tls_generation))
     }
 
     /// A stream slot on an open HTTP/2 connection with room, or on a new
@@ -317,7 +343,7 @@ impl BackendPool {
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
-        let io = self.connect(deadline).await?;
+        let (io, tls_generation) = self.connect(deadline).await?;
         let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(io)
@@ -328,6 +354,7 @@ impl BackendPool {
         self.spawn_driver((permit, slot, Some(active)), conn);
         let conn = Arc::new(H2Conn {
             sender,
+            tls_generation,
             streams: AtomicUsize::new(0),
             idle_since: std::sync::Mutex::new(Instant::now()),
         });
@@ -343,18 +370,20 @@ impl BackendPool {
         Ok(self.take_stream().map(|taken| (taken, true)))
     }
 
-    /// Open a connection to the backend before `deadline`, timing it.
+    /// Open a connection to the backend before `deadline`, timing it;
+    /// with the TLS generation it was made with.
     async fn connect(
         &self,
         deadline: Instant,
-    ) -> Result<hyper_util::rt::TokioIo<connector::UpstreamIo>, UpstreamError> {
+    ) -> Result<(hyper_util::rt::TokioIo<connector::UpstreamIo>, u64), UpstreamError> {
         let started = Instant::now();
-        let io =
-            connector::connect(self.backend.spec.resolved, self.tls.as_deref(), deadline).await?;
+        let tls = self.tls.load_full();
+        let generation = tls.as_ref().map_or(0, |t| t.generation());
+        let io = connector::connect(self.backend.spec.resolved, tls.as_deref(), deadline).await?;
         self.metrics
             .connect
             .observe(started.elapsed().as_secs_f64());
-        Ok(io)
+        Ok((io, generation))
     }
 
     /// Drive `conn` to its end, holding `held` (its pool permit, its
@@ -380,14 +409,18 @@ impl BackendPool {
 }
 
 impl BackendPool {
-    /// Forget HTTP/2 connections that closed or carried no stream for
-    /// `idle_timeout`; a forgotten connection closes once its last handle
+    /// Forget HTTP/2 connections that closed, carried no stream for
+    /// `idle_timeout`, or are idle and made with retired TLS material; a
+    /// forgotten connection closes once its last handle
     /// is gone.
     fn reap_h2(&self, idle_timeout: Duration) {
         let conns = self.h2.load();
+        let generation = self.tls_generation();
         let expired = |c: &Arc<H2Conn>| {
+            let idle = c.streams.load(AtomicOrdering::Acquire) == 0;
             c.sender.is_closed()
-                || (c.streams.load(AtomicOrdering::Acquire) == 0
+                || (idle && c.tls_generation != generation)
+                || (idle
                     && c.idle_since
                         .lock()
                         .is_ok_and(|since| since.elapsed() >= idle_timeout))
@@ -444,16 +477,19 @@ impl IdleQueue {
     }
 }
 
-/// Close idle connections older than `idle_timeout`; ends with the pool.
+/// Close idle connections older than `idle_timeout` or made with retired
+/// TLS material; ends with the pool.
 async fn reap_idle(pool: Weak<BackendPool>, idle_timeout: Duration) {
     let period = (idle_timeout / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
         pool.reap_h2(idle_timeout);
+        let generation = pool.tls_generation();
         for _ in 0..pool.idle.len() {
             let Some(idle) = pool.idle.pop() else { break };
-            if !idle.sender.is_closed() && idle.since.elapsed() < idle_timeout {
+            let fresh = idle.since.elapsed() < idle_timeout && idle.tls_generation == generation;
+            if !idle.sender.is_closed() && fresh {
                 // The queue cannot be full: we just took this slot.
                 let _ = pool.idle.push(idle);
             }

@@ -77,15 +77,28 @@ pub(crate) fn private_key(file: &ConfigFile) -> Result<PrivateKeyDer<'static>, T
     })
 }
 
-/// A trust store of every certificate in a PEM bundle.
-pub(crate) fn roots(file: &ConfigFile) -> Result<RootCertStore, TlsError> {
+/// A trust store of every certificate in a PEM bundle, with the
+/// fingerprint of what it holds (to tell whether a reload changed it).
+pub(crate) fn roots(file: &ConfigFile) -> Result<(RootCertStore, u64), TlsError> {
     let mut store = RootCertStore::empty();
-    for cert in certificates(file)? {
+    let certs = certificates(file)?;
+    let print = fingerprint(&certs);
+    for cert in certs {
         store
             .add(cert)
             .map_err(|e| pem_error(file, format!("not a usable CA certificate: {e}")))?;
     }
-    Ok(store)
+    Ok((store, print))
+}
+
+/// A digest of certificates, compared within one process only.
+pub(crate) fn fingerprint(certs: &[CertificateDer<'_>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for cert in certs {
+        cert.as_ref().hash(&mut h);
+    }
+    h.finish()
 }
 
 #[cfg(test)]

@@ -119,6 +119,17 @@ impl TlsState {
         self.servers.insert(address, server);
     }
 
+    /// Keep `previous`'s TLS side of every backend whose settings and
+    /// material are unchanged (its session cache, and the connections
+    /// pooled with it, stay valid); the others start afresh.
+    pub fn adopt_upstreams(&mut self, previous: &TlsState) {
+        for slot in self.upstreams.values_mut() {
+            if let Some(old) = previous.upstreams.values().find(|old| old.same_as(slot)) {
+                *slot = Arc::clone(old);
+            }
+        }
+    }
+
     /// The TLS side of `backend`, when it speaks TLS.
     pub fn upstream(&self, backend: &lb_config::Backend) -> Option<Arc<UpstreamTls>> {
         let origin = &backend.tls.as_ref()?.origin;

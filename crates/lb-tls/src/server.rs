@@ -56,6 +56,8 @@ struct Generation {
     config: Arc<ServerConfig>,
     certs: Arc<CertIndex>,
     ticketer: Arc<RotatingTicketer>,
+    /// Fingerprint of the client CAs, when client certificates are asked.
+    client_ca: Option<u64>,
     identity_header: Option<Arc<str>>,
 }
 
@@ -140,7 +142,9 @@ impl ServerTls {
     /// Load `spec` (which may name other files than the current settings,
     /// as after a configuration reload) and swap it in; on error the
     /// current generation stays in service. Session ticket keys are kept
-    /// unless the rotation schedule changed.
+    /// unless the rotation schedule or the client CAs changed: a session
+    /// resumed by ticket skips client certificate verification, so tickets
+    /// issued under CAs no longer trusted must stop working.
     pub fn reload_from(
         &self,
         spec: &ListenerTls,
@@ -148,13 +152,10 @@ impl ServerTls {
     ) -> Result<Vec<TlsWarning>, Vec<TlsError>> {
         let current = self.current.load_full();
         let mut warnings = Vec::new();
-        let next = build(
-            spec,
-            runtime,
-            self.http,
-            Some(&current.ticketer),
-            &mut warnings,
-        )?;
+        let next = build(spec, runtime, self.http, Some(&current), &mut warnings)?;
+        if !Arc::ptr_eq(&next.ticketer, &current.ticketer) {
+            tracing::info!(tls = %spec.origin, "session ticket keys rotated: client CAs or rotation schedule changed");
+        }
         self.metrics.certificates_in_service(&next.certs.certs);
         self.current.store(Arc::new(next));
         Ok(warnings)
@@ -218,7 +219,7 @@ fn build(
     spec: &ListenerTls,
     runtime: &RuntimeTls,
     http: bool,
-    previous: Option<&Arc<RotatingTicketer>>,
+    previous: Option<&Generation>,
     warnings: &mut Vec<TlsWarning>,
 ) -> Result<Generation, Vec<TlsError>> {
     let mut errors = Vec::new();
@@ -229,11 +230,12 @@ fn build(
             Err(e) => errors.push(e),
         }
     }
-    let verifier = match spec.client_auth.as_ref().map(client_verifier).transpose() {
-        Ok(verifier) => verifier,
+    let (verifier, client_ca) = match spec.client_auth.as_ref().map(client_verifier).transpose() {
+        Ok(Some((verifier, print))) => (Some(verifier), Some(print)),
+        Ok(None) => (None, None),
         Err(e) => {
             errors.push(e);
-            None
+            (None, None)
         }
     };
     if !errors.is_empty() {
@@ -250,7 +252,9 @@ fn build(
         runtime.ticket_rotation_overlap,
     );
     let ticketer = match previous {
-        Some(ticketer) if ticketer.schedule() == schedule => Arc::clone(ticketer),
+        Some(p) if p.ticketer.schedule() == schedule && p.client_ca == client_ca => {
+            Arc::clone(&p.ticketer)
+        }
         _ => Arc::new(
             RotatingTicketer::new(schedule.0, schedule.1)
                 .ok_or_else(|| setup("cannot generate a session ticket key".into()))?,
@@ -278,22 +282,25 @@ fn build(
         config: Arc::new(config),
         certs,
         ticketer,
+        client_ca,
         identity_header: spec.client_identity_header.as_deref().map(Arc::from),
     })
 }
 
+/// The verifier of client certificates and the fingerprint of its CAs.
 fn client_verifier(
     auth: &ClientAuth,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let roots = files::roots(&auth.ca)?;
+) -> Result<(Arc<dyn rustls::server::danger::ClientCertVerifier>, u64), TlsError> {
+    let (roots, print) = files::roots(&auth.ca)?;
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
     let builder = if auth.required {
         builder
     } else {
         builder.allow_unauthenticated()
     };
-    builder.build().map_err(|e| TlsError::Setup {
+    let verifier = builder.build().map_err(|e| TlsError::Setup {
         key: auth.ca.key.clone(),
         reason: format!("{}: {e}", auth.ca.path.display()),
-    })
+    })?;
+    Ok((verifier, print))
 }

@@ -1,7 +1,10 @@
 //! TLS towards one backend. The backend keeps one client config (and so
-//! one session cache) for all its connections, so reconnects resume; a
-//! reload swaps the config but keeps the session cache.
+//! one session cache) for all its connections, so reconnects resume. A
+//! reload that changes the material (CAs, client certificate) swaps in a
+//! new config with an empty session cache and a new generation, which
+//! pools use to retire connections made with the old one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -59,7 +62,6 @@ fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
 pub struct UpstreamTls {
     server_name: ServerName<'static>,
     alpn: Vec<Vec<u8>>,
-    sessions: Arc<dyn ClientSessionStore>,
     current: ArcSwap<Generation>,
 }
 
@@ -68,7 +70,17 @@ struct Generation {
     spec: BackendTls,
     runtime: RuntimeTls,
     config: Arc<ClientConfig>,
+    /// What the material read from files amounts to (CAs, client
+    /// certificate) with the settings: a reload that changes none of it
+    /// keeps this generation.
+    fingerprint: u64,
+    /// Unique per process: connections record the generation they were
+    /// made with, so a pool retires them once it changes.
+    id: u64,
 }
+
+/// Next [`Generation::id`].
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl UpstreamTls {
     /// Build the client side for a backend speaking `protocol`: ALPN `h2`
@@ -91,43 +103,58 @@ impl UpstreamTls {
             BackendProtocol::H1 => vec![b"http/1.1".to_vec()],
             BackendProtocol::Tcp => Vec::new(),
         };
-        let sessions: Arc<dyn ClientSessionStore> =
-            Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_BACKEND));
-        let config = client_config(spec, runtime, &alpn, &sessions, system, warnings)?;
+        let generation = generation(spec, runtime, &alpn, system, warnings)?;
         Ok(Self {
             server_name,
             alpn,
-            sessions,
-            current: ArcSwap::from_pointee(Generation {
-                spec: spec.clone(),
-                runtime: runtime.clone(),
-                config,
-            }),
+            current: ArcSwap::from_pointee(generation),
         })
     }
 
-    /// Re-read the CA and client certificate files and swap them in; on
-    /// error the current config stays in service.
+    /// Re-read the CA and client certificate files; when what they hold
+    /// changed, swap them in with an empty session cache (a session
+    /// resumed from the old material would skip the new verification) and
+    /// a new generation. On error the current config stays in service.
     pub(crate) fn reload(
         &self,
         system: &mut SystemRoots,
     ) -> Result<Vec<TlsWarning>, Vec<TlsError>> {
         let current = self.current.load_full();
         let mut warnings = Vec::new();
-        let config = client_config(
+        let next = generation(
             &current.spec,
             &current.runtime,
             &self.alpn,
-            &self.sessions,
             system,
             &mut warnings,
         )?;
-        self.current.store(Arc::new(Generation {
-            spec: current.spec.clone(),
-            runtime: current.runtime.clone(),
-            config,
-        }));
+        if next.fingerprint != current.fingerprint {
+            tracing::info!(tls = %current.spec.origin, "backend TLS material changed; sessions forgotten, pooled connections retired");
+            self.current.store(Arc::new(next));
+        }
         Ok(warnings)
+    }
+
+    /// The generation new connections are made with; it changes when a
+    /// reload changes the material.
+    pub fn generation(&self) -> u64 {
+        self.current.load().id
+    }
+
+    /// Whether `other` (loaded from a new configuration) holds the same
+    /// settings and material for the same kind of backend, so this one,
+    /// with its session cache and generation, can stand in for it.
+    pub fn same_as(&self, other: &UpstreamTls) -> bool {
+        let (a, b) = (self.current.load(), other.current.load());
+        let spec = BackendTls {
+            origin: a.spec.origin.clone(),
+            ..b.spec.clone()
+        };
+        self.server_name == other.server_name
+            && self.alpn == other.alpn
+            && a.spec == spec
+            && a.runtime == b.runtime
+            && a.fingerprint == b.fingerprint
     }
 
     /// The name sent as SNI and verified.
@@ -148,21 +175,28 @@ impl UpstreamTls {
     }
 }
 
-fn client_config(
+/// A client config for `spec` with a fresh session cache.
+fn generation(
     spec: &BackendTls,
     runtime: &RuntimeTls,
     alpn: &[Vec<u8>],
-    sessions: &Arc<dyn ClientSessionStore>,
     system: &mut SystemRoots,
     warnings: &mut Vec<TlsWarning>,
-) -> Result<Arc<ClientConfig>, Vec<TlsError>> {
+) -> Result<Generation, Vec<TlsError>> {
+    use std::hash::{Hash, Hasher};
     let setup = |key: String, reason: String| vec![TlsError::Setup { key, reason }];
+    let mut print = std::collections::hash_map::DefaultHasher::new();
+    (spec.verify, runtime.tls13_only).hash(&mut print);
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(runtime.tls13_only))
         .map_err(|e| setup(spec.origin.clone(), e.to_string()))?;
     let builder = if spec.verify {
         let roots = match &spec.ca {
-            Some(ca) => Arc::new(files::roots(ca).map_err(|e| vec![e])?),
+            Some(ca) => {
+                let (roots, ca_print) = files::roots(ca).map_err(|e| vec![e])?;
+                ca_print.hash(&mut print);
+                Arc::new(roots)
+            }
             None => system
                 .get()
                 .map_err(|reason| setup(format!("{}.tls", spec.origin), reason))?,
@@ -183,13 +217,22 @@ fn client_config(
     let mut config = match &spec.client_cert {
         Some(files) => {
             let cert = certificate::load(files, warnings).map_err(|e| vec![e])?;
+            files::fingerprint(&cert.certified.cert).hash(&mut print);
             builder.with_client_cert_resolver(Arc::new(FixedClientCert(cert.certified)))
         }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.to_vec();
-    config.resumption = Resumption::store(Arc::clone(sessions));
-    Ok(Arc::new(config))
+    let sessions: Arc<dyn ClientSessionStore> =
+        Arc::new(ClientSessionMemoryCache::new(SESSIONS_PER_BACKEND));
+    config.resumption = Resumption::store(sessions);
+    Ok(Generation {
+        spec: spec.clone(),
+        runtime: runtime.clone(),
+        config: Arc::new(config),
+        fingerprint: print.finish(),
+        id: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+    })
 }
 
 /// Upstream mTLS: the same certificate whatever the backend asks for.

@@ -67,7 +67,7 @@ impl Gateway {
         let tls = Arc::new(ArcSwap::from_pointee(tls));
         let current = snapshot.load_full();
         let upstreams = lb_http::upstreams(&current, &tls.load(), None);
-        let health = lb_health::start(&current, &tls.load());
+        let health = lb_health::start(&current, &tls.load(), None);
         let ctx = Context {
             snapshot: &snapshot,
             tls: &tls,

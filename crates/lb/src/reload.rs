@@ -69,6 +69,7 @@ impl Gateway {
         keep_as_is(&current.config, &mut new, &diff.listeners_kept_as_is)?;
         let (mut tls, warnings) = TlsState::load(&new)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        tls.adopt_upstreams(&self.tls.load());
         for w in &warnings {
             tracing::warn!(warning = %w, "configuration warning");
         }
@@ -90,7 +91,8 @@ impl Gateway {
         self.tls.store(Arc::new(tls));
         self.snapshot.store(Arc::clone(&snapshot));
         self.apply_listeners(&mut inner, &snapshot, plans, sockets, &upstreams);
-        inner.health = lb_health::start(&snapshot, &self.tls.load());
+        let previous = std::mem::take(&mut inner.health);
+        inner.health = lb_health::start(&snapshot, &self.tls.load(), Some(previous));
         inner.upstreams = upstreams;
         inner.retired.retain(|l| !l.finished());
         self.admin_token.store(token.map(Arc::new));
