@@ -118,3 +118,13 @@ pub const CLIENT_AUTH_REQUIRED: bool = true;
 pub const BACKEND_TLS: bool = false;
 /// Backend: whether the backend's certificate is verified.
 pub const BACKEND_TLS_VERIFY: bool = true;
+
+/// Listener: the header carrying request IDs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Listener: whether a client's request ID is kept rather than replaced.
+pub const REQUEST_ID_TRUST_INCOMING: bool = false;
+/// Redirect: status when none is given.
+pub const REDIRECT_STATUS: u16 = 302;
+/// Rate limit: keys remembered per limit before the least recently used
+/// is evicted.
+pub const RATE_LIMIT_MAX_KEYS: usize = 10_000;

@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod actions;
 mod balancing;
 mod tls;
+pub use actions::*;
 pub use balancing::*;
 pub use tls::*;
 
@@ -177,6 +179,8 @@ pub struct HttpListener {
     pub max_header_bytes: usize,
     /// Forwarding headers.
     pub forwarding: Forwarding,
+    /// Header rules, request IDs and the rate limit of every request.
+    pub rules: Box<ListenerRules>,
 }
 
 /// Which forwarding headers are added.
@@ -217,6 +221,8 @@ pub struct Route {
     pub action: RouteAction,
     /// Retry policy for this route; the cluster's when `None`.
     pub retries: Option<Retries>,
+    /// Rewrites, header rules and the rate limit.
+    pub rules: RouteRules,
 }
 
 /// A route's action.
@@ -226,6 +232,19 @@ pub enum RouteAction {
     Cluster(String),
     /// Answer with a fixed response.
     Direct(DirectResponse),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+}
+
+impl RouteAction {
+    /// How summaries and the status page show it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Cluster(c) => format!("cluster {c}"),
+            Self::Direct(d) => format!("direct {}", d.status),
+            Self::Redirect(r) => format!("redirect {}", r.status),
+        }
+    }
 }
 
 /// A fixed response.

@@ -5,8 +5,10 @@
 
 use serde::Deserialize;
 
+mod actions;
 mod balancing;
 mod tls;
+pub use actions::*;
 pub use balancing::*;
 pub use tls::*;
 
@@ -152,6 +154,14 @@ pub struct RawListener {
     pub tls: Option<RawListenerTls>,
     /// Access log.
     pub access_log: Option<RawAccessLog>,
+    /// Request header rules of every route (HTTP).
+    pub request_headers: Option<RawHeaderRules>,
+    /// Response header rules of every route (HTTP).
+    pub response_headers: Option<RawHeaderRules>,
+    /// Request IDs (HTTP).
+    pub request_id: Option<RawRequestId>,
+    /// Token bucket per key for every request (HTTP).
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// `access_log = { enabled, path }`.
@@ -206,6 +216,20 @@ pub struct RawRoute {
     pub direct: Option<RawDirect>,
     /// Retry policy overriding the cluster's.
     pub retries: Option<RawRetries>,
+    /// Answer with a redirect.
+    pub redirect: Option<RawRedirect>,
+    /// Redirect to the same URL on https (308).
+    pub https_redirect: Option<bool>,
+    /// Path sent upstream.
+    pub rewrite: Option<RawRewrite>,
+    /// Host sent upstream.
+    pub host_rewrite: Option<String>,
+    /// Request header rules (after the listener's).
+    pub request_headers: Option<RawHeaderRules>,
+    /// Response header rules (after the listener's).
+    pub response_headers: Option<RawHeaderRules>,
+    /// Token bucket per key.
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// `direct = { ... }`.

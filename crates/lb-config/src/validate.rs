@@ -439,7 +439,14 @@ fn listener(
                 "HTTP listeners select clusters through routes; use [[listeners.routes]] with cluster = ...",
             );
         }
-        ListenerKind::Http(http_listener(rl, path, anonymous, names, clusters, errors))
+        let protocol = if protocol == ListenerProtocol::H1s {
+            ListenerProtocol::H1s
+        } else {
+            ListenerProtocol::H1
+        };
+        ListenerKind::Http(http_listener(
+            rl, path, protocol, anonymous, names, clusters, errors,
+        ))
     };
     check_backend_kinds(&kind, path, names, raw_clusters, clusters, errors);
     if !supported {
@@ -490,6 +497,10 @@ fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, err
         ),
         ("timeouts.total_ms", rl.timeouts.total_ms.is_some()),
         ("forwarding", rl.forwarding.is_some()),
+        ("request_headers", rl.request_headers.is_some()),
+        ("response_headers", rl.response_headers.is_some()),
+        ("request_id", rl.request_id.is_some()),
+        ("rate_limit", rl.rate_limit.is_some()),
     ];
     for (key, set) in http_only {
         if set {
@@ -529,7 +540,7 @@ fn check_backend_kinds(
                 RouteAction::Cluster(c) => {
                     Some((format!("{path}.routes[{j}].cluster"), c.as_str()))
                 }
-                RouteAction::Direct(_) => None,
+                RouteAction::Direct(_) | RouteAction::Redirect(_) => None,
             })
             .collect(),
     };
@@ -571,6 +582,7 @@ fn check_backend_kinds(
 fn http_listener(
     rl: &RawListener,
     path: &str,
+    protocol: ListenerProtocol,
     anonymous: Option<String>,
     names: &HashMap<String, usize>,
     clusters: &[Cluster],
@@ -583,6 +595,7 @@ fn http_listener(
             path_prefix: "/".to_owned(),
             action: RouteAction::Cluster(name),
             retries: None,
+            rules: RouteRules::default(),
         });
     }
     if let Some(raw_routes) = &rl.routes {
@@ -591,7 +604,7 @@ fn http_listener(
         }
         for (j, rr) in raw_routes.iter().enumerate() {
             let rpath = format!("{path}.routes[{j}]");
-            if let Some(r) = route(rr, &rpath, names, clusters, errors) {
+            if let Some(r) = route(rr, &rpath, protocol, names, clusters, errors) {
                 if let Some(k) = routes
                     .iter()
                     .position(|o: &Route| o.host == r.host && o.path_prefix == r.path_prefix)
@@ -638,12 +651,14 @@ fn http_listener(
             via: flag(|f| f.via, d::FORWARDING_HEADER_ENABLED),
             pass_proxy_auth: flag(|f| f.pass_proxy_auth, false),
         },
+        rules: Box::new(actions::listener_rules(rl, path, errors)),
     }
 }
 
 fn route(
     rr: &RawRoute,
     path: &str,
+    protocol: ListenerProtocol,
     names: &HashMap<String, usize>,
     clusters: &[Cluster],
     errors: &mut Errors,
@@ -661,27 +676,36 @@ fn route(
             format!("{path_prefix:?} must start with '/' and contain no whitespace"),
         );
     }
-    let action = match (&rr.cluster, &rr.direct) {
-        (Some(c), None) => {
-            check_cluster_ref(c, &format!("{path}.cluster"), names, errors);
-            Some(RouteAction::Cluster(c.clone()))
-        }
-        (None, Some(dr)) => direct(dr, &format!("{path}.direct"), errors).map(RouteAction::Direct),
-        (Some(_), Some(_)) => {
+    let redirect = actions::redirect(rr, path, protocol, errors);
+    let redirecting = rr.redirect.is_some() || rr.https_redirect == Some(true);
+    let given = [rr.cluster.is_some(), rr.direct.is_some(), redirecting];
+    let action = match given.iter().filter(|g| **g).count() {
+        1 => match (&rr.cluster, &rr.direct) {
+            (Some(c), _) => {
+                check_cluster_ref(c, &format!("{path}.cluster"), names, errors);
+                Some(RouteAction::Cluster(c.clone()))
+            }
+            (None, Some(dr)) => {
+                direct(dr, &format!("{path}.direct"), errors).map(RouteAction::Direct)
+            }
+            (None, None) => redirect.map(RouteAction::Redirect),
+        },
+        0 => {
             errors.push(
                 path,
-                "a route has exactly one of cluster and direct; it has both",
+                "a route has exactly one of cluster, direct and redirect; it has neither",
             );
             None
         }
-        (None, None) => {
+        _ => {
             errors.push(
                 path,
-                "a route has exactly one of cluster and direct; it has neither",
+                "a route has exactly one of cluster, direct and redirect (or https_redirect); it has both",
             );
             None
         }
     };
+    let rules = actions::route_rules(rr, path, rr.cluster.is_some(), errors);
     let retries = rr.retries.as_ref().map(|raw| {
         if rr.cluster.is_none() {
             errors.push(
@@ -705,6 +729,7 @@ fn route(
         path_prefix,
         action: action?,
         retries,
+        rules,
     })
 }
 
@@ -766,6 +791,7 @@ fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectRespo
 }
 
 mod access_log;
+mod actions;
 mod balancing;
 mod observability;
 #[cfg(test)]

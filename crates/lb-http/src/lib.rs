@@ -26,8 +26,10 @@ mod metrics;
 mod plan;
 mod pool;
 mod proxy;
+mod rate_limit;
 mod record;
 mod retry;
+mod rules;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::UpstreamError;

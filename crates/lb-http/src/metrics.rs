@@ -110,6 +110,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
 /// Register the HTTP proxy's families (`expressgateway_http_*`,
 /// `expressgateway_upstream_*`) with `metrics`. Call once per process.
 pub fn register_metrics(metrics: &Metrics) {
+    crate::rate_limit::register(metrics);
     let f = &*FAMILIES;
     metrics.register(|r| {
         r.register(

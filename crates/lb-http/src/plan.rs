@@ -26,6 +26,12 @@ pub struct ListenerPlan {
     pub(crate) routes: Vec<RouteStats>,
     pub(crate) metrics: ListenerMetrics,
     pub(crate) access_log: Option<AccessLog>,
+    /// The request ID header.
+    pub(crate) request_id: http::HeaderName,
+    /// The listener's own rate limit.
+    pub(crate) limiter: Option<crate::rate_limit::Limiter>,
+    /// The listener address as `%listener%` names it.
+    pub(crate) address: String,
 }
 
 /// A route's target and its index in [`ListenerPlan::routes`].
@@ -33,11 +39,18 @@ pub struct ListenerPlan {
 pub(crate) struct Routed {
     pub(crate) index: usize,
     pub(crate) target: Target,
+    /// The path prefix the route matches (what prefix rewrites replace).
+    pub(crate) prefix: String,
+    /// Rewrites, header rules and the rate limit.
+    pub(crate) rules: lb_config::RouteRules,
+    pub(crate) limiter: Option<crate::rate_limit::Limiter>,
 }
 
 /// What is counted and logged per route.
 #[derive(Debug)]
 pub(crate) struct RouteStats {
+    /// The route as metrics and `%route%` name it.
+    pub(crate) label: String,
     pub(crate) statuses: StatusCounters,
     /// The route's cluster, for the access log.
     pub(crate) cluster: Option<String>,
@@ -49,6 +62,7 @@ pub(crate) enum Target {
     /// Proxy to the upstream, with the route's own retry policy if any.
     Upstream(Arc<Upstream>, Option<Retries>),
     Direct(Direct),
+    Redirect(lb_config::Redirect),
 }
 
 /// A cluster with one pool per backend (same order as `cluster.backends`).
@@ -147,14 +161,16 @@ impl ListenerPlan {
             .map(|route| {
                 let cluster = match &route.action {
                     RouteAction::Cluster(name) => Some(name.clone()),
-                    RouteAction::Direct(_) => None,
+                    RouteAction::Direct(_) | RouteAction::Redirect(_) => None,
                 };
+                let label = route_label(route);
                 RouteStats {
                     statuses: StatusCounters::new(
                         &address,
-                        &route_label(route),
+                        &label,
                         cluster.as_deref().unwrap_or_default(),
                     ),
+                    label,
                     cluster,
                 }
             })
@@ -169,8 +185,19 @@ impl ListenerPlan {
                     body: Bytes::from(d.body.clone()),
                     content_type: HeaderValue::try_from(d.content_type.as_str()).ok()?,
                 }),
+                RouteAction::Redirect(r) => Target::Redirect(r.clone()),
             };
-            let routed = Routed { index, target };
+            let limiter =
+                route.rules.rate_limit.clone().map(|spec| {
+                    crate::rate_limit::Limiter::new(spec, &address, &route_label(route))
+                });
+            let routed = Routed {
+                index,
+                target,
+                prefix: route.path_prefix.clone(),
+                rules: route.rules.clone(),
+                limiter,
+            };
             Some((route.host.clone(), route.path_prefix.clone(), routed))
         });
         Some(Self {
@@ -178,6 +205,13 @@ impl ListenerPlan {
             routes: stats,
             metrics: ListenerMetrics::new(&address, listener.protocol.as_str()),
             access_log: crate::record::open_access_log(listener),
+            request_id: http::HeaderName::try_from(http.rules.request_id.header.as_str()).ok()?,
+            limiter: http
+                .rules
+                .rate_limit
+                .clone()
+                .map(|spec| crate::rate_limit::Limiter::new(spec, &address, "")),
+            address: address.clone(),
             http: http.clone(),
             listener: listener.clone(),
         })

@@ -18,9 +18,10 @@ use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
 use crate::headers;
 use crate::metrics::ErrorKind;
-use crate::plan::{Direct, ListenerPlan, Target, Upstream};
+use crate::plan::{Direct, ListenerPlan, Routed, Target, Upstream};
 use crate::record::{ObservedBody, Record};
 use crate::retry;
+use crate::rules::{self, Vars};
 
 /// Serve one request under `plan`; what it leaves behind (metrics, access
 /// log line) is written when its response body is done.
@@ -31,15 +32,50 @@ pub(crate) async fn handle(
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
     let mut record = Record::start(Arc::clone(&plan), conn.peer, &req);
     let version = req.version();
-    let mut response = match check(&plan, &req) {
+    record.request_id = request_id(&plan, &req);
+    let (mut response, routed) = match check(&plan, &req) {
         Some((status, reason)) => {
             record.fail(reason);
-            status_response(status, reason)
+            (status_response(status, reason), None)
         }
-        None => route(&plan, conn, req, &mut record).await,
+        None => route(&plan, conn.clone(), req, &mut record).await,
     };
+    let backend = record
+        .trace
+        .backend
+        .as_ref()
+        .map(|b| b.spec.address.clone());
+    let vars = Vars {
+        client_ip: conn.peer.ip(),
+        request_id: &record.request_id,
+        listener: &plan.address,
+        route: record
+            .route
+            .and_then(|i| plan.routes.get(i))
+            .map_or("", |r| r.label.as_str()),
+        backend: backend.as_deref().unwrap_or_default(),
+    };
+    let headers = response.headers_mut();
+    rules::apply(&plan.http.rules.response_headers, headers, &vars);
+    if let Some(routed) = routed {
+        rules::apply(&routed.rules.response_headers, headers, &vars);
+    }
+    if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+        headers.insert(plan.request_id.clone(), id);
+    }
     *response.version_mut() = version;
     Ok(record.respond(response))
+}
+
+/// The request's ID: the client's own when the listener trusts it and it
+/// is well formed, otherwise a new one.
+fn request_id(plan: &ListenerPlan, req: &Request<Incoming>) -> String {
+    let trusted = plan.http.rules.request_id.trust_incoming;
+    req.headers()
+        .get(&plan.request_id)
+        .filter(|_| trusted)
+        .and_then(rules::acceptable_id)
+        .map_or_else(rules::new_request_id, str::to_owned)
 }
 
 /// Request hygiene that hyper does not already enforce; `Some` is the
@@ -80,12 +116,12 @@ fn host_valid(h: &header::HeaderMap) -> bool {
         && first.is_none_or(|v| v.is_empty() || Authority::try_from(v.as_bytes()).is_ok())
 }
 
-async fn route(
-    plan: &ListenerPlan,
+async fn route<'p>(
+    plan: &'p ListenerPlan,
     conn: ConnInfo,
     req: Request<Incoming>,
     record: &mut Record,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<&'p Routed>) {
     let authority = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
@@ -99,19 +135,45 @@ async fn route(
         const REASON: &str =
             "the TLS certificate of this connection does not cover the requested host";
         record.fail(REASON);
-        return status_response(StatusCode::MISDIRECTED_REQUEST, REASON);
+        return (
+            status_response(StatusCode::MISDIRECTED_REQUEST, REASON),
+            None,
+        );
+    }
+    if let Some(limited) = rate_limited(plan.limiter.as_ref(), &conn, &req, record) {
+        return (limited, None);
     }
     let Some(routed) = plan.router.route(&host, req.uri().path()) else {
         record.fail("no route");
-        return status_response(StatusCode::NOT_FOUND, "no route");
+        return (status_response(StatusCode::NOT_FOUND, "no route"), None);
     };
     record.route = Some(routed.index);
-    match &routed.target {
+    if let Some(limited) = rate_limited(routed.limiter.as_ref(), &conn, &req, record) {
+        return (limited, Some(routed));
+    }
+    let response = match &routed.target {
         Target::Direct(d) => direct(d),
+        Target::Redirect(r) => {
+            let authority = authority.as_ref().and_then(|a| a.to_str().ok());
+            match rules::location(r, conn.scheme(), authority, req.uri(), &routed.prefix) {
+                Some(location) => {
+                    let mut res = Response::new(ProxyBody::empty());
+                    *res.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+                    res.headers_mut().insert(header::LOCATION, location);
+                    res
+                }
+                None => {
+                    const REASON: &str = "a redirect needs the request's host";
+                    record.fail(REASON);
+                    status_response(StatusCode::BAD_REQUEST, REASON)
+                }
+            }
+        }
         Target::Upstream(up, retries) => {
             let deadline = plan.http.total_timeout.map(|t| Instant::now() + t);
             let forwarded = forward(
                 plan,
+                routed,
                 up,
                 retries.as_ref(),
                 conn,
@@ -143,7 +205,23 @@ async fn route(
                 status_response(e.status(), e.client_reason())
             })
         }
-    }
+    };
+    (response, Some(routed))
+}
+
+/// `Some(429)` when `limiter` has no token left for this request.
+fn rate_limited(
+    limiter: Option<&crate::rate_limit::Limiter>,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    record: &mut Record,
+) -> Option<Response<ProxyBody>> {
+    let wait = limiter?.check(conn.peer.ip(), req.headers()).err()?;
+    record.fail("rate_limited");
+    let mut res = status_response(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, rules::retry_after(wait));
+    Some(res)
 }
 
 fn direct(d: &Direct) -> Response<ProxyBody> {
@@ -171,10 +249,12 @@ pub(crate) fn status_response(status: StatusCode, reason: &str) -> Response<Prox
 }
 
 /// Prepare the request for forwarding (hop-by-hop headers out,
-/// forwarding headers in) and hand it to the retry loop for `up`.
+/// forwarding headers in, the listener's and route's rules applied) and
+/// hand it to the retry loop for `up`.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     plan: &ListenerPlan,
+    routed: &Routed,
     up: &Upstream,
     retries: Option<&Retries>,
     conn: ConnInfo,
@@ -204,6 +284,33 @@ async fn forward(
         front_version,
     );
     conn.set_client_identity(&mut parts.headers);
+    let rules = &routed.rules;
+    let vars = Vars {
+        client_ip: conn.peer.ip(),
+        request_id: &record.request_id,
+        listener: &plan.address,
+        route: plan
+            .routes
+            .get(routed.index)
+            .map_or("", |r| r.label.as_str()),
+        backend: "",
+    };
+    rules::apply(&plan.http.rules.request_headers, &mut parts.headers, &vars);
+    rules::apply(&rules.request_headers, &mut parts.headers, &vars);
+    if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+        parts.headers.insert(plan.request_id.clone(), id);
+    }
+    if let Some(change) = &rules.rewrite {
+        let path = rules::changed_path(change, &routed.prefix, parts.uri.path());
+        if let Some(pq) = rules::with_path(&parts.uri, &path) {
+            parts.uri = http::Uri::from(pq);
+            record.upstream_path = Some(path);
+        }
+    }
+    let authority = match &rules.host_rewrite {
+        Some(host) => HeaderValue::from_str(host).ok(),
+        None => authority,
+    };
     let exchange = retry::Exchange {
         up,
         retries: retries.unwrap_or(&up.cluster.spec.retries),

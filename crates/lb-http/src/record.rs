@@ -57,6 +57,10 @@ pub(crate) struct Record {
     request_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
     error: Option<Cow<'static, str>>,
+    /// The request's ID, sent to the backend and back to the client.
+    pub(crate) request_id: String,
+    /// The path sent upstream, when a rewrite changed it.
+    pub(crate) upstream_path: Option<String>,
     /// What only the access log needs; `None` when the listener has none.
     logged: Option<Box<Logged>>,
 }
@@ -67,6 +71,8 @@ struct Logged {
     method: Method,
     authority: String,
     uri: Uri,
+    /// W3C trace context, passed through unchanged.
+    traceparent: Option<String>,
 }
 
 impl Record {
@@ -87,6 +93,11 @@ impl Record {
                 method: req.method().clone(),
                 authority: authority.to_owned(),
                 uri: req.uri().clone(),
+                traceparent: req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             })
         });
         Self {
@@ -101,6 +112,8 @@ impl Record {
             request_bytes: None,
             response_bytes: 0,
             error: None,
+            request_id: String::new(),
+            upstream_path: None,
             logged,
         }
     }
@@ -160,6 +173,9 @@ impl Record {
             backend: self.trace.backend.as_ref().map(|b| b.spec.address.as_str()),
             retries: self.trace.retries,
             error,
+            request_id: Some(self.request_id.as_str()).filter(|id| !id.is_empty()),
+            traceparent: logged.traceparent.as_deref(),
+            upstream_path: self.upstream_path.as_deref(),
         });
     }
 }

@@ -101,6 +101,9 @@ impl Drop for FlowRecord {
             backend: self.backend.as_ref().map(|b| b.spec.address.as_str()),
             retries: self.retries,
             error: self.error.as_deref(),
+            request_id: None,
+            traceparent: None,
+            upstream_path: None,
         });
     }
 }

@@ -72,6 +72,15 @@ pub struct AccessRecord<'a> {
     /// Why the request or flow failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// The request's ID (HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+    /// The W3C `traceparent` the client sent (HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<&'a str>,
+    /// The path sent to the backend, when a rewrite changed it (HTTP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_path: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
@@ -258,6 +267,9 @@ mod tests {
             backend: Some("127.0.0.1:81"),
             retries: 1,
             error: None,
+            request_id: None,
+            traceparent: None,
+            upstream_path: None,
         }
     }
 

@@ -206,7 +206,7 @@ fn cluster_refs(l: &lb_config::Listener) -> Vec<&str> {
             .iter()
             .filter_map(|r| match &r.action {
                 RouteAction::Cluster(c) => Some(c.as_str()),
-                RouteAction::Direct(_) => None,
+                RouteAction::Direct(_) | RouteAction::Redirect(_) => None,
             })
             .collect(),
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use lb_config::{HostMatch, ListenerKind, RouteAction};
+use lb_config::{HostMatch, ListenerKind};
 use lb_observability::{BackendStatus, ClusterStatus, ConfigStatus, ListenerStatus, Status};
 
 use crate::gateway::Gateway;
@@ -159,10 +159,7 @@ fn routes(l: &lb_config::Listener) -> Vec<String> {
                     HostMatch::Exact(h) => h.clone(),
                     HostMatch::Wildcard(s) => format!("*{s}"),
                 };
-                let target = match &r.action {
-                    RouteAction::Cluster(c) => format!("cluster {c}"),
-                    RouteAction::Direct(d) => format!("direct {}", d.status),
-                };
+                let target = r.action.describe();
                 format!("{host}{} -> {target}", r.path_prefix)
             })
             .collect(),

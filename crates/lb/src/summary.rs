@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use lb_config::{BackendTls, Config, HostMatch, ListenerKind, ListenerTls, RouteAction};
+use lb_config::{BackendTls, Config, HostMatch, ListenerKind, ListenerTls};
 
 /// Listeners, routes and clusters of a valid configuration.
 pub fn render(path: &str, config: &Config) -> String {
@@ -23,10 +23,7 @@ pub fn render(path: &str, config: &Config) -> String {
                         HostMatch::Exact(h) => h.clone(),
                         HostMatch::Wildcard(s) => format!("*{s}"),
                     };
-                    let target = match &r.action {
-                        RouteAction::Cluster(c) => format!("cluster {c}"),
-                        RouteAction::Direct(d) => format!("direct {}", d.status),
-                    };
+                    let target = r.action.describe();
                     let _ = writeln!(out, "    {host}{} -> {target}", r.path_prefix);
                 }
             }

@@ -311,7 +311,7 @@ protocol = "h1"
 routes = [{ cluster = "app", direct = { status = 200 } }]
 "#,
         path: "listeners[0].routes[0]",
-        reason: "exactly one of cluster and direct; it has both",
+        reason: "exactly one of cluster, direct and redirect (or https_redirect); it has both",
     },
     Case {
         name: "route with neither cluster nor direct",
@@ -322,7 +322,7 @@ protocol = "h1"
 routes = [{ path_prefix = "/x/" }]
 "#,
         path: "listeners[0].routes[0]",
-        reason: "exactly one of cluster and direct; it has neither",
+        reason: "exactly one of cluster, direct and redirect; it has neither",
     },
     Case {
         name: "host pattern with a port",
@@ -523,6 +523,102 @@ routes = [{ cluster = "app" }]
 "#,
         path: "clusters[0].pool.max_idle_per_backend",
         reason: "10 exceeds max_connections_per_backend (5)",
+    },
+    Case {
+        name: "a header rule on a header the gateway manages",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+request_headers = { set = { host = "x" } }
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].request_headers.set.host",
+        reason: "is a header the gateway manages (use host_rewrite)",
+    },
+    Case {
+        name: "an unknown variable in a header value",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+response_headers = { add = { x-who = "%user%" } }
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].response_headers.add.x-who",
+        reason: "unknown variable %user%",
+    },
+    Case {
+        name: "the backend variable in a request header",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "c", request_headers = { set = { x-b = "%backend%" } } }]
+[[clusters]]
+name = "c"
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].routes[0].request_headers.set.x-b",
+        reason: "%backend% is known only once the response comes",
+    },
+    Case {
+        name: "a redirect status that is not one",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ redirect = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0].redirect.status",
+        reason: "200 is not a redirect status",
+    },
+    Case {
+        name: "https_redirect on an h1s listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1s"
+tls = { cert_path = "/nonexistent/a.pem", key_path = "/nonexistent/a.key" }
+routes = [{ https_redirect = true }]
+"#,
+        path: "listeners[0].routes[0].https_redirect",
+        reason: "applies to h1 listeners only",
+    },
+    Case {
+        name: "a rewrite on a direct route",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 }, rewrite = { prefix = "/x/" } }]
+"#,
+        path: "listeners[0].routes[0].rewrite",
+        reason: "applies to routes with a cluster only",
+    },
+    Case {
+        name: "a rate limit without a rate",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+rate_limit = { burst = 5 }
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].rate_limit.requests_per_second",
+        reason: "missing",
+    },
+    Case {
+        name: "a rate limit on a tcp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+rate_limit = { requests_per_second = 5 }
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].rate_limit",
+        reason: "applies to HTTP listeners only",
     },
     Case {
         name: "connection pool settings on a tcp cluster",

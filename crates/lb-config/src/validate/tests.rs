@@ -64,6 +64,7 @@ fn inline_backends_become_an_anonymous_round_robin_cluster() {
             path_prefix: "/".into(),
             action: RouteAction::Cluster("listener:127.0.0.1:8081".into()),
             retries: None,
+            rules: RouteRules::default(),
         }]
     );
 }
