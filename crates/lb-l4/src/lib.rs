@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lb_core::{Drain, Snapshot};
-use lb_observability::{AccessLog, LogLimiter};
+use lb_observability::{AccessLog, AccessLogs, LogLimiter};
 use lb_tls::{ServerTls, TlsState};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
@@ -142,7 +142,10 @@ impl SnapshotView {
                 .find(|l| l.address == address);
             Self {
                 snapshot: Arc::clone(snapshot),
-                log: spec.and_then(record::open_access_log),
+                log: spec.and_then(|l| {
+                    let log = l.access_log.as_ref()?;
+                    AccessLogs::global().open(l.address, log.path())
+                }),
                 cluster: Arc::new(ClusterMetrics::new(cluster)),
             }
         })

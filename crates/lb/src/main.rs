@@ -183,6 +183,10 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
         tokio::select! {
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP received: reloading configuration");
+                // Whatever the reload does: logrotate renamed the files and
+                // sent SIGHUP so that lines go to new ones.
+                let files = lb_observability::AccessLogs::global().reopen();
+                tracing::info!(files, "access log files reopened");
                 let g = Arc::clone(&gateway);
                 if let Err(e) = tokio::task::spawn_blocking(move || g.reload()).await {
                     tracing::error!(error = %e, "reload did not finish");
