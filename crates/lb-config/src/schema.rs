@@ -38,6 +38,12 @@ pub struct RawObservability {
     /// Address of the admin listener (metrics, probes, status); off when
     /// absent.
     pub metrics_bind: Option<String>,
+    /// Time an admin client has to send a complete request head.
+    pub admin_request_headers_timeout_ms: Option<u64>,
+    /// Admin keep-alive inactivity after which the connection is closed.
+    pub admin_idle_timeout_ms: Option<u64>,
+    /// Concurrent admin connections.
+    pub admin_max_connections: Option<u32>,
 }
 
 /// `[admin]`.

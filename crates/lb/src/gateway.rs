@@ -43,6 +43,8 @@ pub struct Gateway {
     pub telemetry: Telemetry,
     /// SHA-256 of the admin token, swapped on reload.
     pub admin_token: Arc<arc_swap::ArcSwapOption<[u8; 32]>>,
+    /// Admin connection limits, swapped on reload.
+    pub admin_limits: Arc<ArcSwap<lb_config::AdminLimits>>,
 }
 
 impl Gateway {
@@ -60,6 +62,7 @@ impl Gateway {
             bound.push(socket);
         }
         let token = config.observability.api_token_sha256;
+        let admin_limits = config.observability.admin;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             config,
             &lb_balancer::for_cluster,
@@ -95,6 +98,7 @@ impl Gateway {
             probes: Arc::new(Probes::default()),
             telemetry,
             admin_token: Arc::new(arc_swap::ArcSwapOption::new(token.map(Arc::new))),
+            admin_limits: Arc::new(ArcSwap::from_pointee(admin_limits)),
         }))
     }
 

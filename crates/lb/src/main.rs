@@ -171,6 +171,7 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
             token_sha256: Arc::clone(&gateway.admin_token),
             probes: Arc::clone(&gateway.probes),
             status: Box::new(move || source.status()),
+            limits: Arc::clone(&gateway.admin_limits),
         };
         let address = socket.local_addr().ok();
         tokio::spawn(lb_observability::serve_admin(socket, Arc::new(admin)));
