@@ -79,6 +79,9 @@ pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
 /// Runtime: time between `/readyz` turning 503 and the listeners closing;
 /// 0 closes them at once (no orchestrator to tell).
 pub const READINESS_SETTLE_MS: u64 = 0;
+/// Runtime: time between the end of the drain and the exit, while the
+/// admin listener still answers; 0 exits at once.
+pub const EXIT_LINGER_MS: u64 = 0;
 
 /// Admin listener: time a client has to send a complete request head.
 pub const ADMIN_REQUEST_HEADERS_MS: u64 = 5_000;

@@ -54,7 +54,10 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             .push("observability admin listener limits changed".to_owned());
     }
     let (o, n) = (&old.runtime, &new.runtime);
-    if o.drain_timeout != n.drain_timeout || o.readiness_settle != n.readiness_settle {
+    if o.drain_timeout != n.drain_timeout
+        || o.readiness_settle != n.readiness_settle
+        || o.exit_linger != n.exit_linger
+    {
         d.changes.push("runtime drain settings changed".to_owned());
     }
     if o.tls != n.tls {

@@ -78,6 +78,10 @@ pub struct Runtime {
     pub drain_timeout: Duration,
     /// Time between `/readyz` turning 503 and the listeners closing.
     pub readiness_settle: Duration,
+    /// Time between the end of the drain and the exit, during which the
+    /// admin listener still answers, so a last scrape sees how the drain
+    /// ended.
+    pub exit_linger: Duration,
     /// Process-wide TLS settings.
     pub tls: RuntimeTls,
 }

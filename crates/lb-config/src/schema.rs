@@ -64,6 +64,8 @@ pub struct RawRuntime {
     pub drain_timeout_ms: Option<u64>,
     /// Time between `/readyz` turning 503 and the listeners closing.
     pub readiness_settle_ms: Option<u64>,
+    /// Time between the end of the drain and the exit.
+    pub exit_linger_ms: Option<u64>,
     /// Process-wide TLS settings.
     #[serde(default)]
     pub tls: RawRuntimeTls,

@@ -103,8 +103,14 @@ pub async fn serve(
             cluster: Arc::clone(&view.cluster),
         };
         let tracked = drain.track();
+        let drain = Arc::clone(&drain);
         tokio::spawn(async move {
-            flow::run(stream, peer, admitted, ctx).await;
+            // When the drain budget runs out the flow is dropped, which
+            // closes both sides, before its guard reports it gone.
+            tokio::select! {
+                () = flow::run(stream, peer, admitted, ctx) => {}
+                () = drain.aborted() => {}
+            }
             drop(tracked);
         });
     }
