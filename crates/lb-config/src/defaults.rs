@@ -89,6 +89,17 @@ pub const DRAIN_TIMEOUT_MS: u64 = 10_000;
 /// Runtime: time between `/readyz` turning 503 and the listeners closing;
 /// 0 closes them at once (no orchestrator to tell).
 pub const READINESS_SETTLE_MS: u64 = 0;
+/// Runtime: time between the end of the drain and the exit, while the
+/// admin listener still answers; 0 exits at once.
+pub const EXIT_LINGER_MS: u64 = 0;
+
+/// Admin listener: time a client has to send a complete request head.
+pub const ADMIN_REQUEST_HEADERS_MS: u64 = 5_000;
+/// Admin listener: inactivity between requests after which a keep-alive
+/// connection is closed.
+pub const ADMIN_IDLE_MS: u64 = 30_000;
+/// Admin listener: concurrent connections; more are closed at once.
+pub const ADMIN_MAX_CONNECTIONS: u32 = 64;
 
 /// Listener: whether the access log is written (to standard output when
 /// no path is given).

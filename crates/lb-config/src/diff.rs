@@ -49,8 +49,15 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     if old.observability.api_token_sha256 != new.observability.api_token_sha256 {
         d.changes.push("admin.api_token_hash changed".to_owned());
     }
+    if old.observability.admin != new.observability.admin {
+        d.changes
+            .push("observability admin listener limits changed".to_owned());
+    }
     let (o, n) = (&old.runtime, &new.runtime);
-    if o.drain_timeout != n.drain_timeout || o.readiness_settle != n.readiness_settle {
+    if o.drain_timeout != n.drain_timeout
+        || o.readiness_settle != n.readiness_settle
+        || o.exit_linger != n.exit_linger
+    {
         d.changes.push("runtime drain settings changed".to_owned());
     }
     if o.tls != n.tls {

@@ -44,13 +44,31 @@ impl Config {
 }
 
 /// `[observability]` and `[admin]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observability {
     /// Admin listener address; `None` = no admin listener.
     pub metrics_bind: Option<SocketAddr>,
     /// SHA-256 of the admin bearer token; `None` = no token required
     /// (only allowed on loopback).
     pub api_token_sha256: Option<[u8; 32]>,
+    /// Timeouts and the connection cap of the admin listener.
+    pub admin: AdminLimits,
+}
+
+/// What one admin client may hold: the admin listener shares the process's
+/// file descriptors with the data path, so a slow or idle client must not
+/// keep a connection for long, nor many clients keep many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Time a client has to send a complete request head: from the
+    /// connection's start for its first request, from the first byte for
+    /// the later ones.
+    pub request_headers_timeout: Duration,
+    /// Inactivity (no byte moving either way) after which a connection
+    /// is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent connections; one more is closed as soon as accepted.
+    pub max_connections: u32,
 }
 
 /// `[runtime]`.
@@ -62,6 +80,10 @@ pub struct Runtime {
     pub drain_timeout: Duration,
     /// Time between `/readyz` turning 503 and the listeners closing.
     pub readiness_settle: Duration,
+    /// Time between the end of the drain and the exit, during which the
+    /// admin listener still answers, so a last scrape sees how the drain
+    /// ended.
+    pub exit_linger: Duration,
     /// Process-wide TLS settings.
     pub tls: RuntimeTls,
 }

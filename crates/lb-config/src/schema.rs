@@ -40,6 +40,12 @@ pub struct RawObservability {
     /// Address of the admin listener (metrics, probes, status); off when
     /// absent.
     pub metrics_bind: Option<String>,
+    /// Time an admin client has to send a complete request head.
+    pub admin_request_headers_timeout_ms: Option<u64>,
+    /// Admin keep-alive inactivity after which the connection is closed.
+    pub admin_idle_timeout_ms: Option<u64>,
+    /// Concurrent admin connections.
+    pub admin_max_connections: Option<u32>,
 }
 
 /// `[admin]`.
@@ -60,6 +66,8 @@ pub struct RawRuntime {
     pub drain_timeout_ms: Option<u64>,
     /// Time between `/readyz` turning 503 and the listeners closing.
     pub readiness_settle_ms: Option<u64>,
+    /// Time between the end of the drain and the exit.
+    pub exit_linger_ms: Option<u64>,
     /// Process-wide TLS settings.
     #[serde(default)]
     pub tls: RawRuntimeTls,

@@ -126,6 +126,7 @@ fn runtime(raw: &RawRuntime, errors: &mut Errors) -> Runtime {
         readiness_settle: Duration::from_millis(
             raw.readiness_settle_ms.unwrap_or(d::READINESS_SETTLE_MS),
         ),
+        exit_linger: Duration::from_millis(raw.exit_linger_ms.unwrap_or(d::EXIT_LINGER_MS)),
         tls: tls::runtime_tls(&raw.tls, errors),
     }
 }

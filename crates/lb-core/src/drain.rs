@@ -1,6 +1,7 @@
 //! Drain coordination: one signal that tells every accept loop and
-//! connection to wind down, and a count of connections still open so the
-//! process can wait for them up to a budget.
+//! connection to wind down, a second that tells the connections still open
+//! when the budget ran out to close at once, and a count of connections
+//! still open so the process can wait for them up to a budget.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,10 +9,18 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+/// Where a drain stands; each stage includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Serving,
+    Draining,
+    Aborting,
+}
+
 /// Shared drain state; clone the `Arc` freely.
 #[derive(Debug)]
 pub struct Drain {
-    signal: watch::Sender<bool>,
+    signal: watch::Sender<Stage>,
     active: AtomicUsize,
     idle: Notify,
 }
@@ -20,7 +29,7 @@ impl Drain {
     /// A coordinator that is not draining.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            signal: watch::Sender::new(false),
+            signal: watch::Sender::new(Stage::Serving),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
         })
@@ -28,20 +37,40 @@ impl Drain {
 
     /// Start draining: every [`Drain::draining`] future completes.
     pub fn start(&self) {
-        self.signal.send_replace(true);
+        self.signal.send_if_modified(|stage| {
+            let before = *stage;
+            *stage = before.max(Stage::Draining);
+            *stage != before
+        });
+    }
+
+    /// Abort what is still open: every [`Drain::draining`] and
+    /// [`Drain::aborted`] future completes.
+    pub fn abort(&self) {
+        self.signal.send_replace(Stage::Aborting);
     }
 
     /// Whether draining has started.
     pub fn is_draining(&self) -> bool {
-        *self.signal.borrow()
+        *self.signal.borrow() >= Stage::Draining
     }
 
     /// Completes once draining has started.
     pub async fn draining(&self) {
+        self.reached(Stage::Draining).await;
+    }
+
+    /// Completes once the drain budget ran out: a connection task selects
+    /// on this and drops its connection, closing it.
+    pub async fn aborted(&self) {
+        self.reached(Stage::Aborting).await;
+    }
+
+    async fn reached(&self, stage: Stage) {
         let mut rx = self.signal.subscribe();
         // An error means the sender is gone, which cannot happen while
-        // `self` is alive; treat it as draining.
-        let _ = rx.wait_for(|d| *d).await;
+        // `self` is alive; treat it as reached.
+        let _ = rx.wait_for(|s| *s >= stage).await;
     }
 
     /// Track one open connection until the guard drops.
@@ -81,5 +110,32 @@ impl Drop for ConnectionGuard {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn abort_ends_draining_and_aborted_waits_and_start_never_undoes_it() {
+        let drain = Drain::new();
+        let guard = drain.track();
+        let aborted = tokio::spawn({
+            let drain = Arc::clone(&drain);
+            async move {
+                drain.aborted().await;
+                drop(guard);
+            }
+        });
+        drain.start();
+        drain.draining().await;
+        assert!(drain.is_draining());
+        assert_eq!(drain.wait_idle(Duration::from_millis(50)).await, 1);
+        drain.abort();
+        drain.start();
+        aborted.await.unwrap();
+        assert_eq!(drain.wait_idle(Duration::from_secs(5)).await, 0);
+        drain.aborted().await;
     }
 }

@@ -53,18 +53,27 @@ fn query<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 /// `Set-Cookie` pinning the client to backend `index`, when the cluster
-/// pins by cookie and the request was not already pinned there.
+/// pins by cookie and the request was not already pinned there. Scripts
+/// never need the token (`HttpOnly`), cross-site subrequests do not carry
+/// it (`SameSite=Lax`), and a cookie set over TLS is not sent back in
+/// cleartext (`Secure`), where it could be read and replayed.
 pub(crate) fn pin_cookie(
     cluster: &Cluster,
     ctx: &PickContext,
     index: usize,
+    secure: bool,
 ) -> Option<HeaderValue> {
     let sticky = cluster.sticky()?;
     if ctx.pinned == Some(index) {
         return None;
     }
     let token = sticky.token(index)?;
-    HeaderValue::from_str(&format!("{}={token}; Path=/; HttpOnly", sticky.name())).ok()
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax{secure}",
+        sticky.name()
+    ))
+    .ok()
 }
 
 #[cfg(test)]

@@ -47,9 +47,14 @@ impl ConnInfo {
         }
     }
 
+    /// Whether the client connection is TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// `X-Forwarded-Proto`.
     pub(crate) fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
+        if self.is_tls() {
             "https"
         } else {
             "http"

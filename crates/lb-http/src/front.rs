@@ -64,7 +64,12 @@ pub async fn serve(
         let drain = Arc::clone(&drain);
         let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, plan, tls, drain).await;
+            // When the drain budget runs out the connection is dropped,
+            // which closes it, before its guard reports it gone.
+            tokio::select! {
+                () = serve_connection(stream, peer, plan, tls, Arc::clone(&drain)) => {}
+                () = drain.aborted() => {}
+            }
             drop((open, tracked));
         });
     }

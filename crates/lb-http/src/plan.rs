@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use lb_config::{HttpListener, Listener, ListenerKind, Retries, RouteAction};
 use lb_core::{Cluster, Router, Snapshot};
-use lb_observability::{AccessLog, LogLimiter};
+use lb_observability::{AccessLog, AccessLogs, LogLimiter};
 use lb_tls::TlsState;
 
 use crate::metrics::{ClusterMetrics, ListenerMetrics, StatusCounters};
@@ -204,7 +204,10 @@ impl ListenerPlan {
             router: Router::new(routes),
             routes: stats,
             metrics: ListenerMetrics::new(&address, listener.protocol.as_str()),
-            access_log: crate::record::open_access_log(listener),
+            access_log: listener
+                .access_log
+                .as_ref()
+                .and_then(|log| AccessLogs::global().open(listener.address, log.path())),
             request_id: http::HeaderName::try_from(http.rules.request_id.header.as_str()).ok()?,
             limiter: http
                 .rules

@@ -318,6 +318,7 @@ async fn forward(
         authority: authority.as_ref(),
         deadline,
         forwarding: fw,
+        secure: conn.is_tls(),
     };
     exchange.run(parts, body, &mut record.trace).await
 }

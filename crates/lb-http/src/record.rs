@@ -17,29 +17,11 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use lb_config::Listener;
-use lb_observability::{AccessLog, AccessLogs, AccessRecord};
+use lb_observability::{AccessLog, AccessRecord};
 
 use crate::body::{BoxError, ProxyBody, Tally};
 use crate::plan::ListenerPlan;
 use crate::retry::Trace;
-
-/// The sink of `listener`'s access log, `None` when it has none (or its
-/// file cannot be opened, which is logged).
-pub(crate) fn open_access_log(listener: &Listener) -> Option<AccessLog> {
-    let path = listener.access_log.as_ref()?.path();
-    AccessLogs::global()
-        .sink(path)
-        .inspect_err(|e| {
-            tracing::error!(
-                listener = %listener.address,
-                path = ?path,
-                error = %e,
-                "cannot open the access log; requests on this listener go unlogged"
-            );
-        })
-        .ok()
-}
 
 /// One request in progress.
 #[derive(Debug)]

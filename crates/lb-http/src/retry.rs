@@ -32,6 +32,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) authority: Option<&'a HeaderValue>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) forwarding: &'a lb_config::Forwarding,
+    /// The client connection is TLS: a session cookie set on it is `Secure`.
+    pub(crate) secure: bool,
 }
 
 /// What the exchange did, for the request's access log line.
@@ -274,7 +276,7 @@ impl Exchange<'_> {
         index: usize,
     ) -> Response<ProxyBody> {
         let mut response = respond(res, checkout, in_flight, self.deadline, self.forwarding);
-        if let Some(cookie) = balance::pin_cookie(&self.up.cluster, &self.ctx, index) {
+        if let Some(cookie) = balance::pin_cookie(&self.up.cluster, &self.ctx, index, self.secure) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         response

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lb_core::{Drain, Snapshot};
-use lb_observability::{AccessLog, LogLimiter};
+use lb_observability::{AccessLog, AccessLogs, LogLimiter};
 use lb_tls::{ServerTls, TlsState};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
@@ -103,8 +103,14 @@ pub async fn serve(
             cluster: Arc::clone(&view.cluster),
         };
         let tracked = drain.track();
+        let drain = Arc::clone(&drain);
         tokio::spawn(async move {
-            flow::run(stream, peer, admitted, ctx).await;
+            // When the drain budget runs out the flow is dropped, which
+            // closes both sides, before its guard reports it gone.
+            tokio::select! {
+                () = flow::run(stream, peer, admitted, ctx) => {}
+                () = drain.aborted() => {}
+            }
             drop(tracked);
         });
     }
@@ -142,7 +148,10 @@ impl SnapshotView {
                 .find(|l| l.address == address);
             Self {
                 snapshot: Arc::clone(snapshot),
-                log: spec.and_then(record::open_access_log),
+                log: spec.and_then(|l| {
+                    let log = l.access_log.as_ref()?;
+                    AccessLogs::global().open(l.address, log.path())
+                }),
                 cluster: Arc::new(ClusterMetrics::new(cluster)),
             }
         })

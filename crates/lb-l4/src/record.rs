@@ -6,28 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use lb_config::Listener;
 use lb_core::Backend;
-use lb_observability::{AccessLog, AccessLogs, AccessRecord};
+use lb_observability::{AccessLog, AccessRecord};
 
 use crate::metrics::{ClusterMetrics, Transferred};
-
-/// The sink of `listener`'s access log, `None` when it has none (or its
-/// file cannot be opened, which is logged).
-pub(crate) fn open_access_log(listener: &Listener) -> Option<AccessLog> {
-    let path = listener.access_log.as_ref()?.path();
-    AccessLogs::global()
-        .sink(path)
-        .inspect_err(|e| {
-            tracing::error!(
-                listener = %listener.address,
-                path = ?path,
-                error = %e,
-                "cannot open the access log; flows on this listener go unlogged"
-            );
-        })
-        .ok()
-}
 
 /// One flow in progress.
 #[derive(Debug)]

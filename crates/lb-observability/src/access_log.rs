@@ -1,14 +1,16 @@
 //! The access log: one JSON line per request, written by a background
 //! thread so the data path never blocks on disk or a slow stdout. When the
 //! writer falls behind, lines are dropped and counted rather than queued
-//! without bound.
+//! without bound. Files are created mode 0640, reopened by path on
+//! request (SIGHUP, for logrotate), and a write the destination refuses is
+//! counted.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
 
@@ -16,6 +18,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use serde::Serialize;
+
+use crate::ratelimit::LogLimiter;
 
 /// How long the writer gathers lines before writing them out while
 /// traffic flows; the most a line waits.
@@ -103,11 +107,23 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&crate::logging::rfc3339(*time))
 }
 
+/// What a sink's writer and its users share.
+#[derive(Debug, Default)]
+struct SinkState {
+    /// Lines dropped because the writer fell behind.
+    dropped: AtomicU64,
+    /// Writes the destination refused (the lines in them are lost).
+    write_errors: AtomicU64,
+    /// Set by [`AccessLogs::reopen`]; the writer reopens its file before
+    /// its next write.
+    reopen: AtomicBool,
+}
+
 /// Where a listener's access log goes.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     tx: SyncSender<String>,
-    dropped: Arc<AtomicU64>,
+    state: Arc<SinkState>,
 }
 
 impl AccessLog {
@@ -123,14 +139,119 @@ impl AccessLog {
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.state.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     /// Lines dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.state.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes the destination refused.
+    pub fn write_errors(&self) -> u64 {
+        self.state.write_errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Open (or create, mode 0640: the log names clients and paths, which
+/// the world should not read) the access log file at `path` for appending.
+fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// Bytes gathered before a write, at most; a batch larger than this is
+/// written in several.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// The writer thread of one sink: gathers lines into batches and writes
+/// each batch with one call.
+struct Writer {
+    path: Option<PathBuf>,
+    out: Box<dyn Write + Send>,
+    buf: Vec<u8>,
+    state: Arc<SinkState>,
+    errors_logged: LogLimiter,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<String>) {
+        // Blocking in `recv` only while idle: a sender wakes a receiver
+        // that waits, so under load the writer sleeps between batches
+        // instead and the request threads never pay for a wake-up per line.
+        while let Ok(line) = rx.recv() {
+            self.push(&line);
+            loop {
+                std::thread::sleep(BATCH_PAUSE);
+                let mut gathered = 0;
+                while let Ok(line) = rx.try_recv() {
+                    self.push(&line);
+                    gathered += 1;
+                }
+                self.flush();
+                if gathered == 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        if self.buf.len() >= WRITE_CHUNK {
+            self.flush();
+        }
+    }
+
+    /// Write what was gathered, to a freshly opened file when a reopen was
+    /// asked for. A failed write loses its lines (retrying would hold the
+    /// queue on a destination that may never recover) and is counted.
+    fn flush(&mut self) {
+        if self.state.reopen.swap(false, Ordering::AcqRel) {
+            self.reopen();
+        }
+        if self.buf.is_empty() {
+            return;
+        }
+        let written = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush());
+        self.buf.clear();
+        if let Err(e) = written {
+            self.state.write_errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.errors_logged.allow() {
+                tracing::error!(
+                    path = ?self.path,
+                    error = %e,
+                    suppressed,
+                    "access log write failed; its lines are lost"
+                );
+            }
+        }
+    }
+
+    /// Open the configured path again: after logrotate renamed the file,
+    /// lines go to a new file under the configured name.
+    fn reopen(&mut self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        match open_file(path) {
+            Ok(file) => self.out = Box::new(file),
+            Err(e) => tracing::error!(
+                path = %path.display(),
+                error = %e,
+                "cannot reopen the access log; writing on to the open file"
+            ),
+        }
     }
 }
 
@@ -148,99 +269,133 @@ impl AccessLogs {
         &LOGS
     }
 
-    /// The sink for `path` (`None` = stdout), opened on first use.
-    pub fn sink(&self, path: Option<&Path>) -> std::io::Result<AccessLog> {
-        let mut sinks = match self.sinks.lock() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, AccessLog>> {
+        match self.sinks.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// The sink of `listener`'s access log to `path` (`None` = stdout);
+    /// `None` when its file cannot be opened, which is logged (the
+    /// listener serves on, unlogged).
+    pub fn open(&self, listener: SocketAddr, path: Option<&Path>) -> Option<AccessLog> {
+        self.sink(path)
+            .inspect_err(|e| {
+                tracing::error!(
+                    %listener,
+                    path = ?path,
+                    error = %e,
+                    "cannot open the access log; traffic on this listener goes unlogged"
+                );
+            })
+            .ok()
+    }
+
+    /// The sink for `path` (`None` = stdout), opened on first use.
+    pub fn sink(&self, path: Option<&Path>) -> std::io::Result<AccessLog> {
+        let mut sinks = self.lock();
         let key = path.map(Path::to_path_buf);
         if let Some(sink) = sinks.get(&key) {
             return Ok(sink.clone());
         }
         let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
+            Some(p) => Box::new(open_file(p)?),
             None => Box::new(std::io::stdout()),
         };
         let (tx, rx) = sync_channel::<String>(QUEUE);
+        let state = Arc::new(SinkState::default());
+        let writer = Writer {
+            path: key.clone(),
+            out,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            state: Arc::clone(&state),
+            errors_logged: LogLimiter::new(1, std::time::Duration::from_secs(10)),
+        };
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-                // Blocking in `recv` only while idle: a sender wakes a
-                // receiver that waits, so under load the writer sleeps
-                // between batches instead and the request threads never
-                // pay for a wake-up per line.
-                while let Ok(line) = rx.recv() {
-                    let _ = writeln!(out, "{line}");
-                    loop {
-                        std::thread::sleep(BATCH_PAUSE);
-                        let mut written = 0;
-                        while let Ok(line) = rx.try_recv() {
-                            let _ = writeln!(out, "{line}");
-                            written += 1;
-                        }
-                        let _ = out.flush();
-                        if written == 0 {
-                            break;
-                        }
-                    }
-                }
-            })?;
-        let sink = AccessLog {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        };
+            .spawn(move || writer.run(&rx))?;
+        let sink = AccessLog { tx, state };
         sinks.insert(key, sink.clone());
         Ok(sink)
     }
 
-    /// Lines dropped so far by each destination opened (`stdout` or the
-    /// file's path).
-    pub fn dropped(&self) -> Vec<(String, u64)> {
-        let sinks = match self.sinks.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+    /// Have every file sink reopen its path before its next write (SIGHUP,
+    /// after logrotate renamed the files); returns how many files.
+    pub fn reopen(&self) -> usize {
+        let sinks = self.lock();
+        let files = sinks.iter().filter(|(path, _)| path.is_some());
+        files
+            .map(|(_, sink)| sink.state.reopen.store(true, Ordering::Release))
+            .count()
+    }
+
+    /// `(destination, value)` of every destination opened (`stdout` or
+    /// the file's path), sorted.
+    fn per_destination(&self, value: impl Fn(&AccessLog) -> u64) -> Vec<(String, u64)> {
+        let sinks = self.lock();
         let mut all: Vec<(String, u64)> = sinks
             .iter()
             .map(|(path, sink)| {
                 let name = path
                     .as_ref()
                     .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
-                (name, sink.dropped())
+                (name, value(sink))
             })
             .collect();
         all.sort();
         all
     }
+
+    /// Lines dropped so far by each destination opened.
+    pub fn dropped(&self) -> Vec<(String, u64)> {
+        self.per_destination(AccessLog::dropped)
+    }
+
+    /// Failed writes so far by each destination opened.
+    pub fn write_errors(&self) -> Vec<(String, u64)> {
+        self.per_destination(AccessLog::write_errors)
+    }
 }
 
-/// `access_log_dropped_lines` per destination, read from the sinks when
-/// scraped.
+/// `access_log_dropped_lines` and `access_log_write_errors` per
+/// destination, read from the sinks when scraped.
 #[derive(Debug)]
 pub struct AccessLogCollector;
 
-impl Collector for AccessLogCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let mut metric = encoder.encode_descriptor(
-            "access_log_dropped_lines",
-            "Access log lines dropped because the writer fell behind",
-            None,
-            MetricType::Counter,
-        )?;
-        for (destination, n) in AccessLogs::global().dropped() {
+impl AccessLogCollector {
+    fn counter(
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        values: Vec<(String, u64)>,
+    ) -> std::fmt::Result {
+        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (destination, n) in values {
             let labels = [("destination", destination.as_str())];
             metric
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
         Ok(())
+    }
+}
+
+impl Collector for AccessLogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let logs = AccessLogs::global();
+        Self::counter(
+            &mut encoder,
+            "access_log_dropped_lines",
+            "Access log lines dropped because the writer fell behind",
+            logs.dropped(),
+        )?;
+        Self::counter(
+            &mut encoder,
+            "access_log_write_errors",
+            "Access log writes the destination refused (their lines are lost)",
+            logs.write_errors(),
+        )
     }
 }
 
@@ -309,7 +464,7 @@ mod tests {
         let (tx, rx) = sync_channel::<String>(1);
         let sink = AccessLog {
             tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            state: Arc::new(SinkState::default()),
         };
         for _ in 0..3 {
             sink.write(&record(Some(200)));
@@ -329,5 +484,48 @@ mod tests {
             text.contains(r#"access_log_dropped_lines_total{destination="/eg-test/full.log"} 2"#),
             "{text}"
         );
+    }
+
+    fn wait_for(what: &str, ok: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ok() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_file_is_created_0640_and_reopened_by_path_after_a_rename() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("eg-access-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, rotated) = (dir.join("access.log"), dir.join("access.log.1"));
+        let _ = std::fs::remove_file(&path);
+        let logs = AccessLogs::default();
+        let sink = logs.sink(Some(&path)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077 & !0o040, 0, "mode {mode:o}");
+        sink.write(&record(Some(200)));
+        wait_for("first line", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 1)
+        });
+        std::fs::rename(&path, &rotated).unwrap();
+        assert_eq!(logs.reopen(), 1);
+        sink.write(&record(None));
+        wait_for("line in the new file", || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 1)
+        });
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        assert_eq!(old.lines().count(), 1, "{old}");
+        assert_eq!(sink.write_errors(), 0);
+    }
+
+    #[test]
+    fn a_refused_write_is_counted() {
+        let sink = AccessLogs::default()
+            .sink(Some(Path::new("/dev/full")))
+            .unwrap();
+        sink.write(&record(Some(200)));
+        wait_for("a write error", || sink.write_errors() == 1);
     }
 }

@@ -1,10 +1,16 @@
 //! The admin listener: probes, metrics, the status page and the JSON API.
 //! Probes stay open for orchestrators; everything else needs the bearer
-//! token when one is configured.
+//! token when one is configured. Connections are capped and timed out
+//! ([`AdminLimits`]) so that slow or idle clients cannot take the
+//! process's file descriptors. The listener is not part of any drain: it
+//! answers until the process exits, so the drain can be watched.
+
+mod conn;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -12,7 +18,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use lb_config::AdminLimits;
+use prometheus_client::metrics::counter::Counter;
+use tokio::net::{TcpListener, TcpStream};
+
+use self::conn::{serve_limited, ClockedIo, Clocks};
 
 use crate::auth::bearer_matches;
 use crate::metrics::{Metrics, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
@@ -41,6 +51,8 @@ pub struct Admin {
     pub probes: Arc<Probes>,
     /// Status provider.
     pub status: StatusFn,
+    /// Connection timeouts and cap; swapped on reload.
+    pub limits: Arc<arc_swap::ArcSwap<AdminLimits>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -51,23 +63,81 @@ impl std::fmt::Debug for Admin {
     }
 }
 
-/// Serve the admin endpoints on `listener` until the task is dropped.
+/// Admin connections open, against the cap.
+#[derive(Debug, Default)]
+struct Open(AtomicUsize);
+
+/// One open admin connection; gives its slot back when dropped.
+struct Slot(Arc<Open>);
+
+impl Open {
+    /// A slot, unless `cap` connections are open.
+    fn take(self: &Arc<Self>, cap: usize) -> Option<Slot> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serve the admin endpoints on `listener` until the process exits.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+    let rejected: Counter = Counter::default();
+    admin.metrics.register(|r| {
+        r.register(
+            "admin_connections_rejected",
+            "Admin connections closed on accept because admin_max_connections were open",
+            rejected.clone(),
+        );
+    });
+    let open = Arc::new(Open::default());
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let limits = **admin.limits.load();
+        let cap = usize::try_from(limits.max_connections).unwrap_or(usize::MAX);
+        let Some(slot) = open.take(cap) else {
+            rejected.inc();
+            tracing::debug!(%peer, cap, "admin connection limit reached; closing");
             continue;
         };
         let admin = Arc::clone(&admin);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(handle(&admin, &req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_connection(stream, &admin, limits).await;
+            drop(slot);
         });
+    }
+}
+
+async fn serve_connection(stream: TcpStream, admin: &Arc<Admin>, limits: AdminLimits) {
+    let clocks = Clocks::start(limits);
+    let io = TokioIo::new(ClockedIo::new(stream, clocks.clone()));
+    let service = {
+        let (admin, clocks) = (Arc::clone(admin), clocks.clone());
+        service_fn(move |req| {
+            clocks.head_complete();
+            let response = handle(&admin, &req);
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+    if let Some(expired) = serve_limited(conn, &clocks).await {
+        tracing::debug!(?expired, "admin connection closed");
     }
 }
 

@@ -20,6 +20,9 @@ use lb_tls::TlsState;
 use crate::listeners::{self, Context, RunningListener};
 use crate::telemetry::{DrainPhase, Telemetry};
 
+/// Longest wait for aborted connections to close.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What reload and shutdown change, under one lock.
 pub struct Inner {
     pub upstreams: HashMap<String, Arc<Upstream>>,
@@ -43,6 +46,8 @@ pub struct Gateway {
     pub telemetry: Telemetry,
     /// SHA-256 of the admin token, swapped on reload.
     pub admin_token: Arc<arc_swap::ArcSwapOption<[u8; 32]>>,
+    /// Admin connection limits, swapped on reload.
+    pub admin_limits: Arc<ArcSwap<lb_config::AdminLimits>>,
 }
 
 impl Gateway {
@@ -60,6 +65,7 @@ impl Gateway {
             bound.push(socket);
         }
         let token = config.observability.api_token_sha256;
+        let admin_limits = config.observability.admin;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             config,
             &lb_balancer::for_cluster,
@@ -95,6 +101,7 @@ impl Gateway {
             probes: Arc::new(Probes::default()),
             telemetry,
             admin_token: Arc::new(arc_swap::ArcSwapOption::new(token.map(Arc::new))),
+            admin_limits: Arc::new(ArcSwap::from_pointee(admin_limits)),
         }))
     }
 
@@ -110,7 +117,9 @@ impl Gateway {
     /// SIGTERM/SIGINT: report not-ready, wait the settle time, close every
     /// listener (HTTP/1 answers then carry `Connection: close`, HTTP/2
     /// connections get GOAWAY), wait for in-flight work up to the drain
-    /// budget, count what is left as aborted.
+    /// budget, abort and count what is left, then linger before the exit.
+    /// The admin listener is in none of these drains: it answers all along,
+    /// so each phase and the aborted count can be scraped as they happen.
     pub async fn shutdown(&self) {
         let runtime = self.snapshot.load().config.runtime.clone();
         self.probes.draining.store(true, Ordering::Release);
@@ -144,13 +153,35 @@ impl Gateway {
             left += d.wait_idle(budget).await;
         }
         if left > 0 {
-            self.telemetry.phase(DrainPhase::Aborting);
-            self.telemetry.aborted.inc_by(left as u64);
-            tracing::warn!(
-                connections = left,
-                "drain budget exhausted; aborting the rest"
+            self.abort(&drains, left).await;
+        }
+        self.telemetry.phase(DrainPhase::Stopped);
+        if !runtime.exit_linger.is_zero() {
+            tracing::info!(
+                linger_ms = runtime.exit_linger.as_millis() as u64,
+                "drained; the admin listener answers until the exit"
             );
+            tokio::time::sleep(runtime.exit_linger).await;
         }
         tracing::info!("stopped");
+    }
+
+    /// Close the `left` connections still open after the budget, counting
+    /// them first.
+    async fn abort(&self, drains: &[Arc<lb_core::Drain>], left: usize) {
+        self.telemetry.phase(DrainPhase::Aborting);
+        self.telemetry.aborted.inc_by(left as u64);
+        tracing::warn!(
+            connections = left,
+            "drain budget exhausted; aborting the rest"
+        );
+        for d in drains {
+            d.abort();
+        }
+        // Each connection task drops its connection as soon as it is
+        // polled; this only waits for the tasks to run.
+        for d in drains {
+            d.wait_idle(ABORT_WAIT).await;
+        }
     }
 }

@@ -171,6 +171,7 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
             token_sha256: Arc::clone(&gateway.admin_token),
             probes: Arc::clone(&gateway.probes),
             status: Box::new(move || source.status()),
+            limits: Arc::clone(&gateway.admin_limits),
         };
         let address = socket.local_addr().ok();
         tokio::spawn(lb_observability::serve_admin(socket, Arc::new(admin)));
@@ -183,6 +184,10 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
         tokio::select! {
             _ = signals.hup.recv() => {
                 tracing::info!("SIGHUP received: reloading configuration");
+                // Whatever the reload does: logrotate renamed the files and
+                // sent SIGHUP so that lines go to new ones.
+                let files = lb_observability::AccessLogs::global().reopen();
+                tracing::info!(files, "access log files reopened");
                 let g = Arc::clone(&gateway);
                 if let Err(e) = tokio::task::spawn_blocking(move || g.reload()).await {
                     tracing::error!(error = %e, "reload did not finish");

@@ -96,6 +96,8 @@ impl Gateway {
         inner.upstreams = upstreams;
         inner.retired.retain(|l| !l.finished());
         self.admin_token.store(token.map(Arc::new));
+        self.admin_limits
+            .store(Arc::new(snapshot.config.observability.admin));
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.telemetry
             .generation

@@ -25,6 +25,8 @@ pub enum DrainPhase {
     Draining = 2,
     /// Budget exhausted; the rest is aborted.
     Aborting = 3,
+    /// Drain over; the process exits after `exit_linger_ms`.
+    Stopped = 4,
 }
 
 /// Families the binary itself updates.
@@ -36,7 +38,8 @@ pub struct Telemetry {
     pub reloads: Family<Vec<(&'static str, &'static str)>, Counter>,
     /// Current drain phase.
     pub drain_phase: Gauge,
-    /// Connections still open when the drain budget ran out.
+    /// Connections still open when the drain budget ran out, counted as
+    /// they are aborted.
     pub aborted: Counter,
     /// Panics caught by the hook (the process aborts after each).
     pub panics: Counter,
@@ -65,7 +68,7 @@ impl Telemetry {
             );
             r.register(
                 "drain_phase",
-                "0 serving, 1 settling, 2 draining, 3 aborting",
+                "0 serving, 1 settling, 2 draining, 3 aborting, 4 stopped",
                 t.drain_phase.clone(),
             );
             r.register(

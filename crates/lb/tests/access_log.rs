@@ -288,3 +288,71 @@ async fn a_head_request_is_logged_complete_without_a_body() {
     assert_eq!(head["bytes_out"], 0);
     assert!(head.get("error").is_none(), "{head}");
 }
+
+/// The permission bits a file created with `mode` gets under this
+/// process's umask (which the gateway inherits).
+fn under_umask(mode: u32) -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    mode & !umask
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn sighup_reopens_the_file_logrotate_renamed_and_files_are_0640() {
+    let api = named(Proto::H1, "ok");
+    let listen = free_addr();
+    let config = format!(
+        "[[listeners]]\naddress = \"{listen}\"\nprotocol = \"h1\"\n\
+         access_log = {{ path = \"requests.log\" }}\nbackends = [{{ address = \"{}\" }}]\n",
+        api.addr
+    );
+    let gw = Gateway::start(&config, &[listen]);
+    let file = gw.config_path.parent().unwrap().join("requests.log");
+    let rotated = file.with_extension("log.1");
+    assert_eq!(send(Proto::H1, listen, "GET", "/before", "").await, 200);
+    wait_lines(1, || std::fs::read_to_string(&file).unwrap_or_default());
+    assert_eq!(mode(&file), under_umask(0o640));
+
+    // logrotate: rename, then `postrotate kill -HUP`.
+    std::fs::rename(&file, &rotated).unwrap();
+    gw.signal("HUP");
+    common::tls::wait_for_log(&gw, "access log files reopened", 1);
+    assert_eq!(send(Proto::H1, listen, "GET", "/after", "").await, 200);
+    let lines = wait_lines(1, || std::fs::read_to_string(&file).unwrap_or_default());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["path"], "/after");
+    assert_eq!(mode(&file), under_umask(0o640));
+    let old = access_lines(&std::fs::read_to_string(&rotated).unwrap());
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(old[0]["path"], "/before");
+}
+
+#[tokio::test]
+async fn writes_the_destination_refuses_are_counted() {
+    // Every write to /dev/full fails with ENOSPC.
+    let api = named(Proto::H1, "ok");
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = format!(
+        "[observability]\nmetrics_bind = \"{admin}\"\n[[listeners]]\naddress = \"{listen}\"\n\
+         protocol = \"h1\"\naccess_log = {{ path = \"/dev/full\" }}\n\
+         backends = [{{ address = \"{}\" }}]\n",
+        api.addr
+    );
+    let gw = Gateway::start(&config, &[listen]);
+    wait_admin(admin).await;
+    let errors = "expressgateway_access_log_write_errors_total";
+    let labels = [("destination", "/dev/full")];
+    assert_eq!(value(&scrape(admin).await, errors, &labels), Some(0.0));
+    assert_eq!(send(Proto::H1, listen, "GET", "/", "").await, 200);
+    common::scrape::wait_for(admin, errors, &labels, |v| v >= 1.0).await;
+    assert!(gw.log().contains("access log write failed"), "{}", gw.log());
+}

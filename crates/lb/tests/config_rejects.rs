@@ -763,6 +763,47 @@ routes = [{ cluster = "c" }]
         path: "clusters[0].retries.on[1]",
         reason: "\"sometimes\" is not a retry condition",
     },
+    Case {
+        name: "admin connection cap of zero",
+        toml: r#"
+[observability]
+metrics_bind = "127.0.0.1:9090"
+admin_max_connections = 0
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "observability.admin_max_connections",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "admin header timeout of zero",
+        toml: r#"
+[observability]
+metrics_bind = "127.0.0.1:9090"
+admin_request_headers_timeout_ms = 0
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "observability.admin_request_headers_timeout_ms",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "admin limits without an admin listener",
+        toml: r#"
+[observability]
+admin_idle_timeout_ms = 1000
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "observability.admin_idle_timeout_ms",
+        reason: "off without observability.metrics_bind",
+    },
 ];
 
 /// Run `--check` on `toml`; returns (exit code, stdout, stderr).

@@ -1,5 +1,7 @@
 //! SIGTERM / SIGINT: the gateway stops accepting, lets in-flight requests
-//! finish within the drain budget, and exits 0.
+//! finish within the drain budget, aborts and counts what is left, and
+//! exits 0; the admin listener answers throughout, so each phase and the
+//! aborted count can be scraped as they happen.
 
 mod common;
 
@@ -7,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::{full, start, Proto};
 use common::client::{request, Client};
+use common::scrape::{scrape, value, wait_for, wait_value};
 use common::{free_addr, Gateway};
 use http::Response;
 use http_body_util::Empty;
@@ -288,4 +291,119 @@ async fn h1_response_during_drain_says_connection_close() {
     assert_eq!(status, 200);
     assert_eq!(connection.as_deref(), Some("close"));
     assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// A backend that tells the test when a request arrived and holds its
+/// answer until the test releases one.
+fn held_backend() -> (
+    common::backend::Backend,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    std::sync::Arc<tokio::sync::Semaphore>,
+) {
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = std::sync::Arc::clone(&release);
+    let backend = start(Proto::H1, move |_req| {
+        let (arrived_tx, gate) = (arrived_tx.clone(), std::sync::Arc::clone(&gate));
+        async move {
+            let _ = arrived_tx.send(());
+            gate.acquire().await.unwrap().forget();
+            Response::new(full("released"))
+        }
+    });
+    (backend, arrived, release)
+}
+
+fn drain_config(
+    listen: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    backend: std::net::SocketAddr,
+    runtime: &str,
+) -> String {
+    format!(
+        "[runtime]\n{runtime}\n[observability]\nmetrics_bind = \"{admin}\"\n\
+         [[listeners]]\naddress = \"{listen}\"\nprotocol = \"h1\"\n\
+         [[listeners.backends]]\naddress = \"{backend}\"\n"
+    )
+}
+
+fn in_flight(listen: std::net::SocketAddr) -> tokio::task::JoinHandle<hyper::Result<u16>> {
+    tokio::spawn(async move {
+        let mut client = Client::connect(Proto::H1, listen).await;
+        let req = request(
+            Proto::H1,
+            "GET",
+            "d.test",
+            "/",
+            Empty::<bytes::Bytes>::new(),
+        );
+        let res = client.send(req).await?;
+        Ok(res.status().as_u16())
+    })
+}
+
+const PHASE: &str = "expressgateway_drain_phase";
+const ABORTED: &str = "expressgateway_shutdown_aborted_connections_total";
+
+#[tokio::test]
+async fn the_drain_phase_is_scraped_as_it_moves_while_a_request_is_in_flight() {
+    let (backend, mut arrived, release) = held_backend();
+    let (listen, admin) = (free_addr(), free_addr());
+    let runtime = "readiness_settle_ms = 1500\ndrain_timeout_ms = 20000";
+    let mut gw = Gateway::start(
+        &drain_config(listen, admin, backend.addr, runtime),
+        &[listen],
+    );
+    let pending = in_flight(listen);
+    arrived.recv().await.unwrap();
+    assert_eq!(value(&scrape(admin).await, PHASE, &[]), Some(0.0));
+
+    gw.signal("TERM");
+    wait_value(admin, PHASE, &[], 1.0).await;
+    // The request is held, so the drain stays in its draining phase for
+    // as long as this test looks at it; the admin listener answers.
+    wait_value(admin, PHASE, &[], 2.0).await;
+    assert_eq!(probe(admin, "/readyz").await, 503);
+    assert_eq!(probe(admin, "/livez").await, 200);
+    assert_eq!(value(&scrape(admin).await, ABORTED, &[]), Some(0.0));
+
+    release.add_permits(1);
+    let status = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[tokio::test]
+async fn aborted_connections_are_counted_when_aborted_and_scraped_before_exit() {
+    let (backend, mut arrived, _never_released) = held_backend();
+    let (listen, admin) = (free_addr(), free_addr());
+    let runtime = "drain_timeout_ms = 300\nexit_linger_ms = 3000";
+    let mut gw = Gateway::start(
+        &drain_config(listen, admin, backend.addr, runtime),
+        &[listen],
+    );
+    let pending = in_flight(listen);
+    arrived.recv().await.unwrap();
+
+    gw.signal("TERM");
+    let aborted = wait_for(admin, ABORTED, &[], |v| v > 0.0).await;
+    assert_eq!(aborted, 1.0);
+    // The client's connection was closed when it was counted, and the
+    // process is still up, lingering in its last phase.
+    let cut = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cut.is_err(), "the aborted request was answered: {cut:?}");
+    wait_value(admin, PHASE, &[], 4.0).await;
+    assert_eq!(probe(admin, "/readyz").await, 503);
+    assert!(gw.child.try_wait().unwrap().is_none(), "exited already");
+    assert!(gw.wait_exit(Duration::from_secs(10)).success());
+    assert!(gw
+        .log()
+        .contains("drained; the admin listener answers until the exit"));
 }

@@ -1,8 +1,9 @@
 //! `session_affinity` with `hash_key = "cookie:NAME"`: the gateway sets an
 //! opaque cookie naming the backend, a client presenting it keeps its
 //! backend, a forged or foreign cookie pins nothing, a configured secret
-//! lets two gateways honour each other's cookies, and a client whose
-//! backend dies is moved (and re-pinned) without an error.
+//! lets two gateways honour each other's cookies, a client whose backend
+//! dies is moved (and re-pinned) without an error, and the cookie is
+//! `HttpOnly`, `SameSite=Lax`, and `Secure` when set over TLS.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use common::backend::Proto;
 use common::client::Client;
+use common::tls::{client_config, tls_connect, Pki};
 use common::traffic::{backends_toml, config, exchange, get, named, wait_closed, Answer, Named};
 use common::{free_addr, Gateway};
 
@@ -28,13 +30,13 @@ fn cluster(backends: &[Named], secret: Option<&str>) -> String {
     )
 }
 
+/// Attributes of the session cookie on a cleartext listener.
+const ATTRIBUTES: &str = "; Path=/; HttpOnly; SameSite=Lax";
+
 /// The `eg_session=VALUE` pair of the answer's Set-Cookie, if any.
 fn set_cookie(answer: &Answer) -> Option<String> {
     let value = answer.headers.get("set-cookie")?.to_str().unwrap();
-    assert!(
-        value.ends_with("; Path=/; HttpOnly"),
-        "cookie attributes: {value}"
-    );
+    assert!(value.ends_with(ATTRIBUTES), "cookie attributes: {value}");
     let pair = value.split(';').next().unwrap().to_owned();
     let token = pair.strip_prefix(&format!("{COOKIE}=")).unwrap();
     assert_eq!(token.len(), 32, "opaque 128-bit token: {pair}");
@@ -120,4 +122,42 @@ async fn forged_cookies_pin_nothing_and_a_shared_secret_is_honoured_elsewhere() 
     let answer = call(one, Some(&forged)).await;
     assert_eq!(answer.status, 200);
     assert!(set_cookie(&answer).is_some(), "a forged token pins nothing");
+}
+
+#[tokio::test]
+async fn the_cookie_is_secure_on_a_tls_listener() {
+    let b: Vec<Named> = ["a", "b", "c"]
+        .iter()
+        .map(|n| named(n, Duration::ZERO))
+        .collect();
+    let pki = Pki::new("affinity");
+    let cert = pki.server("site", &["app.test"]);
+    let listen = free_addr();
+    let text = config(listen, &cluster(&b, None)).replace("\"h1\"", "\"h1s\"")
+        + &format!(
+            "[listeners.tls]\n[[listeners.tls.certificates]]\ncert_path = {:?}\nkey_path = {:?}\n",
+            cert.cert_path, cert.key_path
+        );
+    let _gw = Gateway::start(&text, &[listen]);
+
+    let tls = client_config(&pki, &[b"http/1.1"], None);
+    let (stream, _) = tls_connect(listen, "app.test", tls).await;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut client = Client::H1(sender);
+    let first = exchange(&mut client, get("/", &[])).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let value = first.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        value.ends_with(&format!("{ATTRIBUTES}; Secure")),
+        "cookie attributes over TLS: {value}"
+    );
+    // The cookie pins the client over TLS as it does in cleartext.
+    let pair = value.split(';').next().unwrap().to_owned();
+    let again = exchange(&mut client, get("/", &[("cookie", pair)])).await;
+    assert_eq!(again.body, first.body);
+    assert!(again.headers.get("set-cookie").is_none());
 }

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 
-use super::{binds_overlap, resolve, Errors};
-use crate::model::Observability;
+use super::{binds_overlap, millis, resolve, Errors};
+use crate::defaults as d;
+use crate::model::{AdminLimits, Observability};
 use crate::schema::{RawAdmin, RawObservability};
 
 pub(super) fn observability(
@@ -46,6 +47,50 @@ pub(super) fn observability(
     Observability {
         metrics_bind,
         api_token_sha256,
+        admin: admin_limits(raw, errors),
+    }
+}
+
+fn admin_limits(raw: &RawObservability, errors: &mut Errors) -> AdminLimits {
+    if raw.metrics_bind.is_none() {
+        let set = [
+            (
+                "admin_request_headers_timeout_ms",
+                raw.admin_request_headers_timeout_ms.is_some(),
+            ),
+            ("admin_idle_timeout_ms", raw.admin_idle_timeout_ms.is_some()),
+            ("admin_max_connections", raw.admin_max_connections.is_some()),
+        ];
+        for (key, _) in set.iter().filter(|(_, set)| *set) {
+            errors.push(
+                format!("observability.{key}"),
+                "applies to the admin listener, which is off without observability.metrics_bind",
+            );
+        }
+    }
+    let max_connections = raw
+        .admin_max_connections
+        .unwrap_or(d::ADMIN_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        errors.push(
+            "observability.admin_max_connections",
+            "must be greater than 0",
+        );
+    }
+    AdminLimits {
+        request_headers_timeout: millis(
+            raw.admin_request_headers_timeout_ms,
+            d::ADMIN_REQUEST_HEADERS_MS,
+            "observability.admin_request_headers_timeout_ms",
+            errors,
+        ),
+        idle_timeout: millis(
+            raw.admin_idle_timeout_ms,
+            d::ADMIN_IDLE_MS,
+            "observability.admin_idle_timeout_ms",
+            errors,
+        ),
+        max_connections,
     }
 }
 
