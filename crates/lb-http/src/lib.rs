@@ -28,6 +28,7 @@ mod pool;
 mod proxy;
 mod record;
 mod retry;
+mod target;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::UpstreamError;

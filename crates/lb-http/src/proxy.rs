@@ -1,5 +1,6 @@
 //! The proxy core: one code path for every front × backend protocol pair.
-//! Checks request hygiene, routes, picks a backend, shapes the request for
+//! Checks request hygiene, normalises the path, routes on it, picks a
+//! backend, shapes the request for
 //! the backend's protocol, forwards it, and streams the response back.
 
 use std::sync::Arc;
@@ -83,7 +84,7 @@ fn host_valid(h: &header::HeaderMap) -> bool {
 async fn route(
     plan: &ListenerPlan,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: &mut Record,
 ) -> Response<ProxyBody> {
     let authority = match req.uri().authority() {
@@ -100,6 +101,11 @@ async fn route(
             "the TLS certificate of this connection does not cover the requested host";
         record.fail(REASON);
         return status_response(StatusCode::MISDIRECTED_REQUEST, REASON);
+    }
+    if let Err(e) = crate::target::normalize(&mut req, &plan.http.normalization) {
+        let response = status_response(StatusCode::BAD_REQUEST, &e.to_string());
+        record.fail(e.to_string());
+        return response;
     }
     let Some(routed) = plan.router.route(&host, req.uri().path()) else {
         record.fail("no route");
