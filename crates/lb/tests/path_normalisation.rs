@@ -96,11 +96,15 @@ escaped_slashes = "decode"
     }
 }
 
-/// One request with `target` as the HTTP/1.1 request line's target,
-/// written byte for byte on a fresh connection; (status, body).
+/// One GET with `target` as the HTTP/1.1 request line's target, written
+/// byte for byte on a fresh connection; (status, body).
 async fn raw_h1(addr: SocketAddr, target: &str) -> (u16, String) {
+    raw_h1_method(addr, "GET", target).await
+}
+
+async fn raw_h1_method(addr: SocketAddr, method: &str, target: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!("GET {target} HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n");
+    let head = format!("{method} {target} HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
@@ -217,6 +221,14 @@ async fn dot_segments_cannot_escape_a_prefix_and_climbing_above_root_is_400() {
         }
         answered(front, d, "/pub/%zz", 400, "malformed percent-escape").await;
     }
+    // An absolute-form target keeps its authority; its path is normalised.
+    let target = "http://t.test/pub/../admin";
+    reaches(&s, Proto::H1, s.default, target, &s.rest, "/admin").await;
+    // The asterisk-form has no path to normalise: not a 400, and it
+    // matches no route.
+    let (status, body) = raw_h1_method(s.default, "OPTIONS", "*").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no route"), "{body}");
 }
 
 #[tokio::test]
