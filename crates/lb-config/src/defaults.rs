@@ -12,6 +12,11 @@ pub const REQUEST_TOTAL_MS: u64 = 0;
 pub const MAX_HEADER_COUNT: usize = 100;
 /// Listener: maximum size of the request head in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Listener: whether repeated slashes of request paths are merged (as
+/// nginx's `merge_slashes on`).
+pub const MERGE_SLASHES: bool = true;
+/// Listener: what `%2F` and `%5C` in request paths do.
+pub const ESCAPED_SLASHES: crate::EscapedSlashes = crate::EscapedSlashes::Keep;
 
 /// Cluster: TCP connect timeout towards a backend.
 pub const CONNECT_MS: u64 = 3_000;

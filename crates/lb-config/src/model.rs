@@ -203,6 +203,29 @@ pub struct HttpListener {
     pub forwarding: Forwarding,
     /// Header rules, request IDs and the rate limit of every request.
     pub rules: Box<ListenerRules>,
+    /// How request paths are normalised before routing and forwarding.
+    pub normalization: PathNormalization,
+}
+
+/// How a listener normalises request paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathNormalization {
+    /// Merge runs of `/` into one.
+    pub merge_slashes: bool,
+    /// What `%2F` and `%5C` do.
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// What a listener does with an encoded `/` or `\` (`%2F`, `%5C`) in a
+/// request path; it is never a segment separator while encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Leave it encoded (hex uppercased).
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Decode both to `/` before dot segments are removed.
+    Decode,
 }
 
 /// Which forwarding headers are added.
@@ -237,14 +260,34 @@ pub enum HostMatch {
 pub struct Route {
     /// Host match.
     pub host: HostMatch,
-    /// Path prefix, starting with `/`.
-    pub path_prefix: String,
+    /// Path match.
+    pub path: PathMatch,
     /// What to do.
     pub action: RouteAction,
     /// Retry policy for this route; the cluster's when `None`.
     pub retries: Option<Retries>,
     /// Rewrites, header rules and the rate limit.
     pub rules: RouteRules,
+}
+
+/// How a route matches the normalised request path (without the query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The path starts with this string (characters, not segments).
+    Prefix(String),
+    /// The path is exactly this string.
+    Exact(String),
+}
+
+impl std::fmt::Display for PathMatch {
+    /// As metrics, the status page and `--check` name it: a prefix as
+    /// written, an exact path after `=` (nginx's `location = /x`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Prefix(p) => f.write_str(p),
+            Self::Exact(p) => write!(f, "={p}"),
+        }
+    }
 }
 
 /// A route's action.

@@ -158,6 +158,10 @@ pub struct RawListener {
     pub timeouts: RawListenerTimeouts,
     /// Forwarding headers (HTTP).
     pub forwarding: Option<RawForwarding>,
+    /// Merge repeated slashes of request paths (HTTP).
+    pub merge_slashes: Option<bool>,
+    /// What `%2F` and `%5C` in request paths do (HTTP).
+    pub escaped_slashes: Option<RawEscapedSlashes>,
     /// TLS termination (`tls` and `h1s` listeners).
     pub tls: Option<RawListenerTls>,
     /// Access log.
@@ -170,6 +174,18 @@ pub struct RawListener {
     pub request_id: Option<RawRequestId>,
     /// Token bucket per key for every request (HTTP).
     pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `escaped_slashes` tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawEscapedSlashes {
+    /// Leave them encoded.
+    Keep,
+    /// Answer 400.
+    Reject,
+    /// Decode them to `/`.
+    Decode,
 }
 
 /// `access_log = { enabled, path }`.
@@ -216,8 +232,10 @@ pub struct RawForwarding {
 pub struct RawRoute {
     /// Exact host or `*.suffix`; absent = any.
     pub host: Option<String>,
-    /// Path prefix; absent = `/`.
+    /// Path prefix; absent (and no `path_exact`) = `/`.
     pub path_prefix: Option<String>,
+    /// Exact path, instead of a prefix.
+    pub path_exact: Option<String>,
     /// Target cluster name.
     pub cluster: Option<String>,
     /// Fixed response.

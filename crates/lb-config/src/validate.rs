@@ -502,6 +502,8 @@ fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, err
         ("response_headers", rl.response_headers.is_some()),
         ("request_id", rl.request_id.is_some()),
         ("rate_limit", rl.rate_limit.is_some()),
+        ("merge_slashes", rl.merge_slashes.is_some()),
+        ("escaped_slashes", rl.escaped_slashes.is_some()),
     ];
     for (key, set) in http_only {
         if set {
@@ -589,36 +591,7 @@ fn http_listener(
     clusters: &[Cluster],
     errors: &mut Errors,
 ) -> HttpListener {
-    let mut routes = Vec::new();
-    if let Some(name) = anonymous {
-        routes.push(Route {
-            host: HostMatch::Any,
-            path_prefix: "/".to_owned(),
-            action: RouteAction::Cluster(name),
-            retries: None,
-            rules: RouteRules::default(),
-        });
-    }
-    if let Some(raw_routes) = &rl.routes {
-        if raw_routes.is_empty() {
-            errors.push(format!("{path}.routes"), "the routes list is empty");
-        }
-        for (j, rr) in raw_routes.iter().enumerate() {
-            let rpath = format!("{path}.routes[{j}]");
-            if let Some(r) = route(rr, &rpath, protocol, names, clusters, errors) {
-                if let Some(k) = routes
-                    .iter()
-                    .position(|o: &Route| o.host == r.host && o.path_prefix == r.path_prefix)
-                {
-                    errors.push(
-                        rpath,
-                        format!("matches the same host and path_prefix as routes[{k}]"),
-                    );
-                }
-                routes.push(r);
-            }
-        }
-    }
+    let routes = route::routes(rl, path, protocol, anonymous, names, clusters, errors);
     let max_header_count = rl.max_header_count.unwrap_or(d::MAX_HEADER_COUNT);
     if max_header_count == 0 {
         errors.push(format!("{path}.max_header_count"), "must be greater than 0");
@@ -653,148 +626,21 @@ fn http_listener(
             pass_proxy_auth: flag(|f| f.pass_proxy_auth, false),
         },
         rules: Box::new(actions::listener_rules(rl, path, errors)),
-    }
-}
-
-fn route(
-    rr: &RawRoute,
-    path: &str,
-    protocol: ListenerProtocol,
-    names: &HashMap<String, usize>,
-    clusters: &[Cluster],
-    errors: &mut Errors,
-) -> Option<Route> {
-    let host = match &rr.host {
-        None => Some(HostMatch::Any),
-        Some(h) => host_match(h)
-            .map_err(|reason| errors.push(format!("{path}.host"), reason))
-            .ok(),
-    };
-    let path_prefix = rr.path_prefix.clone().unwrap_or_else(|| "/".to_owned());
-    if !path_prefix.starts_with('/') || path_prefix.contains(|c: char| c.is_whitespace()) {
-        errors.push(
-            format!("{path}.path_prefix"),
-            format!("{path_prefix:?} must start with '/' and contain no whitespace"),
-        );
-    }
-    let redirect = actions::redirect(rr, path, protocol, errors);
-    let redirecting = rr.redirect.is_some() || rr.https_redirect == Some(true);
-    let given = [rr.cluster.is_some(), rr.direct.is_some(), redirecting];
-    let action = match given.iter().filter(|g| **g).count() {
-        1 => match (&rr.cluster, &rr.direct) {
-            (Some(c), _) => {
-                check_cluster_ref(c, &format!("{path}.cluster"), names, errors);
-                Some(RouteAction::Cluster(c.clone()))
-            }
-            (None, Some(dr)) => {
-                direct(dr, &format!("{path}.direct"), errors).map(RouteAction::Direct)
-            }
-            (None, None) => redirect.map(RouteAction::Redirect),
+        normalization: PathNormalization {
+            merge_slashes: rl.merge_slashes.unwrap_or(d::MERGE_SLASHES),
+            escaped_slashes: rl
+                .escaped_slashes
+                .map(route::escaped_slashes)
+                .unwrap_or(d::ESCAPED_SLASHES),
         },
-        0 => {
-            errors.push(
-                path,
-                "a route has exactly one of cluster, direct and redirect; it has neither",
-            );
-            None
-        }
-        _ => {
-            errors.push(
-                path,
-                "a route has exactly one of cluster, direct and redirect (or https_redirect); it has both",
-            );
-            None
-        }
-    };
-    let rules = actions::route_rules(rr, path, rr.cluster.is_some(), errors);
-    let retries = rr.retries.as_ref().map(|raw| {
-        if rr.cluster.is_none() {
-            errors.push(
-                format!("{path}.retries"),
-                "applies to routes with a cluster only",
-            );
-        }
-        let cluster = rr
-            .cluster
-            .as_ref()
-            .and_then(|name| clusters.iter().find(|c| c.name == *name));
-        let tcp = cluster.is_some_and(|c| {
-            c.backends
-                .iter()
-                .any(|b| b.protocol == BackendProtocol::Tcp)
-        });
-        balancing::retries(Some(raw), cluster.map(|c| &c.retries), path, tcp, errors)
-    });
-    Some(Route {
-        host: host?,
-        path_prefix,
-        action: action?,
-        retries,
-        rules,
-    })
-}
-
-fn host_match(h: &str) -> Result<HostMatch, String> {
-    let lower = h.to_ascii_lowercase();
-    let label_ok = |s: &str| {
-        !s.is_empty()
-            && s.split('.').all(|label| {
-                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            })
-    };
-    if let Some(suffix) = lower.strip_prefix("*.") {
-        if label_ok(suffix) {
-            return Ok(HostMatch::Wildcard(format!(".{suffix}")));
-        }
-    } else if label_ok(&lower) {
-        return Ok(HostMatch::Exact(lower));
     }
-    Err(format!(
-        "{h:?} is not a host name or a \"*.suffix\" wildcard (no port, no path)"
-    ))
-}
-
-fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectResponse> {
-    let mut ok = true;
-    if !(200..=599).contains(&dr.status) {
-        errors.push(
-            format!("{path}.status"),
-            format!("{} is outside 200..=599", dr.status),
-        );
-        ok = false;
-    } else if matches!(dr.status, 204 | 304) && !dr.body.is_empty() {
-        errors.push(
-            format!("{path}.body"),
-            format!("status {} cannot carry a body", dr.status),
-        );
-        ok = false;
-    }
-    let content_type = dr
-        .content_type
-        .clone()
-        .unwrap_or_else(|| d::DIRECT_CONTENT_TYPE.to_owned());
-    if content_type.is_empty()
-        || content_type
-            .chars()
-            .any(|c| c.is_control() || !c.is_ascii())
-    {
-        errors.push(
-            format!("{path}.content_type"),
-            format!("{content_type:?} is not a valid header value"),
-        );
-        ok = false;
-    }
-    ok.then(|| DirectResponse {
-        status: dr.status,
-        body: dr.body.clone(),
-        content_type,
-    })
 }
 
 mod access_log;
 mod actions;
 mod balancing;
 mod observability;
+mod route;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -2,7 +2,8 @@
 //! [`Backend`] type with its live state, the [`Cluster`] with the
 //! [`Policy`] seam balancers plug into (and what all policies share:
 //! health, panic mode, circuit breaking, retry budget, session cookies),
-//! stable hashing, the host/path [`Router`], and the [`Drain`] coordinator.
+//! stable hashing, request path normalisation ([`normalize_path`]), the
+//! host/path [`Router`], and the [`Drain`] coordinator.
 #![cfg_attr(
     not(test),
     deny(
@@ -25,6 +26,7 @@ mod drain;
 mod ewma;
 pub mod hash;
 mod membership;
+mod path;
 mod retry_budget;
 mod router;
 mod snapshot;
@@ -36,6 +38,7 @@ pub use circuit::{Circuit, CircuitSlot, Tripped};
 pub use cluster::{Candidates, Cluster, NoBackend, PickContext, Policy};
 pub use drain::{ConnectionGuard, Drain};
 pub use ewma::Ewma;
+pub use path::{normalize_path, PathError};
 pub use retry_budget::RetryBudget;
 pub use router::{normalize_host, Router};
 pub use snapshot::Snapshot;

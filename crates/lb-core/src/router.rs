@@ -1,29 +1,67 @@
-//! Host and path routing. Among the routes whose host and path prefix both
-//! match, the most specific host wins (exact, then the longest wildcard
-//! suffix, then any host), then the longest path prefix.
+//! Host and path routing on the normalised path. Among the routes whose
+//! host and path both match, the most specific host wins (exact, then the
+//! longest wildcard suffix, then any host); within that host's routes an
+//! exact path beats every prefix, then the longest prefix wins.
 
 use std::collections::HashMap;
 
-use lb_config::HostMatch;
+use lb_config::{HostMatch, PathMatch};
 
 /// Routes of one listener compiled for lookup; `T` is what a route leads to.
 #[derive(Debug)]
 pub struct Router<T> {
-    exact: HashMap<String, Vec<(String, T)>>,
+    exact: HashMap<String, Group<T>>,
     /// `(".suffix", routes)`, longest suffix first.
-    wildcard: Vec<(String, Vec<(String, T)>)>,
-    any: Vec<(String, T)>,
+    wildcard: Vec<(String, Group<T>)>,
+    any: Group<T>,
+}
+
+/// The routes of one host match.
+#[derive(Debug)]
+struct Group<T> {
+    exact: HashMap<String, T>,
+    /// Longest prefix first.
+    prefixes: Vec<(String, T)>,
+}
+
+impl<T> Default for Group<T> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+        }
+    }
+}
+
+impl<T> Group<T> {
+    fn add(&mut self, path: PathMatch, target: T) {
+        match path {
+            PathMatch::Exact(p) => {
+                self.exact.entry(p).or_insert(target);
+            }
+            PathMatch::Prefix(p) => self.prefixes.push((p, target)),
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<&T> {
+        self.exact.get(path).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+                .map(|(_, t)| t)
+        })
+    }
 }
 
 impl<T> Router<T> {
-    /// Compile `(host, path_prefix, target)` triples.
-    pub fn new(routes: impl IntoIterator<Item = (HostMatch, String, T)>) -> Self {
+    /// Compile `(host, path, target)` triples.
+    pub fn new(routes: impl IntoIterator<Item = (HostMatch, PathMatch, T)>) -> Self {
         let mut router = Self {
             exact: HashMap::new(),
             wildcard: Vec::new(),
-            any: Vec::new(),
+            any: Group::default(),
         };
-        for (host, prefix, target) in routes {
+        for (host, path, target) in routes {
             let group = match host {
                 HostMatch::Any => &mut router.any,
                 HostMatch::Exact(h) => router.exact.entry(h).or_default(),
@@ -32,7 +70,7 @@ impl<T> Router<T> {
                     let pos = match pos {
                         Some(p) => p,
                         None => {
-                            router.wildcard.push((suffix, Vec::new()));
+                            router.wildcard.push((suffix, Group::default()));
                             router.wildcard.len() - 1
                         }
                     };
@@ -42,45 +80,34 @@ impl<T> Router<T> {
                     }
                 }
             };
-            group.push((prefix, target));
+            group.add(path, target);
         }
         router
             .wildcard
             .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        let longest_first = |r: &(String, T)| std::cmp::Reverse(r.0.len());
-        router.any.sort_by_key(longest_first);
-        for group in router.exact.values_mut() {
-            group.sort_by_key(longest_first);
-        }
-        for (_, group) in router.wildcard.iter_mut() {
-            group.sort_by_key(longest_first);
+        let groups = std::iter::once(&mut router.any)
+            .chain(router.exact.values_mut())
+            .chain(router.wildcard.iter_mut().map(|(_, g)| g));
+        for group in groups {
+            group.prefixes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         }
         router
     }
 
     /// The target for `host` (already normalized by [`normalize_host`]) and
-    /// `path`.
+    /// `path` (already normalised by [`crate::normalize_path`]).
     pub fn route(&self, host: &str, path: &str) -> Option<&T> {
-        let in_group = |group: &'_ [(String, T)]| -> Option<usize> {
-            group
-                .iter()
-                .position(|(prefix, _)| path.starts_with(prefix.as_str()))
-        };
-        if let Some(group) = self.exact.get(host) {
-            if let Some(t) = in_group(group).and_then(|i| group.get(i)) {
-                return Some(&t.1);
-            }
+        if let Some(t) = self.exact.get(host).and_then(|g| g.get(path)) {
+            return Some(t);
         }
         for (suffix, group) in &self.wildcard {
             if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                if let Some(t) = in_group(group).and_then(|i| group.get(i)) {
-                    return Some(&t.1);
+                if let Some(t) = group.get(path) {
+                    return Some(t);
                 }
             }
         }
-        in_group(&self.any)
-            .and_then(|i| self.any.get(i))
-            .map(|t| &t.1)
+        self.any.get(path)
     }
 }
 
@@ -110,23 +137,27 @@ pub fn normalize_host(authority: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.to_owned())
+    }
+
     fn router() -> Router<&'static str> {
         Router::new([
-            (HostMatch::Any, "/".to_owned(), "any-root"),
-            (HostMatch::Any, "/static/".to_owned(), "any-static"),
+            (HostMatch::Any, prefix("/"), "any-root"),
+            (HostMatch::Any, prefix("/static/"), "any-static"),
             (
                 HostMatch::Exact("api.example.com".into()),
-                "/v1/".to_owned(),
+                prefix("/v1/"),
                 "api-v1",
             ),
             (
                 HostMatch::Wildcard(".example.com".into()),
-                "/".to_owned(),
+                prefix("/"),
                 "wild",
             ),
             (
                 HostMatch::Wildcard(".eu.example.com".into()),
-                "/".to_owned(),
+                prefix("/"),
                 "wild-eu",
             ),
         ])
@@ -145,9 +176,27 @@ mod tests {
 
     #[test]
     fn no_match_without_catch_all() {
-        let r = Router::new([(HostMatch::Exact("a".into()), "/x".to_owned(), 1)]);
+        let r = Router::new([(HostMatch::Exact("a".into()), prefix("/x"), 1)]);
         assert_eq!(r.route("a", "/y"), None);
         assert_eq!(r.route("b", "/x"), None);
+    }
+
+    #[test]
+    fn exact_path_beats_prefixes_of_the_same_host_group_only() {
+        let exact = |p: &str| PathMatch::Exact(p.to_owned());
+        let r = Router::new([
+            (HostMatch::Any, prefix("/api/"), "api-prefix"),
+            (HostMatch::Any, prefix("/api/health/long"), "longer-prefix"),
+            (HostMatch::Any, exact("/api/health"), "health"),
+            (HostMatch::Exact("h".into()), prefix("/api/"), "h-prefix"),
+        ]);
+        assert_eq!(r.route("x", "/api/health"), Some(&"health"));
+        assert_eq!(r.route("x", "/api/health/"), Some(&"api-prefix"));
+        assert_eq!(r.route("x", "/api/healthz"), Some(&"api-prefix"));
+        assert_eq!(r.route("x", "/api/health/longer"), Some(&"longer-prefix"));
+        // The more specific host wins before the path kind is considered.
+        assert_eq!(r.route("h", "/api/health"), Some(&"h-prefix"));
+        assert_eq!(r.route("x", "/other"), None);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod rate_limit;
 mod record;
 mod retry;
 mod rules;
+mod target;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::UpstreamError;

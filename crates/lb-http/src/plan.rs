@@ -39,7 +39,8 @@ pub struct ListenerPlan {
 pub(crate) struct Routed {
     pub(crate) index: usize,
     pub(crate) target: Target,
-    /// The path prefix the route matches (what prefix rewrites replace).
+    /// The path the route matches (what prefix rewrites and redirects
+    /// replace).
     pub(crate) prefix: String,
     /// Rewrites, header rules and the rate limit.
     pub(crate) rules: lb_config::RouteRules,
@@ -194,11 +195,13 @@ impl ListenerPlan {
             let routed = Routed {
                 index,
                 target,
-                prefix: route.path_prefix.clone(),
+                prefix: match &route.path {
+                    lb_config::PathMatch::Prefix(p) | lb_config::PathMatch::Exact(p) => p.clone(),
+                },
                 rules: route.rules.clone(),
                 limiter,
             };
-            Some((route.host.clone(), route.path_prefix.clone(), routed))
+            Some((route.host.clone(), route.path.clone(), routed))
         });
         Some(Self {
             router: Router::new(routes),
@@ -221,15 +224,14 @@ impl ListenerPlan {
     }
 }
 
-/// A route as its metrics name it: host (empty for any) and path prefix,
+/// A route as its metrics name it: host (empty for any) and path match,
 /// as configured.
 fn route_label(route: &lb_config::Route) -> String {
-    let host = match &route.host {
-        lb_config::HostMatch::Any => "",
-        lb_config::HostMatch::Exact(h) => h,
-        lb_config::HostMatch::Wildcard(suffix) => return format!("*{suffix}{}", route.path_prefix),
-    };
-    format!("{host}{}", route.path_prefix)
+    match &route.host {
+        lb_config::HostMatch::Any => route.path.to_string(),
+        lb_config::HostMatch::Exact(h) => format!("{h}{}", route.path),
+        lb_config::HostMatch::Wildcard(suffix) => format!("*{suffix}{}", route.path),
+    }
 }
 
 /// At most ten warnings per second per cluster; the next one let through

@@ -1,5 +1,6 @@
 //! The proxy core: one code path for every front × backend protocol pair.
-//! Checks request hygiene, routes, picks a backend, shapes the request for
+//! Checks request hygiene, normalises the path, routes on it, picks a
+//! backend, shapes the request for
 //! the backend's protocol, forwards it, and streams the response back.
 
 use std::sync::Arc;
@@ -119,7 +120,7 @@ fn host_valid(h: &header::HeaderMap) -> bool {
 async fn route<'p>(
     plan: &'p ListenerPlan,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     record: &mut Record,
 ) -> (Response<ProxyBody>, Option<&'p Routed>) {
     let authority = match req.uri().authority() {
@@ -142,6 +143,11 @@ async fn route<'p>(
     }
     if let Some(limited) = rate_limited(plan.limiter.as_ref(), &conn, &req, record) {
         return (limited, None);
+    }
+    if let Err(e) = crate::target::normalize(&mut req, &plan.http.normalization) {
+        let response = status_response(StatusCode::BAD_REQUEST, &e.to_string());
+        record.fail(e.to_string());
+        return (response, None);
     }
     let Some(routed) = plan.router.route(&host, req.uri().path()) else {
         record.fail("no route");

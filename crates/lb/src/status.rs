@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use lb_config::{HostMatch, ListenerKind};
+use lb_config::ListenerKind;
 use lb_observability::{BackendStatus, ClusterStatus, ConfigStatus, ListenerStatus, Status};
 
 use crate::gateway::Gateway;
@@ -150,18 +150,6 @@ impl StatusSource {
 fn routes(l: &lb_config::Listener) -> Vec<String> {
     match &l.kind {
         ListenerKind::Tcp { cluster } => vec![format!("-> cluster {cluster}")],
-        ListenerKind::Http(h) => h
-            .routes
-            .iter()
-            .map(|r| {
-                let host = match &r.host {
-                    HostMatch::Any => "*".to_owned(),
-                    HostMatch::Exact(h) => h.clone(),
-                    HostMatch::Wildcard(s) => format!("*{s}"),
-                };
-                let target = r.action.describe();
-                format!("{host}{} -> {target}", r.path_prefix)
-            })
-            .collect(),
+        ListenerKind::Http(h) => h.routes.iter().map(crate::summary::route_line).collect(),
     }
 }

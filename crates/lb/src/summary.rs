@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use lb_config::{BackendTls, Config, HostMatch, ListenerKind, ListenerTls};
+use lb_config::{BackendTls, Config, HostMatch, ListenerKind, ListenerTls, Route};
 
 /// Listeners, routes and clusters of a valid configuration.
 pub fn render(path: &str, config: &Config) -> String {
@@ -18,13 +18,7 @@ pub fn render(path: &str, config: &Config) -> String {
             }
             ListenerKind::Http(h) => {
                 for r in &h.routes {
-                    let host = match &r.host {
-                        HostMatch::Any => "*".to_owned(),
-                        HostMatch::Exact(h) => h.clone(),
-                        HostMatch::Wildcard(s) => format!("*{s}"),
-                    };
-                    let target = r.action.describe();
-                    let _ = writeln!(out, "    {host}{} -> {target}", r.path_prefix);
+                    let _ = writeln!(out, "    {}", route_line(r));
                 }
             }
         }
@@ -44,6 +38,17 @@ pub fn render(path: &str, config: &Config) -> String {
         }
     }
     out
+}
+
+/// A route as `--check` and the status page show it: host (`*` for any),
+/// path match (`=` before an exact path) and where it leads.
+pub fn route_line(r: &Route) -> String {
+    let host = match &r.host {
+        HostMatch::Any => "*".to_owned(),
+        HostMatch::Exact(h) => h.clone(),
+        HostMatch::Wildcard(s) => format!("*{s}"),
+    };
+    format!("{host}{} -> {}", r.path, r.action.describe())
 }
 
 fn listener_tls(tls: &ListenerTls) -> String {

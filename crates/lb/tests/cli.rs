@@ -26,6 +26,9 @@ cluster = "api"
 [[listeners.routes]]
 host = "*.example.com"
 direct = { status = 404, body = "none" }
+[[listeners.routes]]
+path_exact = "/health"
+direct = { status = 200 }
 
 [[listeners]]
 address = "127.0.0.1:8084"
@@ -51,6 +54,7 @@ listeners:
   127.0.0.1:8081 h1
     api.example.com/v1/ -> cluster api
     *.example.com/ -> direct 404
+    *=/health -> direct 200
   127.0.0.1:8084 tcp
     -> cluster listener:127.0.0.1:8084
 clusters:

@@ -358,6 +358,78 @@ routes = [{ path_prefix = "api/", direct = { status = 200 } }]
         reason: "\"api/\" must start with '/'",
     },
     Case {
+        name: "path_exact not starting with a slash",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ path_exact = "health", direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0].path_exact",
+        reason: "\"health\" must start with '/'",
+    },
+    Case {
+        name: "route with both path_exact and path_prefix",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ path_exact = "/a", path_prefix = "/a", direct = { status = 200 } }]
+"#,
+        path: "listeners[0].routes[0]",
+        reason: "a route has at most one of path_prefix and path_exact; it has both",
+    },
+    Case {
+        name: "two routes with the same host and exact path",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ path_exact = "/a", direct = { status = 200 } }, { path_exact = "/a", direct = { status = 201 } }]
+"#,
+        path: "listeners[0].routes[1]",
+        reason: "matches the same host and path_exact as routes[0]",
+    },
+    Case {
+        name: "bad escaped_slashes token",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+escaped_slashes = "unescape"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].escaped_slashes",
+        reason: "unknown variant `unescape`, expected one of `keep`, `reject`, `decode`",
+    },
+    Case {
+        name: "merge_slashes on a tcp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001" }]
+merge_slashes = false
+"#,
+        path: "listeners[0].merge_slashes",
+        reason: "applies to HTTP listeners only; this is a tcp listener",
+    },
+    Case {
+        name: "escaped_slashes on a tls listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tls"
+backends = [{ address = "127.0.0.1:9001" }]
+escaped_slashes = "reject"
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+"#,
+        path: "listeners[0].escaped_slashes",
+        reason: "applies to HTTP listeners only; this is a tls listener",
+    },
+    Case {
         name: "two routes with the same host and prefix",
         toml: r#"
 [[listeners]]

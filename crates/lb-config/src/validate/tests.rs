@@ -61,7 +61,7 @@ fn inline_backends_become_an_anonymous_round_robin_cluster() {
         http.routes,
         vec![Route {
             host: HostMatch::Any,
-            path_prefix: "/".into(),
+            path: PathMatch::Prefix("/".into()),
             action: RouteAction::Cluster("listener:127.0.0.1:8081".into()),
             retries: None,
             rules: RouteRules::default(),
@@ -152,7 +152,7 @@ fn routes_normalise_hosts_and_default_prefix_and_content_type() {
         http.routes[0].host,
         HostMatch::Exact("api.example.com".into())
     );
-    assert_eq!(http.routes[0].path_prefix, "/");
+    assert_eq!(http.routes[0].path, PathMatch::Prefix("/".into()));
     assert_eq!(
         http.routes[0].action,
         RouteAction::Direct(DirectResponse {
@@ -214,4 +214,82 @@ fn wildcard_listener_addresses_overlap_specific_ones_on_the_same_port() {
     assert!(!binds_overlap(a("0.0.0.0:80"), a("[::1]:80")));
     assert!(!binds_overlap(a("127.0.0.1:80"), a("127.0.0.2:80")));
     assert!(!binds_overlap(a("0.0.0.0:80"), a("0.0.0.0:81")));
+}
+
+#[test]
+fn path_normalization_defaults_and_tokens() {
+    let config = valid(INLINE_H1);
+    let ListenerKind::Http(http) = &config.listeners[0].kind else {
+        panic!("expected an HTTP listener");
+    };
+    assert_eq!(
+        http.normalization,
+        PathNormalization {
+            merge_slashes: d::MERGE_SLASHES,
+            escaped_slashes: d::ESCAPED_SLASHES,
+        }
+    );
+    let config = valid(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:8083"
+        protocol = "h1"
+        merge_slashes = false
+        escaped_slashes = "decode"
+        [[listeners.routes]]
+        path_exact = "/x"
+        direct = { status = 200 }
+        [[listeners.routes]]
+        path_prefix = "/x"
+        direct = { status = 200 }
+        "#,
+    );
+    let ListenerKind::Http(http) = &config.listeners[0].kind else {
+        panic!("expected an HTTP listener");
+    };
+    assert!(!http.normalization.merge_slashes);
+    assert_eq!(http.normalization.escaped_slashes, EscapedSlashes::Decode);
+    assert_eq!(http.routes[0].path, PathMatch::Exact("/x".into()));
+    assert_eq!(http.routes[1].path, PathMatch::Prefix("/x".into()));
+    assert_eq!(http.routes[0].path.to_string(), "=/x");
+}
+
+#[test]
+fn path_exact_is_checked_like_a_prefix_and_excludes_it() {
+    let paths = error_paths(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:8083"
+        protocol = "h1"
+        [[listeners.routes]]
+        path_exact = "x"
+        direct = { status = 200 }
+        [[listeners.routes]]
+        path_exact = "/x"
+        path_prefix = "/x"
+        direct = { status = 200 }
+        [[listeners.routes]]
+        path_exact = "/y"
+        direct = { status = 200 }
+        [[listeners.routes]]
+        path_exact = "/y"
+        direct = { status = 201 }
+        [[listeners]]
+        address = "127.0.0.1:8084"
+        protocol = "tcp"
+        merge_slashes = true
+        escaped_slashes = "keep"
+        backends = [{ address = "127.0.0.1:9001" }]
+        "#,
+    );
+    assert_eq!(
+        paths,
+        [
+            "listeners[0].routes[0].path_exact",
+            "listeners[0].routes[1]",
+            "listeners[0].routes[3]",
+            "listeners[1].merge_slashes",
+            "listeners[1].escaped_slashes",
+        ]
+    );
 }
