@@ -223,13 +223,24 @@ impl Gated {
 
 /// A [`Gated`] backend answering `body` once the gate opens.
 pub fn gated(proto: Proto, body: &'static str) -> Gated {
+    gated_under(proto, body, "/")
+}
+
+/// A [`Gated`] backend holding (and counting) only the requests whose
+/// path starts with `prefix`; it answers the others at once.
+pub fn gated_under(proto: Proto, body: &'static str, prefix: &'static str) -> Gated {
     let (arrived_tx, arrived) = tokio::sync::watch::channel(0usize);
     let (open, open_rx) = tokio::sync::watch::channel(false);
-    let backend = start(proto, move |_req| {
-        arrived_tx.send_modify(|n| *n += 1);
+    let backend = start(proto, move |req| {
+        let held = req.uri().path().starts_with(prefix);
+        if held {
+            arrived_tx.send_modify(|n| *n += 1);
+        }
         let mut open_rx = open_rx.clone();
         async move {
-            let _ = open_rx.wait_for(|o| *o).await;
+            if held {
+                let _ = open_rx.wait_for(|o| *o).await;
+            }
             Response::new(full(body))
         }
     });
