@@ -123,11 +123,25 @@ impl Gateway {
         wait_for: &[SocketAddr],
         env: &[(&str, &str)],
     ) -> Gateway {
+        let mut command = Command::new(binary());
+        command.arg(&config_path).envs(env.iter().copied());
+        Self::spawn(command, config_path, wait_for)
+    }
+
+    /// Start the binary without arguments in `dir`, where it reads its
+    /// default `config/default.toml`.
+    pub fn start_default_in(dir: &std::path::Path, wait_for: &[SocketAddr]) -> Gateway {
+        let mut command = Command::new(binary());
+        command.current_dir(dir);
+        Self::spawn(command, dir.join("config/default.toml"), wait_for)
+    }
+
+    /// Run `command` with its output in `<config>.log` and wait for it to
+    /// serve `wait_for`.
+    fn spawn(mut command: Command, config_path: PathBuf, wait_for: &[SocketAddr]) -> Gateway {
         let log_path = config_path.with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary())
-            .arg(&config_path)
-            .envs(env.iter().copied())
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
