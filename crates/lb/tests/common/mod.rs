@@ -71,8 +71,9 @@ pub fn free_port() -> u16 {
     );
 }
 
-/// A loopback address for a gateway listener (see [`free_port`]). For a
-/// server the test runs itself, bind `127.0.0.1:0` instead.
+/// A loopback address for a gateway listener, or one that must refuse
+/// connections (see [`free_port`]). For a server the test runs itself,
+/// bind `127.0.0.1:0` instead.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
