@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 // (/proc/sys/net/ipv4/ip_local_port_range), split into blocks; a test
 // process takes the block chosen by its pid and walks it with an atomic
 // counter, so ports never repeat within a process and two processes only
-// meet when their pids share a block. Each candidate is bound once first
+// meet when their pids share a block (and even then they start at
+// different places in it). Each candidate is bound once first
 // to skip ports something else holds. What collision remains (another
 // process in the same block binding the port between that check and the
 // gateway's bind) is detected: `Gateway::start` reports a gateway that
@@ -56,10 +57,14 @@ pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let top = ephemeral_start().max(PORT_FLOOR + PORT_BLOCK);
     let blocks = u32::from((top - PORT_FLOOR) / PORT_BLOCK);
-    let block = std::process::id() % blocks;
+    let pid = std::process::id();
+    let block = pid % blocks;
     let base = u32::from(PORT_FLOOR) + block * u32::from(PORT_BLOCK);
+    // Two processes sharing a block start at different places in it.
+    let start = pid / blocks;
     for _ in 0..PORT_BLOCK {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % u32::from(PORT_BLOCK);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let offset = start.wrapping_add(n) % u32::from(PORT_BLOCK);
         let port = u16::try_from(base + offset).unwrap();
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
