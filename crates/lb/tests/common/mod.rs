@@ -60,8 +60,9 @@ pub fn free_port() -> u16 {
     let pid = std::process::id();
     let block = pid % blocks;
     let base = u32::from(PORT_FLOOR) + block * u32::from(PORT_BLOCK);
-    // Two processes sharing a block start at different places in it.
-    let start = pid / blocks;
+    // Two processes sharing a block start at scattered places in it (pids
+    // a block apart would otherwise start one port apart).
+    let start = (pid / blocks).wrapping_mul(2_654_435_761) >> 16;
     for _ in 0..PORT_BLOCK {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let offset = start.wrapping_add(n) % u32::from(PORT_BLOCK);
