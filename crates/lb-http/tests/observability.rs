@@ -80,12 +80,19 @@ async fn refused() -> SocketAddr {
         .unwrap()
 }
 
-/// Start a gateway listener on `config` (its first listener).
-async fn gateway(config: &str) -> (SocketAddr, Arc<Drain>) {
+/// A listening socket for the gateway, bound before its config is written
+/// so that no other test can take the port in between; its port goes
+/// into the config's first listener.
+async fn listen() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+/// Serve `config`'s first listener on `listener` (from [`listen`]).
+async fn gateway(listener: TcpListener, config: &str) -> (SocketAddr, Arc<Drain>) {
     let config = lb_config::parse(config).unwrap();
-    let listener = TcpListener::bind(config.listeners[0].address)
-        .await
-        .unwrap();
+    assert_eq!(listener.local_addr().unwrap(), config.listeners[0].address);
     let address = listener.local_addr().unwrap();
     let snapshot = Snapshot::build(config, &lb_balancer::for_cluster);
     let upstreams = lb_http::upstreams(&snapshot, &TlsState::default(), None);
@@ -98,14 +105,6 @@ async fn gateway(config: &str) -> (SocketAddr, Arc<Drain>) {
         Arc::clone(&drain),
     ));
     (address, drain)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 type Client = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -137,7 +136,7 @@ async fn send(c: &mut Client, method: &str, path: &str, body: &'static str) -> (
 async fn requests_bytes_pool_reuse_and_errors_are_counted_by_listener_route_and_cluster() {
     let api = backend("hello from api").await;
     let down = refused().await;
-    let port = free_port();
+    let (socket, port) = listen().await;
     let config = format!(
         r#"
         [[clusters]]
@@ -159,7 +158,7 @@ async fn requests_bytes_pool_reuse_and_errors_are_counted_by_listener_route_and_
         ]
         "#
     );
-    let (addr, _drain) = gateway(&config).await;
+    let (addr, _drain) = gateway(socket, &config).await;
     let listener = addr.to_string();
     let l = listener.as_str();
     let mut c = client(addr).await;
@@ -308,12 +307,12 @@ async fn requests_bytes_pool_reuse_and_errors_are_counted_by_listener_route_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_are_counted_as_rejected() {
     let api = backend("ok").await;
-    let port = free_port();
+    let (socket, port) = listen().await;
     let config = format!(
         "[[listeners]]\naddress = \"127.0.0.1:{port}\"\nprotocol = \"h1\"\nmax_connections = 1\n\
          access_log = {{ enabled = false }}\n[[listeners.backends]]\naddress = \"{api}\"\n"
     );
-    let (addr, _drain) = gateway(&config).await;
+    let (addr, _drain) = gateway(socket, &config).await;
     let l = addr.to_string();
     let mut first = client(addr).await;
     assert_eq!(send(&mut first, "GET", "/", "").await.0, 200);
@@ -342,7 +341,7 @@ async fn connections_beyond_the_cap_are_counted_as_rejected() {
 async fn every_request_gets_one_json_access_line_with_its_outcome() {
     let api = backend("twelve bytes").await;
     let down = refused().await;
-    let port = free_port();
+    let (socket, port) = listen().await;
     let dir = std::env::temp_dir().join(format!("eg-http-access-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
@@ -368,7 +367,7 @@ async fn every_request_gets_one_json_access_line_with_its_outcome() {
         "#,
         path.display()
     );
-    let (addr, _drain) = gateway(&config).await;
+    let (addr, _drain) = gateway(socket, &config).await;
     let mut c = client(addr).await;
     send(&mut c, "POST", "/api/a?secret=1", "abc").await;
     send(&mut c, "GET", "/down", "").await;
@@ -447,19 +446,26 @@ impl http_body::Body for Stall {
 }
 
 /// A backend that answers `/slow` after a minute and streams a body that never
-/// ends for anything else.
-async fn stalling_backend() -> SocketAddr {
+/// ends for anything else; it says on the returned channel when a `/slow`
+/// request has arrived.
+async fn stalling_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            let arrived_tx = arrived_tx.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    if req.uri().path() == "/slow" {
-                        tokio::time::sleep(Duration::from_secs(60)).await;
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let arrived_tx = arrived_tx.clone();
+                    async move {
+                        if req.uri().path() == "/slow" {
+                            let _ = arrived_tx.send(());
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Stall(false)))
                     }
-                    Ok::<_, Infallible>(Response::new(Stall(false)))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -467,13 +473,13 @@ async fn stalling_backend() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, arrived)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_and_cut_off_responses_are_logged_as_such() {
-    let stalling = stalling_backend().await;
-    let port = free_port();
+    let (stalling, mut arrived) = stalling_backend().await;
+    let (socket, port) = listen().await;
     let dir = std::env::temp_dir().join(format!("eg-http-abandon-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
@@ -482,7 +488,7 @@ async fn abandoned_requests_and_cut_off_responses_are_logged_as_such() {
          access_log = {{ path = \"{}\" }}\n[[listeners.backends]]\naddress = \"{stalling}\"\n",
         path.display()
     );
-    let (addr, _drain) = gateway(&config).await;
+    let (addr, _drain) = gateway(socket, &config).await;
 
     // The client leaves while the backend is still thinking.
     let mut c = client(addr).await;
@@ -492,7 +498,9 @@ async fn abandoned_requests_and_cut_off_responses_are_logged_as_such() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let pending = tokio::spawn(c.send_request(req));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the request never reached the backend");
     pending.abort();
     drop(c);
 

@@ -65,10 +65,7 @@ async fn send(proto: Proto, addr: SocketAddr, method: &str, path: &str, body: &'
 async fn every_request_gets_one_json_line_on_stdout_by_default() {
     let api = named(Proto::H1, "api-answer");
     let up = echo(Proto::H2);
-    let dead = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = free_addr();
     let listen = free_addr();
     let config = format!(
         r#"

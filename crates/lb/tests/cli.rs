@@ -1,9 +1,17 @@
 //! The command line: `--check` summaries, `--version`, `--help`, unknown
-//! flags and missing config files.
+//! flags and missing config files; with no argument the binary runs
+//! `config/default.toml` of its working directory; a listener it cannot
+//! bind stops the start with nothing served.
 
 mod common;
 
-use common::{run_cli, temp_dir};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::backend::{named, Proto};
+use common::{binary, free_addr, run_cli, temp_dir, Gateway};
 
 const CONFIG: &str = r#"
 [[clusters]]
@@ -142,4 +150,107 @@ fn missing_config_file_is_named_in_the_error() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[tokio::test]
+async fn without_an_argument_it_runs_config_default_toml_of_its_working_directory() {
+    let backend = named(Proto::H1, "from the default config");
+    let listen = free_addr();
+    let dir = temp_dir("cli-default");
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    std::fs::write(
+        dir.join("config/default.toml"),
+        format!(
+            "[[listeners]]\naddress = \"{listen}\"\nprotocol = \"h1\"\n\
+             [[listeners.backends]]\naddress = \"{}\"\n",
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start_default_in(&dir, &[listen]);
+    assert_eq!(
+        common::client::get(Proto::H1, listen, "cli.test", "/").await,
+        (200, "from the default config".to_owned())
+    );
+    assert_eq!(backend.hits(), 1);
+    let started = gw
+        .log()
+        .lines()
+        .find(|l| l.contains("expressgateway started"))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(started.contains("config/default.toml"), "{started}");
+}
+
+#[test]
+fn a_listener_that_cannot_be_bound_stops_the_start_with_nothing_served() {
+    let first = free_addr();
+    let second = free_addr();
+    // Something else holds the second listener's address.
+    let _occupant = std::net::TcpListener::bind(second).unwrap();
+    let toml = format!(
+        "[[listeners]]\naddress = \"{first}\"\nprotocol = \"h1\"\n\
+         routes = [{{ direct = {{ status = 200 }} }}]\n\
+         [[listeners]]\naddress = \"{second}\"\nprotocol = \"h1\"\n\
+         routes = [{{ direct = {{ status = 200 }} }}]\n"
+    );
+    let path = temp_dir("cli-bind").join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(binary())
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probes = 0;
+    let status = loop {
+        // The first listener may be bound for a moment; it never answers.
+        if let Ok(mut stream) = TcpStream::connect_timeout(&first, Duration::from_millis(50)) {
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nhost: cli.test\r\n\r\n");
+            stream
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            let read = stream.read(&mut buf);
+            assert!(
+                !matches!(read, Ok(n) if n > 0),
+                "{first} answered although {second} could not be bound"
+            );
+        }
+        probes += 1;
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway kept running without its second listener");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(probes > 0);
+    let mut output = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut output)
+        .unwrap();
+    assert!(!status.success(), "exit status {status}:\n{output}");
+    assert!(
+        output.contains(&format!("binding listener {second}")),
+        "{output}"
+    );
+    assert!(
+        !output.contains(&format!("binding listener {first}")),
+        "{output}"
+    );
+    assert!(!output.contains("expressgateway started"), "{output}");
+    assert!(TcpStream::connect_timeout(&first, Duration::from_millis(200)).is_err());
 }

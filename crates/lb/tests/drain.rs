@@ -2,12 +2,20 @@
 //! finish within the drain budget, aborts and counts what is left, and
 //! exits 0; the admin listener answers throughout, so each phase and the
 //! aborted count can be scraped as they happen.
+//!
+//! The backends hold each request until the test opens their gate, so a
+//! request is known to be in flight (the backend says it arrived) when the
+//! signal is sent, and is known to be still open while the gateway drains.
 
 mod common;
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::backend::{full, start, Proto};
+use common::backend::{full, gated, start, Proto};
 use common::client::{request, Client};
 use common::scrape::{scrape, value, wait_for, wait_value};
 use common::{free_addr, Gateway};
@@ -37,9 +45,9 @@ address = "{backend}"
 }
 
 async fn in_flight_request_finishes(signal: &str, front: Proto) {
-    let backend = slow_backend(Duration::from_millis(1500));
+    let backend = gated(Proto::H1, "slow done");
     let listen = free_addr();
-    let mut gw = Gateway::start(&config(listen, backend.addr, 10_000), &[listen]);
+    let mut gw = Gateway::start(&config(listen, backend.backend.addr, 10_000), &[listen]);
     let mut client = Client::connect(front, listen).await;
     let pending = tokio::spawn(async move {
         let res = client
@@ -57,7 +65,7 @@ async fn in_flight_request_finishes(signal: &str, front: Proto) {
             common::body::text(res.into_body()).await,
         )
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.arrived(1).await;
     gw.signal(signal);
     // New connections are refused once the listener closed.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -71,6 +79,10 @@ async fn in_flight_request_finishes(signal: &str, front: Proto) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The gateway waits for the request it holds rather than exiting.
+    assert!(!pending.is_finished(), "the in-flight request ended early");
+    assert!(gw.child.try_wait().unwrap().is_none(), "exited mid-request");
+    backend.open();
     let (status, body) = tokio::time::timeout(Duration::from_secs(10), pending)
         .await
         .unwrap()
@@ -90,11 +102,17 @@ async fn sigint_lets_an_h2_request_in_flight_finish() {
     in_flight_request_finishes("INT", Proto::H2).await;
 }
 
+/// Drain budget of `drain_budget_bounds_the_wait`: long enough to scrape
+/// the admin listener while the gateway drains.
+const BUDGET_MS: u64 = 1500;
+
 #[tokio::test]
 async fn drain_budget_bounds_the_wait() {
-    let backend = slow_backend(Duration::from_secs(30));
-    let listen = free_addr();
-    let mut gw = Gateway::start(&config(listen, backend.addr, 500), &[listen]);
+    // Never opened: the request outlives any drain budget.
+    let backend = gated(Proto::H1, "never");
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = config_with_admin(listen, admin, backend.backend.addr, 0, BUDGET_MS);
+    let mut gw = Gateway::start(&toml, &[listen]);
     let mut client = Client::connect(Proto::H1, listen).await;
     let _pending = tokio::spawn(async move {
         let _ = client
@@ -107,16 +125,27 @@ async fn drain_budget_bounds_the_wait() {
             ))
             .await;
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.arrived(1).await;
     let started = Instant::now();
     gw.signal("TERM");
+    // The admin listener reports the drain while it waits (2 = draining).
+    common::scrape::wait_value(admin, "expressgateway_drain_phase", &[], 2.0).await;
     let exit = gw.wait_exit(Duration::from_secs(10));
     assert!(exit.success(), "exit status {exit}");
+    // The whole budget is waited for the open request, and no more than
+    // the budget plus the time to exit.
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
+        took >= Duration::from_millis(BUDGET_MS),
+        "exited after {took:?}"
     );
+    assert!(
+        took < Duration::from_millis(BUDGET_MS + 3000),
+        "took {took:?}"
+    );
+    // The aborted connection is counted in
+    // expressgateway_shutdown_aborted_connections_total as the process
+    // exits; the log line written with it is what can be read afterwards.
     let log = gw.log();
     let aborted = log
         .lines()
@@ -130,11 +159,12 @@ fn config_with_admin(
     admin: std::net::SocketAddr,
     backend: std::net::SocketAddr,
     settle_ms: u64,
+    drain_ms: u64,
 ) -> String {
     format!(
         r#"
 [runtime]
-drain_timeout_ms = 10000
+drain_timeout_ms = {drain_ms}
 readiness_settle_ms = {settle_ms}
 
 [observability]
@@ -164,7 +194,7 @@ async fn readiness_drops_at_once_and_listeners_close_after_the_settle_time() {
     let backend = slow_backend(Duration::from_millis(10));
     let (listen, admin) = (free_addr(), free_addr());
     let mut gw = Gateway::start(
-        &config_with_admin(listen, admin, backend.addr, 1500),
+        &config_with_admin(listen, admin, backend.addr, 1500, 10_000),
         &[listen],
     );
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -210,10 +240,11 @@ async fn readiness_drops_at_once_and_listeners_close_after_the_settle_time() {
 
 #[tokio::test]
 async fn h2_client_gets_goaway_while_its_stream_finishes() {
-    let backend = slow_backend(Duration::from_millis(1500));
+    let backend = gated(Proto::H1, "slow done");
     let listen = free_addr();
-    let mut gw = Gateway::start(&config(listen, backend.addr, 10_000), &[listen]);
+    let mut gw = Gateway::start(&config(listen, backend.backend.addr, 10_000), &[listen]);
     let stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let (stream, goaway) = GoawayWatch::new(stream);
     let (mut tx, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream),
@@ -229,9 +260,14 @@ async fn h2_client_gets_goaway_while_its_stream_finishes() {
     };
     let in_flight = tx.send_request(req());
     let in_flight = tokio::spawn(in_flight);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.arrived(1).await;
     gw.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client has read the GOAWAY (hyper handles it in the same poll).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !goaway.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "no GOAWAY reached the client");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // After GOAWAY the connection takes no new stream…
     let refused = tokio::time::timeout(Duration::from_secs(5), async {
         tx.ready().await?;
@@ -240,7 +276,13 @@ async fn h2_client_gets_goaway_while_its_stream_finishes() {
     .await
     .unwrap();
     assert!(refused.is_err(), "a new stream was served after GOAWAY");
+    assert_eq!(
+        backend.count(),
+        1,
+        "only the first stream reached the backend"
+    );
     // …while the one in flight completes, then the connection closes cleanly.
+    backend.open();
     let res = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
         .unwrap()
@@ -261,9 +303,9 @@ async fn h2_client_gets_goaway_while_its_stream_finishes() {
 
 #[tokio::test]
 async fn h1_response_during_drain_says_connection_close() {
-    let backend = slow_backend(Duration::from_millis(1000));
+    let backend = gated(Proto::H1, "slow done");
     let listen = free_addr();
-    let mut gw = Gateway::start(&config(listen, backend.addr, 10_000), &[listen]);
+    let mut gw = Gateway::start(&config(listen, backend.backend.addr, 10_000), &[listen]);
     let mut client = Client::connect(Proto::H1, listen).await;
     let pending = tokio::spawn(async move {
         let res = client
@@ -282,8 +324,17 @@ async fn h1_response_during_drain_says_connection_close() {
             .map(|v| v.to_str().unwrap().to_owned());
         (res.status().as_u16(), close)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    backend.arrived(1).await;
     gw.signal("TERM");
+    // Answer only once the gateway is draining.
+    common::traffic::wait_log(
+        &gw,
+        &["draining: listeners closed"],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    backend.open();
     let (status, connection) = tokio::time::timeout(Duration::from_secs(10), pending)
         .await
         .unwrap()
@@ -406,4 +457,80 @@ async fn aborted_connections_are_counted_when_aborted_and_scraped_before_exit() 
     assert!(gw
         .log()
         .contains("drained; the admin listener answers until the exit"));
+}
+
+/// A client stream that notes when an HTTP/2 GOAWAY frame arrives from
+/// the server, by following the frame headers in what it reads.
+struct GoawayWatch {
+    inner: tokio::net::TcpStream,
+    seen: Arc<AtomicBool>,
+    /// The frame header being read, and how many payload bytes to skip.
+    header: Vec<u8>,
+    skip: usize,
+}
+
+impl GoawayWatch {
+    fn new(inner: tokio::net::TcpStream) -> (Self, Arc<AtomicBool>) {
+        let seen = Arc::new(AtomicBool::new(false));
+        let watch = Self {
+            inner,
+            seen: seen.clone(),
+            header: Vec::with_capacity(9),
+            skip: 0,
+        };
+        (watch, seen)
+    }
+
+    fn observe(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(bytes.len());
+                self.skip -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 9 {
+                let h = std::mem::take(&mut self.header);
+                self.skip = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                if h[3] == 0x7 {
+                    self.seen.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for GoawayWatch {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled()[before..].to_vec();
+        self.observe(&read);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for GoawayWatch {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -19,10 +19,7 @@ fn failure_warnings(log: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn request_failure_warnings_are_limited_per_cluster_and_report_what_was_left_out() {
-    let dead = {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = free_addr();
     let listen = free_addr();
     let config = format!(
         "[[listeners]]\naddress = \"{listen}\"\nprotocol = \"h1\"\naccess_log = {{ enabled = false }}\n\

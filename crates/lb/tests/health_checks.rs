@@ -88,6 +88,15 @@ impl Load {
     }
 }
 
+/// Poll `done` (every 10 ms, up to [`TRANSITION_LIMIT`]).
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + TRANSITION_LIMIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn killed_backend_leaves_and_returns_while_clients_see_no_error() {
     let a = named("a", Duration::ZERO);
@@ -96,8 +105,7 @@ async fn killed_backend_leaves_and_returns_while_clients_see_no_error() {
     let b_addr = b.addr();
     let (gw, listen) = start(&[&a, &b, &c], "");
     let load = Load::start(listen);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(b.served() > 0);
+    wait_until("b serves", || b.served() > 0).await;
 
     drop(b);
     let killed = Instant::now();
@@ -109,18 +117,16 @@ async fn killed_backend_leaves_and_returns_while_clients_see_no_error() {
     );
     assert!(killed.elapsed() >= Duration::from_millis(INTERVAL_MS));
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Traffic goes on without b for a while, every request answered.
+    let answered = load.answered.load(Ordering::SeqCst);
+    wait_until("traffic without b", || {
+        load.answered.load(Ordering::SeqCst) >= answered + 100
+    })
+    .await;
     let b = named_on("b", Duration::ZERO, b_addr);
     let restarted = Instant::now();
     let back = wait_log(&gw, &["backend healthy", &b_name], 1, TRANSITION_LIMIT).await;
-    let deadline = Instant::now() + TRANSITION_LIMIT;
-    while b.served() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "restarted backend got no traffic"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until("restarted backend gets traffic", || b.served() > 0).await;
     println!(
         "restarted backend healthy after {} ms, serving after {} ms",
         back.as_millis(),

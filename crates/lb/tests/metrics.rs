@@ -16,9 +16,9 @@ use common::scrape::{scrape, value, wait_admin, wait_for, wait_value};
 use common::tls::{client_config, tls_connect, Pki};
 use common::{free_addr, Gateway};
 
+/// An address nothing listens on (see `common::free_addr`).
 async fn refused() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    free_addr()
 }
 
 /// `n` GETs of `path` on one connection; the body bytes received.

@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::backend::{full, named, start, Backend, Proto};
+use common::backend::{gated_under, named, Backend, Proto};
 use common::client::{get, request, Client};
 use common::{free_addr, Gateway};
-use http::Response;
 use http_body_util::Empty;
 
 async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Value {
@@ -208,12 +207,9 @@ async fn invalid_reload_changes_nothing() {
 
 #[tokio::test]
 async fn listeners_are_added_and_drained_live() {
-    let slow = start(Proto::H1, |_req| async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        Response::new(full("slow"))
-    });
+    let slow = gated_under(Proto::H1, "slow", "/held");
     let (first, second, admin) = (free_addr(), free_addr(), free_addr());
-    let svc = cluster("round_robin", &[(&slow, 1)]);
+    let svc = cluster("round_robin", &[(&slow.backend, 1)]);
     let gw = Gateway::start(&config(admin, &[(first, "h1")], &svc), &[first]);
     reload(
         &gw,
@@ -225,15 +221,17 @@ async fn listeners_are_added_and_drained_live() {
     assert_eq!(get(Proto::H1, second, "x", "/").await, (200, "slow".into()));
 
     // A request in flight on the first listener finishes after it is removed.
-    let pending = tokio::spawn(get(Proto::H1, first, "x", "/"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pending = tokio::spawn(get(Proto::H1, first, "x", "/held"));
+    slow.arrived(1).await;
     reload(&gw, admin, &config(admin, &[(second, "h1")], &svc), 3).await;
-    assert_eq!(pending.await.unwrap(), (200, "slow".into()));
     let deadline = Instant::now() + Duration::from_secs(5);
     while tokio::net::TcpStream::connect(first).await.is_ok() {
         assert!(Instant::now() < deadline, "removed listener still accepts");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(!pending.is_finished(), "the held request ended early");
+    slow.open();
+    assert_eq!(pending.await.unwrap(), (200, "slow".into()));
     assert_eq!(get(Proto::H1, second, "x", "/").await, (200, "slow".into()));
 }
 

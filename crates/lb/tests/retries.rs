@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::backend::Proto;
 use common::client::Client;
-use common::traffic::{backends_toml, gateway, get, get_n, named, tally};
+use common::scrape::{scrape, value};
+use common::traffic::{backends_toml, config, gateway, get, get_n, named, tally};
 use common::{free_addr, Gateway};
 use tokio::io::AsyncReadExt;
 
@@ -123,20 +124,43 @@ async fn the_retry_budget_stops_a_retry_storm() {
         for x in [&a, &b] {
             x.status.store(503, Ordering::SeqCst);
         }
-        let listen = free_addr();
-        let _gw = gateway(
-            listen,
-            &format!(
-                "retries = {{ attempts = 3, on = [\"503\"], budget_percent = {budget} }}\n{}",
-                backends_toml(&[a.addr(), b.addr()], &[1, 1])
-            ),
+        let (listen, admin) = (free_addr(), free_addr());
+        let cluster = format!(
+            "retries = {{ attempts = 3, on = [\"503\"], budget_percent = {budget} }}\n{}",
+            backends_toml(&[a.addr(), b.addr()], &[1, 1])
         );
+        let toml = format!(
+            "[observability]\nmetrics_bind = \"{admin}\"\n{}",
+            config(listen, &cluster)
+        );
+        let _gw = Gateway::start(&toml, &[listen]);
         let answers = get_n(listen, n, 1).await;
         assert!(answers.iter().all(|x| x.status == 503));
         let total = a.served() + b.served();
+        let metrics = scrape(admin).await;
+        let svc = [("cluster", "svc")];
+        let retries = value(&metrics, "expressgateway_upstream_retries_total", &svc).unwrap();
+        let exhausted = value(
+            &metrics,
+            "expressgateway_upstream_retry_budget_exhausted_total",
+            &svc,
+        )
+        .unwrap_or(0.0);
         println!(
-            "budget {budget}%: {n} requests, each allowed 3 retries, reached the backends {total} times"
+            "budget {budget}%: {n} requests, each allowed 3 retries, reached the backends \
+             {total} times; {retries} retries, {exhausted} refused by the budget"
         );
+        // Every try reached a backend: the first ones and the retries.
+        assert_eq!(total as f64, n as f64 + retries, "{metrics}");
+        // A request stops retrying when its 3 retries are spent or the
+        // budget refuses one (counted once): the requests the budget
+        // stopped had 0 to 2 retries, the others 3.
+        let n = n as f64;
+        assert!(exhausted >= n - retries / 3.0, "{exhausted} {retries}");
+        assert!(exhausted <= 3.0 * n - retries, "{exhausted} {retries}");
+        if budget == 20 {
+            assert!(exhausted > 0.0, "the budget never refused a retry");
+        }
         hits.push(total);
     }
     // 20% of the requests plus the reserve of 10 retries a second over the

@@ -6,33 +6,25 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{free_addr, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-/// A tcp backend that greets each connection with its name, echoes, and
-/// counts open connections.
+/// A tcp backend that greets each connection with its name and echoes.
 struct Greeter {
     addr: SocketAddr,
-    open: Arc<AtomicUsize>,
 }
 
 async fn greeter(name: &'static str) -> Greeter {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let open = Arc::new(AtomicUsize::new(0));
-    let count = open.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
-            let count = count.clone();
-            count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let _ = s.write_all(format!("{name}\n").as_bytes()).await;
                 let mut buf = [0u8; 1024];
@@ -41,11 +33,10 @@ async fn greeter(name: &'static str) -> Greeter {
                         break;
                     }
                 }
-                count.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    Greeter { addr, open }
+    Greeter { addr }
 }
 
 fn config(listen: SocketAddr, cluster: &str, backends: &[&Greeter]) -> String {
@@ -92,11 +83,12 @@ async fn open(listen: SocketAddr) -> (TcpStream, Option<String>) {
 #[tokio::test]
 async fn least_connections_balances_long_lived_flows() {
     let (a, b) = (greeter("a").await, greeter("b").await);
-    let listen = free_addr();
-    let _gw = Gateway::start(
-        &config(listen, "policy = \"least_connections\"", &[&a, &b]),
-        &[listen],
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = format!(
+        "[observability]\nmetrics_bind = \"{admin}\"\n{}",
+        config(listen, "policy = \"least_connections\"", &[&a, &b])
     );
+    let _gw = Gateway::start(&toml, &[listen]);
     let mut flows = Vec::new();
     for _ in 0..6 {
         flows.push(open(listen).await);
@@ -110,12 +102,10 @@ async fn least_connections_balances_long_lived_flows() {
     assert_eq!((on("a", &flows), on("b", &flows)), (3, 3));
     // Close the flows on a; new ones all go to a until it catches up.
     flows.retain(|f| f.1.as_deref() != Some("a"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while a.open.load(Ordering::SeqCst) > 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The gateway's own count of a's flows, which the policy reads.
+    let a_addr = a.addr.to_string();
+    let a_flows = [("cluster", "tcp"), ("backend", a_addr.as_str())];
+    common::scrape::wait_value(admin, "expressgateway_backend_in_flight", &a_flows, 0.0).await;
     let mut fresh = Vec::new();
     for _ in 0..3 {
         fresh.push(open(listen).await);

@@ -4,10 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use common::backend::{named, Proto};
 use common::client::get;
+use common::scrape::wait_value;
 use common::{free_addr, Gateway};
 
 fn config(
@@ -81,20 +83,28 @@ async fn concurrent_requests_share_one_h2_connection() {
 #[tokio::test]
 async fn idle_upstream_connections_expire() {
     let backend = named(Proto::H1, "ok");
-    let listen = free_addr();
-    let _gw = Gateway::start(
-        &config(listen, &backend, Proto::H1, "idle_timeout_ms = 200"),
-        &[listen],
+    let (listen, admin) = (free_addr(), free_addr());
+    let toml = format!(
+        "[observability]\nmetrics_bind = \"{admin}\"\n{}",
+        config(listen, &backend, Proto::H1, "idle_timeout_ms = 300")
     );
+    let _gw = Gateway::start(&toml, &[listen]);
+    let idle = "expressgateway_upstream_pool_connections_idle";
+    let svc = [("cluster", "svc")];
+    // Within the idle timeout the connection is reused...
     assert_eq!(get(Proto::H1, listen, "pool.test", "/").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(get(Proto::H1, listen, "pool.test", "/").await.0, 200);
-    assert_eq!(
-        backend
-            .connections
-            .load(std::sync::atomic::Ordering::SeqCst),
-        2
-    );
+    // Idle from before the client read the end of the response.
+    let idle_since = Instant::now();
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 1);
+    wait_value(admin, idle, &svc, 1.0).await;
+    // ...and the pool drops it once it has been idle that long.
+    wait_value(admin, idle, &svc, 0.0).await;
+    let expired = idle_since.elapsed();
+    assert!(expired >= Duration::from_millis(250), "after {expired:?}");
+    assert!(expired < Duration::from_secs(3), "after {expired:?}");
+    assert_eq!(get(Proto::H1, listen, "pool.test", "/").await.0, 200);
+    assert_eq!(backend.connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -52,16 +52,28 @@ pub fn full(text: impl Into<Bytes>) -> RespBody {
     Full::new(text.into()).map_err(|e| match e {}).boxed()
 }
 
-/// Start a backend on a free port.
+/// Start a backend on a port the kernel picks; `.addr` is where it listens.
 pub fn start<F, Fut>(proto: Proto, handler: F) -> Backend
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<RespBody>> + Send + 'static,
 {
-    start_on(proto, super::free_addr(), handler)
+    start_on(proto, SocketAddr::from(([127, 0, 0, 1], 0)), handler)
 }
 
-/// Start a backend on `addr`.
+/// Bind `addr` with SO_REUSEADDR, so a test can restart a backend on the
+/// address a stopped one used while that one's connections sit in
+/// TIME_WAIT. Port 0 lets the kernel choose.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Start a backend on `addr`: only for a test that restarts a backend on
+/// the address an earlier one had (use [`start`] otherwise). Another
+/// process may take the port in between; the bind then fails loudly.
 pub fn start_on<F, Fut>(proto: Proto, addr: SocketAddr, handler: F) -> Backend
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
@@ -80,8 +92,14 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            ready_tx.send(()).unwrap();
+            let listener = match bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            ready_tx.send(Ok(listener.local_addr().unwrap())).unwrap();
             let accept = async {
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
@@ -94,21 +112,7 @@ where
                         let fut = handler(req);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
-                    tokio::spawn(async move {
-                        let io = TokioIo::new(stream);
-                        let _ = match proto {
-                            Proto::H1 => {
-                                hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(io, service)
-                                    .await
-                            }
-                            Proto::H2 => {
-                                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                    .serve_connection(io, service)
-                                    .await
-                            }
-                        };
-                    });
+                    tokio::spawn(serve_connection(proto, stream, service));
                 }
             };
             tokio::select! {
@@ -117,13 +121,42 @@ where
             }
         });
     });
-    ready_rx.recv().unwrap();
+    let addr = match ready_rx.recv().unwrap() {
+        Ok(addr) => addr,
+        Err(e) => panic!("backend cannot bind {addr}: {e}"),
+    };
     Backend {
         addr,
         hits,
         connections,
         _shutdown: tx,
     }
+}
+
+/// Serve one accepted connection with hyper until it ends.
+async fn serve_connection<S>(proto: Proto, stream: tokio::net::TcpStream, service: S)
+where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<RespBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let io = TokioIo::new(stream);
+    let _ = match proto {
+        Proto::H1 => {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+        }
+        Proto::H2 => {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+        }
+    };
 }
 
 /// A backend answering every request with `name` as body.
@@ -156,4 +189,64 @@ pub fn headers_echo(proto: Proto) -> Backend {
         }
         Response::new(full(text))
     })
+}
+
+/// A backend that holds every request until the test opens its gate, and
+/// says when requests arrive: the test's signal that a request is in
+/// flight at the backend, where a sleep would only guess.
+pub struct Gated {
+    pub backend: Backend,
+    arrived: tokio::sync::watch::Receiver<usize>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gated {
+    /// Wait (up to 10 s) until `n` requests have arrived in all.
+    pub async fn arrived(&self, n: usize) {
+        let mut rx = self.arrived.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.wait_for(|a| *a >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} request(s) never reached the backend"))
+            .unwrap();
+    }
+
+    /// Requests that arrived so far.
+    pub fn count(&self) -> usize {
+        *self.arrived.borrow()
+    }
+
+    /// Let every held request (and every later one) be answered.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A [`Gated`] backend answering `body` once the gate opens.
+pub fn gated(proto: Proto, body: &'static str) -> Gated {
+    gated_under(proto, body, "/")
+}
+
+/// A [`Gated`] backend holding (and counting) only the requests whose
+/// path starts with `prefix`; it answers the others at once.
+pub fn gated_under(proto: Proto, body: &'static str, prefix: &'static str) -> Gated {
+    let (arrived_tx, arrived) = tokio::sync::watch::channel(0usize);
+    let (open, open_rx) = tokio::sync::watch::channel(false);
+    let backend = start(proto, move |req| {
+        let held = req.uri().path().starts_with(prefix);
+        if held {
+            arrived_tx.send_modify(|n| *n += 1);
+        }
+        let mut open_rx = open_rx.clone();
+        async move {
+            if held {
+                let _ = open_rx.wait_for(|o| *o).await;
+            }
+            Response::new(full(body))
+        }
+    });
+    Gated {
+        backend,
+        arrived,
+        open,
+    }
 }

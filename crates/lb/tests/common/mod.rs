@@ -17,16 +17,69 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+// Port choice. Every server a test runs itself (hyper backends, TLS
+// backends, raw listeners) binds `127.0.0.1:0` and reports the address the
+// kernel gave it, so nothing can take its port in between. The gateway's
+// listeners are different: their addresses are written into its config
+// before it starts, so the harness has to name ports in advance. Binding
+// port 0 and releasing it would hand out a port from the kernel's ephemeral
+// range, the very range the kernel then uses for outgoing connections and
+// for other tests' port-0 binds, so a released port is soon taken again.
+// Listener ports therefore come from below the ephemeral range
+// (/proc/sys/net/ipv4/ip_local_port_range), split into blocks; a test
+// process takes the block chosen by its pid and walks it with an atomic
+// counter, so ports never repeat within a process and two processes only
+// meet when their pids share a block (and even then they start at
+// different places in it). Each candidate is bound once first
+// to skip ports something else holds. What collision remains (another
+// process in the same block binding the port between that check and the
+// gateway's bind) is detected: `Gateway::start` reports a gateway that
+// exits on "address in use" as a port collision, naming the address.
+
+/// Listener ports per process block.
+const PORT_BLOCK: u16 = 200;
+/// Lowest port handed out: above the well-known and registered ports most
+/// daemons use.
+const PORT_FLOOR: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (32768 when unreadable).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
-/// A free loopback address.
+/// A loopback port for a gateway listener: unique within this process, in
+/// this process's block below the ephemeral range, and not bound by anyone
+/// when returned. See the comment above for why not port 0.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let top = ephemeral_start().max(PORT_FLOOR + PORT_BLOCK);
+    let blocks = u32::from((top - PORT_FLOOR) / PORT_BLOCK);
+    let pid = std::process::id();
+    let block = pid % blocks;
+    let base = u32::from(PORT_FLOOR) + block * u32::from(PORT_BLOCK);
+    // Two processes sharing a block start at scattered places in it (pids
+    // a block apart would otherwise start one port apart).
+    let start = (pid / blocks).wrapping_mul(2_654_435_761) >> 16;
+    for _ in 0..PORT_BLOCK {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let offset = start.wrapping_add(n) % u32::from(PORT_BLOCK);
+        let port = u16::try_from(base + offset).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free listener port in {base}..{}",
+        base + u32::from(PORT_BLOCK)
+    );
+}
+
+/// A loopback address for a gateway listener, or one that must refuse
+/// connections (see [`free_port`]). For a server the test runs itself,
+/// bind `127.0.0.1:0` instead.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
@@ -77,11 +130,25 @@ impl Gateway {
         wait_for: &[SocketAddr],
         env: &[(&str, &str)],
     ) -> Gateway {
+        let mut command = Command::new(binary());
+        command.arg(&config_path).envs(env.iter().copied());
+        Self::spawn(command, config_path, wait_for)
+    }
+
+    /// Start the binary without arguments in `dir`, where it reads its
+    /// default `config/default.toml`.
+    pub fn start_default_in(dir: &std::path::Path, wait_for: &[SocketAddr]) -> Gateway {
+        let mut command = Command::new(binary());
+        command.current_dir(dir);
+        Self::spawn(command, dir.join("config/default.toml"), wait_for)
+    }
+
+    /// Run `command` with its output in `<config>.log` and wait for it to
+    /// serve `wait_for`.
+    fn spawn(mut command: Command, config_path: PathBuf, wait_for: &[SocketAddr]) -> Gateway {
         let log_path = config_path.with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(binary())
-            .arg(&config_path)
-            .envs(env.iter().copied())
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -109,7 +176,14 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("gateway exited early ({status}):\n{}", self.log());
+                let log = self.log();
+                if log.to_ascii_lowercase().contains("address in use") {
+                    panic!(
+                        "port collision: a listener address of {addrs:?} was taken by \
+                         another process before the gateway bound it ({status}):\n{log}"
+                    );
+                }
+                panic!("gateway exited early ({status}):\n{log}");
             }
             let log = self.log();
             let listening = |addr: &SocketAddr| {

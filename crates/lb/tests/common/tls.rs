@@ -239,7 +239,6 @@ where
     Fut: Future<Output = Response<RespBody>> + Send + 'static,
 {
     let acceptor = backend_acceptor(proto, pki, names, client_ca);
-    let addr = super::free_addr();
     let seen = Seen::default();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -252,8 +251,8 @@ where
             .build()
             .unwrap();
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-            ready_tx.send(()).unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ready_tx.send(listener.local_addr().unwrap()).unwrap();
             let accept = async {
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
@@ -268,7 +267,7 @@ where
             }
         });
     });
-    ready_rx.recv().unwrap();
+    let addr = ready_rx.recv().unwrap();
     TlsBackend {
         addr,
         hits: seen.hits,
@@ -279,13 +278,19 @@ where
     }
 }
 
+/// A number unique within this process, to name certificate files.
+fn file_serial() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 fn backend_acceptor(
     proto: Proto,
     pki: &Pki,
     names: &[&str],
     client_ca: Option<&Pki>,
 ) -> tokio_rustls::TlsAcceptor {
-    let issued = pki.server(&format!("backend-{}", super::free_port()), names);
+    let issued = pki.server(&format!("backend-{}", file_serial()), names);
     let (chain, key) = chain_and_key(&issued);
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -354,7 +359,7 @@ async fn serve_tls<F, Fut>(
 /// A raw TLS backend (no ALPN) echoing every byte back, then closing its
 /// side when the client closes.
 pub async fn tls_echo_backend(pki: &Pki, names: &[&str]) -> SocketAddr {
-    let issued = pki.server(&format!("echo-{}", super::free_port()), names);
+    let issued = pki.server(&format!("echo-{}", file_serial()), names);
     let (chain, key) = chain_and_key(&issued);
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

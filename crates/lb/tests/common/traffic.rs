@@ -47,11 +47,12 @@ impl Named {
 }
 
 /// A backend answering `name` (with `x-backend: name`) after `delay`, on
-/// a free port or on `addr`.
+/// a port the kernel picks.
 pub fn named(name: &'static str, delay: Duration) -> Named {
-    named_on(name, delay, super::free_addr())
+    named_on(name, delay, SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
+/// [`named`] on `addr`: only to restart a backend where a stopped one was.
 pub fn named_on(name: &'static str, delay: Duration, addr: SocketAddr) -> Named {
     let served = Arc::new(AtomicUsize::new(0));
     let health = Arc::new(AtomicU16::new(200));
