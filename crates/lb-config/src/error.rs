@@ -25,7 +25,7 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {}", read_reason(source))]
     Read {
         /// File path.
         path: String,
@@ -47,6 +47,15 @@ impl LoadError {
             Self::Invalid(all) => all.iter().map(ToString::to_string).collect(),
             other => vec![other.to_string()],
         }
+    }
+}
+
+/// The usual reasons in plain words; the OS text for anything else.
+fn read_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
     }
 }
 

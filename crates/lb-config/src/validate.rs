@@ -345,7 +345,13 @@ pub(crate) fn resolve(address: &str) -> Result<SocketAddr, String> {
     }
     let not_host_port = || format!("{address:?} is not host:port");
     let (host, port) = address.rsplit_once(':').ok_or_else(not_host_port)?;
-    let port: u16 = port.parse().map_err(|_| not_host_port())?;
+    let port: u16 = port.parse().map_err(|_| {
+        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+            format!("{address:?}: port {port} is out of range (0-65535)")
+        } else {
+            not_host_port()
+        }
+    })?;
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
         return Err(not_host_port());
     }

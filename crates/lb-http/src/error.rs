@@ -83,6 +83,7 @@ impl UpstreamError {
             Self::Exchange(_) => "upstream connection reset or protocol error",
             Self::ResponseTimeout => "upstream response timeout",
             Self::TotalTimeout => "request timeout",
+            Self::NoBackend(NoBackend::Drained) => "every backend is drained",
             Self::NoBackend(_) => "no healthy upstream",
             Self::Circuit(Tripped::MaxConnections(_)) => {
                 "circuit breaker open: upstream max_connections reached"

@@ -17,7 +17,10 @@ pub enum TlsError {
         source: std::io::Error,
     },
     /// A private key that group or others may access.
-    #[error("{key}: {} is {access} by group or others (mode {mode:04o})", path.display())]
+    #[error(
+        "{key}: {file} is {access} by group or others (mode {mode:04o}); run: chmod 600 {file}",
+        file = path.display()
+    )]
     KeyExposed {
         /// Configuration key naming the file.
         key: String,

@@ -126,7 +126,8 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "listeners[0].tls.key_path: {} is readable by group or others (mode 0644)",
+                "listeners[0].tls.key_path: {0} is readable by group or others (mode 0644); \
+                 run: chmod 600 {0}",
                 file.path.display()
             )
         );

@@ -62,7 +62,13 @@ impl ResolvesServerCert for CertIndex {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let selected = self.select(hello.server_name());
         if selected.is_none() {
-            tracing::debug!(sni = ?hello.server_name(), "no certificate for this SNI (sni_strict); failing the handshake");
+            match hello.server_name() {
+                Some(sni) => tracing::debug!(
+                    sni,
+                    "no certificate for this SNI (sni_strict); failing the handshake"
+                ),
+                None => tracing::debug!("no SNI sent (sni_strict); failing the handshake"),
+            }
         }
         selected.map(|cert| Arc::clone(&cert.certified))
     }

@@ -22,13 +22,20 @@ expressgateway — L4/L7 load balancer
 USAGE:
     expressgateway [CONFIG]          run with CONFIG (default: config/default.toml)
     expressgateway --check [CONFIG]  validate CONFIG, print a summary, exit 0 or 1
-    expressgateway --version         print the version
-    expressgateway --help            print this help
+                                     (-t is the same as --check)
+    expressgateway --version         print the version (-V)
+    expressgateway --help            print this help (-h)
 
 SIGNALS:
-    SIGTERM, SIGINT   stop accepting, let in-flight requests finish, exit
+    SIGHUP            reload the configuration: validated whole and applied
+                      as one snapshot; a rejected one leaves the old serving
     SIGUSR1           re-read every TLS certificate and key; new handshakes
                       use them, open connections keep theirs
+    SIGTERM, SIGINT   drain: stop accepting, let in-flight requests finish
+                      (up to runtime.drain_timeout_ms), exit
+
+Logs go to stderr (level from RUST_LOG, default info); the access log goes
+to stdout unless the listener's access_log says otherwise.
 ";
 
 /// Parse the arguments after the program name.

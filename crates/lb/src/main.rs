@@ -53,6 +53,14 @@ fn main() -> ExitCode {
     };
     let config = match lb_config::load(&path) {
         Ok(c) => c,
+        // A file that cannot be read is not an invalid configuration.
+        Err(e @ lb_config::LoadError::Read { .. }) => {
+            eprintln!("expressgateway: {e}");
+            if args.is_empty() {
+                eprintln!("(no CONFIG given, so the default was tried; see --help)");
+            }
+            return ExitCode::FAILURE;
+        }
         Err(e) => return invalid(&path, e.errors()),
     };
     // Certificates and keys are part of the configuration: a bad one stops
@@ -173,9 +181,11 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
             status: Box::new(move || source.status()),
             limits: Arc::clone(&gateway.admin_limits),
         };
-        let address = socket.local_addr().ok();
+        match socket.local_addr() {
+            Ok(address) => tracing::info!(%address, "admin listener"),
+            Err(_) => tracing::info!("admin listener"),
+        }
         tokio::spawn(lb_observability::serve_admin(socket, Arc::new(admin)));
-        tracing::info!(address = ?address, "admin listener");
     }
     gateway.probes.started.store(true, Ordering::Release);
     tracing::info!(config = %path, "expressgateway started");

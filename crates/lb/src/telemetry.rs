@@ -29,6 +29,9 @@ pub enum DrainPhase {
     Stopped = 4,
 }
 
+/// Values of the `result` label of `expressgateway_config_reloads_total`.
+const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
+
 /// Families the binary itself updates.
 #[derive(Debug, Clone)]
 pub struct Telemetry {
@@ -84,12 +87,22 @@ impl Telemetry {
             r.register_collector(Box::new(BackendCollector(snapshot)));
             r.register_collector(Box::new(lb_observability::AccessLogCollector));
         });
+        // Both results exist at 0 from the start, so `increase()` on the
+        // rejected series sees the first rejected reload.
+        for result in RELOAD_RESULTS {
+            t.reloads.get_or_create(&vec![("result", result)]).inc_by(0);
+        }
         t
     }
 
     /// Count one reload.
     pub fn reload(&self, applied: bool) {
-        let result = if applied { "applied" } else { "rejected" };
+        let [applied_label, rejected_label] = RELOAD_RESULTS;
+        let result = if applied {
+            applied_label
+        } else {
+            rejected_label
+        };
         self.reloads.get_or_create(&vec![("result", result)]).inc();
     }
 

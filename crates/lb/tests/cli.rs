@@ -112,7 +112,15 @@ fn help_prints_usage() {
         let (code, stdout, _) = run_cli(&[flag]);
         assert_eq!(code, 0);
         assert!(stdout.contains("USAGE:"), "{stdout}");
-        for item in ["--check", "--version", "--help", "SIGTERM"] {
+        for item in [
+            "--check",
+            "-t is the same as --check",
+            "--version",
+            "--help",
+            "SIGHUP            reload the configuration",
+            "SIGUSR1           re-read every TLS certificate",
+            "SIGTERM, SIGINT   drain",
+        ] {
             assert!(stdout.contains(item), "usage lacks {item}:\n{stdout}");
         }
     }
@@ -146,9 +154,10 @@ fn missing_config_file_is_named_in_the_error() {
         assert_eq!(code, 1, "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert!(
-            stderr.contains(&format!("cannot read {missing}")),
+            stderr.contains(&format!("cannot read {missing}: no such file")),
             "{args:?}: {stderr}"
         );
+        assert!(!stderr.contains("is invalid"), "{args:?}: {stderr}");
     }
 }
 
@@ -253,4 +262,20 @@ fn a_listener_that_cannot_be_bound_stops_the_start_with_nothing_served() {
     );
     assert!(!output.contains("expressgateway started"), "{output}");
     assert!(TcpStream::connect_timeout(&first, Duration::from_millis(200)).is_err());
+}
+
+#[test]
+fn a_missing_default_config_points_at_the_help() {
+    // The default path is relative, so an empty directory has none.
+    let out = std::process::Command::new(common::binary())
+        .current_dir(temp_dir("cli-default"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read config/default.toml: no such file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("see --help"), "{stderr}");
 }

@@ -71,7 +71,36 @@ fn on_free_ports(path: &Path) -> (String, Vec<SocketAddr>) {
         text = text.replace(&quoted, &format!("\"{free}\""));
         bound.push(free);
     }
+    // The admin listener too, so runs in parallel never share its port.
+    let admin = table
+        .get("observability")
+        .and_then(|o| o.get("metrics_bind"))
+        .and_then(toml::Value::as_str);
+    if let Some(admin) = admin {
+        text = text.replace(&format!("{admin:?}"), &format!("\"{}\"", free_addr()));
+    }
     (text, bound)
+}
+
+/// The `metrics_bind` address of a config text, if any.
+fn admin_of(text: &str) -> Option<SocketAddr> {
+    let table: toml::Table = text.parse().unwrap();
+    let admin = table.get("observability")?.get("metrics_bind")?.as_str()?;
+    Some(admin.parse().unwrap())
+}
+
+/// Every backend address an example names, inline or in a cluster.
+fn backend_addresses(table: &toml::Table) -> Vec<String> {
+    let owners = ["listeners", "clusters"]
+        .into_iter()
+        .filter_map(|key| table.get(key).and_then(toml::Value::as_array))
+        .flatten();
+    owners
+        .filter_map(|owner| owner.get("backends").and_then(toml::Value::as_array))
+        .flatten()
+        .filter_map(|b| b.get("address").and_then(toml::Value::as_str))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Write `text` as `name` into a fresh directory holding a copy of the
@@ -131,6 +160,19 @@ fn every_example_names_its_shape_and_run_command() {
             header.contains(&command),
             "{name}'s opening comment must give `{command}`"
         );
+        // Which backends to start, with a command for each.
+        let backends = header
+            .split_once("# Backends:")
+            .map(|(_, rest)| rest.split("# Run it with:").next().unwrap_or_default())
+            .unwrap_or_else(|| panic!("{name}'s opening comment must say `Backends:`"));
+        let table: toml::Table = text.parse().unwrap();
+        for address in backend_addresses(&table) {
+            let port = address.rsplit_once(':').unwrap().1;
+            assert!(
+                backends.contains(port),
+                "{name}: the Backends: command does not start {address}"
+            );
+        }
     }
 }
 
@@ -165,4 +207,45 @@ async fn routing_example_falls_back_to_its_direct_response() {
     let _gw = Gateway::start(&text, &listeners);
     let (status, body) = get(Proto::H1, listeners[0], "other.org", "/nothing/here").await;
     assert_eq!((status, body.as_str()), (404, "no such service\n"));
+}
+
+#[tokio::test]
+async fn observability_example_serves_metrics_status_page_and_a_file_access_log() {
+    let path = workspace_root().join("config/examples/observability.toml");
+    let (text, listeners) = on_free_ports(&path);
+    let admin = admin_of(&text).expect("the example has an admin listener");
+    assert!(admin.ip().is_loopback());
+    let config = stage("observability.toml", &text);
+    let _gw = Gateway::start_file(config.clone(), &listeners);
+    common::scrape::wait_admin(admin).await;
+    // Its backend is not running here: the request still gets an answer
+    // and an access log line.
+    let (status, _) = get(Proto::H1, listeners[0], "localhost", "/observed").await;
+    let (page, html) = get(Proto::H1, admin, "localhost", "/").await;
+    assert_eq!(page, 200, "{html}");
+    let l = listeners[0].to_string();
+    common::scrape::wait_value(
+        admin,
+        "expressgateway_http_requests_total",
+        &[
+            ("listener", l.as_str()),
+            ("status", &format!("{}xx", status / 100)),
+        ],
+        1.0,
+    )
+    .await;
+    let log = config.with_file_name("access.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        if lines.contains("\"path\":\"/observed\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line in {}:\n{lines}",
+            log.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -195,6 +195,17 @@ routes = [{ direct = { status = 200 } }]
         reason: "\"8081\" is not host:port",
     },
     Case {
+        name: "port out of range",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:70000"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].address",
+        reason: "\"127.0.0.1:70000\": port 70000 is out of range (0-65535)",
+    },
+    Case {
         name: "route to an unknown cluster",
         toml: r#"
 [[listeners]]

@@ -404,3 +404,40 @@ address = "{dead}"
     )
     .await;
 }
+
+#[tokio::test]
+async fn both_reload_results_are_exported_at_zero_from_start_and_the_admin_address_is_logged() {
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = format!(
+        r#"
+[observability]
+metrics_bind = "{admin}"
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+access_log = {{ enabled = false }}
+routes = [{{ direct = {{ status = 200 }} }}]
+"#
+    );
+    let gw = Gateway::start(&config, &[listen]);
+    // The admin listener's line names its address plainly.
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("admin listener"));
+    assert!(
+        line.is_some_and(|l| l.contains(&format!("\"address\":\"{admin}\""))),
+        "{log}"
+    );
+    wait_admin(admin).await;
+    let text = scrape(admin).await;
+    for result in ["applied", "rejected"] {
+        assert_eq!(
+            value(
+                &text,
+                "expressgateway_config_reloads_total",
+                &[("result", result)]
+            ),
+            Some(0.0),
+            "{result}:\n{text}"
+        );
+    }
+}

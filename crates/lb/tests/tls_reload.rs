@@ -115,7 +115,8 @@ fn a_key_readable_by_group_stops_the_start_naming_file_and_mode() {
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config(listen, backend.addr, &cert)).unwrap();
     let expected = format!(
-        "listeners[0].tls.key_path: {} is readable by group or others (mode 0640)",
+        "listeners[0].tls.key_path: {0} is readable by group or others (mode 0640); \
+         run: chmod 600 {0}",
         cert.key_path.display()
     );
     for args in [

@@ -160,7 +160,7 @@ weight = 0
     for proto in [Proto::H1, Proto::H2] {
         let (status, body) = call(proto, listen, "GET", "/").await;
         assert_eq!(status, 503, "{proto:?}: {body}");
-        assert_eq!(body, "503 Service Unavailable: no healthy upstream\n");
+        assert_eq!(body, "503 Service Unavailable: every backend is drained\n");
     }
     assert_eq!(a.hits() + b.hits(), 0);
     assert_warned(&gw, "no usable backend");
