@@ -229,6 +229,7 @@ async fn observability_example_serves_metrics_status_page_and_a_file_access_log(
         "expressgateway_http_requests_total",
         &[
             ("listener", l.as_str()),
+            ("route", "/"),
             ("status", &format!("{}xx", status / 100)),
         ],
         1.0,

@@ -87,13 +87,53 @@ pub fn free_addr() -> SocketAddr {
 /// A fresh temp directory for one test.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "eg-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = temp_root().join(format!("{tag}-{}", N.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// This test process's directory under the system temp dir, removed when
+/// the process exits; the first call also removes what processes that
+/// died without exiting left behind.
+fn temp_root() -> &'static PathBuf {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let base = std::env::temp_dir();
+        sweep_stale(&base);
+        let root = base.join(format!("eg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        extern "C" {
+            fn atexit(callback: extern "C" fn()) -> i32;
+        }
+        extern "C" fn remove_root() {
+            if let Some(root) = ROOT.get() {
+                let _ = std::fs::remove_dir_all(root);
+            }
+        }
+        // SAFETY: registers a plain function to run at process exit.
+        unsafe { atexit(remove_root) };
+        root
+    })
+}
+
+/// Remove `eg-test-PID` directories of processes that are gone.
+fn sweep_stale(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("eg-test-"))
+            .and_then(|rest| rest.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Path of the binary under test.
