@@ -12,6 +12,16 @@ pub const REQUEST_TOTAL_MS: u64 = 0;
 pub const MAX_HEADER_COUNT: usize = 100;
 /// Listener: maximum size of the request head in bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Listener: concurrent proxied requests one client address may have. A
+/// quarter of `POOL_MAX_CONNECTIONS_PER_BACKEND`, so one address cannot
+/// hold every connection of a backend.
+pub const MAX_REQUESTS_PER_CLIENT: u32 = 256;
+/// Listener: slowest accepted client data rate (request body received,
+/// response body taken), bytes per second; Kestrel's default.
+pub const MIN_DATA_RATE_BYTES_PER_S: u64 = 240;
+/// Listener: time a transfer may stay below the minimum data rate before
+/// it is cut; Kestrel's default.
+pub const MIN_DATA_RATE_GRACE_MS: u64 = 5_000;
 
 /// Cluster: TCP connect timeout towards a backend.
 pub const CONNECT_MS: u64 = 3_000;

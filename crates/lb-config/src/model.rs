@@ -177,6 +177,26 @@ pub struct HttpListener {
     pub max_header_bytes: usize,
     /// Forwarding headers.
     pub forwarding: Forwarding,
+    /// What one client may hold and how slow it may be.
+    pub clients: ClientLimits,
+}
+
+/// Limits that keep one client from holding backend capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Concurrent proxied requests per client address; `None` = no cap.
+    pub max_requests_per_client: Option<u32>,
+    /// Slowest accepted data rate; `None` = not enforced.
+    pub min_data_rate: Option<MinDataRate>,
+}
+
+/// A minimum data rate and the time it may go unmet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinDataRate {
+    /// Bytes per second, greater than 0.
+    pub bytes_per_s: u64,
+    /// Time a transfer may stay below the rate before it is cut.
+    pub grace: Duration,
 }
 
 /// Which forwarding headers are added.

@@ -437,6 +437,18 @@ fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, err
         ("max_header_count", rl.max_header_count.is_some()),
         ("max_header_bytes", rl.max_header_bytes.is_some()),
         (
+            "max_requests_per_client",
+            rl.max_requests_per_client.is_some(),
+        ),
+        (
+            "min_data_rate_bytes_per_s",
+            rl.min_data_rate_bytes_per_s.is_some(),
+        ),
+        (
+            "min_data_rate_grace_ms",
+            rl.min_data_rate_grace_ms.is_some(),
+        ),
+        (
             "timeouts.request_headers_ms",
             rl.timeouts.request_headers_ms.is_some(),
         ),
@@ -590,6 +602,7 @@ fn http_listener(
             via: flag(|f| f.via, d::FORWARDING_HEADER_ENABLED),
             pass_proxy_auth: flag(|f| f.pass_proxy_auth, false),
         },
+        clients: clients::client_limits(rl, path, errors),
     }
 }
 
@@ -719,6 +732,7 @@ fn direct(dr: &RawDirect, path: &str, errors: &mut Errors) -> Option<DirectRespo
 
 mod access_log;
 mod balancing;
+mod clients;
 mod observability;
 #[cfg(test)]
 mod tests;

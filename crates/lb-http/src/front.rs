@@ -18,6 +18,7 @@ use lb_tls::ServerTls;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::clients::ClientTable;
 use crate::conn::ConnInfo;
 use crate::io::{Activity, FrontIo};
 use crate::metrics::GaugeUnit;
@@ -35,6 +36,8 @@ pub async fn serve(
     tls: Option<Arc<ServerTls>>,
     drain: Arc<Drain>,
 ) {
+    // Per listener, not per plan: the counts stay true across reloads.
+    let clients = ClientTable::new();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -63,8 +66,9 @@ pub async fn serve(
         let plan = Arc::clone(&plan);
         let drain = Arc::clone(&drain);
         let tls = tls.clone();
+        let clients = Arc::clone(&clients);
         tokio::spawn(async move {
-            serve_connection(stream, peer, plan, tls, drain).await;
+            serve_connection(stream, peer, plan, tls, clients, drain).await;
             drop((open, tracked));
         });
     }
@@ -75,6 +79,7 @@ async fn serve_connection(
     peer: SocketAddr,
     plan: Arc<ArcSwap<ListenerPlan>>,
     tls: Option<Arc<ServerTls>>,
+    clients: Arc<ClientTable>,
     drain: Arc<Drain>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -84,7 +89,7 @@ async fn serve_connection(
         let Ok(Ok((prefix, is_h2))) = sniffed else {
             return;
         };
-        let info = ConnInfo::plain(peer);
+        let info = ConnInfo::plain(peer, clients);
         return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
     };
     // Boxed, as the connections below: the task then holds only the state
@@ -97,7 +102,7 @@ async fn serve_connection(
         }
     };
     let is_h2 = session.is_h2();
-    let info = ConnInfo::tls(peer, session);
+    let info = ConnInfo::tls(peer, session, clients);
     serve_http(stream, Bytes::new(), is_h2, info, plan, &drain).await;
 }
 

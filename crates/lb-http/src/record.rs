@@ -21,6 +21,8 @@ use lb_config::Listener;
 use lb_observability::{AccessLog, AccessLogs, AccessRecord};
 
 use crate::body::{BoxError, ProxyBody, Tally};
+use crate::clients::ClientPermit;
+use crate::conn::ConnInfo;
 use crate::plan::ListenerPlan;
 use crate::retry::Trace;
 
@@ -59,6 +61,8 @@ pub(crate) struct Record {
     error: Option<Cow<'static, str>>,
     /// What only the access log needs; `None` when the listener has none.
     logged: Option<Box<Logged>>,
+    /// The request's place under its client's cap, held to the end.
+    permit: Option<ClientPermit>,
 }
 
 #[derive(Debug)]
@@ -70,8 +74,8 @@ struct Logged {
 }
 
 impl Record {
-    /// Start recording `req`, arrived from `client` on `plan`'s listener.
-    pub(crate) fn start<B>(plan: Arc<ListenerPlan>, client: SocketAddr, req: &Request<B>) -> Self {
+    /// Start recording `req`, arrived on `conn` at `plan`'s listener.
+    pub(crate) fn start<B>(plan: Arc<ListenerPlan>, conn: &ConnInfo, req: &Request<B>) -> Self {
         let logged = plan.access_log.is_some().then(|| {
             let authority = req
                 .uri()
@@ -92,7 +96,7 @@ impl Record {
         Self {
             plan,
             started: Instant::now(),
-            client,
+            client: conn.peer,
             version: req.version(),
             head_request: req.method() == Method::HEAD,
             route: None,
@@ -102,7 +106,13 @@ impl Record {
             response_bytes: 0,
             error: None,
             logged,
+            permit: None,
         }
+    }
+
+    /// Keep the request counted under its client's cap until it ends.
+    pub(crate) fn hold(&mut self, permit: ClientPermit) {
+        self.permit = Some(permit);
     }
 
     /// Where the request body's bytes are to be counted.

@@ -118,6 +118,17 @@ fn listener_and_runtime_defaults_apply() {
     assert_eq!(http.total_timeout, None);
     assert_eq!(http.max_header_count, d::MAX_HEADER_COUNT);
     assert_eq!(http.max_header_bytes, d::MAX_HEADER_BYTES);
+    assert_eq!(
+        http.clients.max_requests_per_client,
+        Some(d::MAX_REQUESTS_PER_CLIENT)
+    );
+    assert_eq!(
+        http.clients.min_data_rate,
+        Some(MinDataRate {
+            bytes_per_s: d::MIN_DATA_RATE_BYTES_PER_S,
+            grace: Duration::from_millis(d::MIN_DATA_RATE_GRACE_MS),
+        })
+    );
     let fw = http.forwarding;
     assert!(fw.x_forwarded_for && fw.x_forwarded_proto && fw.x_forwarded_host && fw.via);
     assert!(!fw.pass_proxy_auth);
