@@ -10,6 +10,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use lb_tls::Session;
 
 use crate::clients::ClientTable;
+use crate::watch::ReadProgress;
 
 /// One client connection, as every request on it sees it.
 #[derive(Debug, Clone)]
@@ -18,6 +19,9 @@ pub(crate) struct ConnInfo {
     tls: Option<Arc<TlsConn>>,
     /// The listener's requests in flight per client address.
     pub(crate) clients: Arc<ClientTable>,
+    /// How the client takes its responses; `None` when no minimum data
+    /// rate applies.
+    pub(crate) read: Option<Arc<ReadProgress>>,
 }
 
 #[derive(Debug)]
@@ -35,6 +39,7 @@ impl ConnInfo {
             peer,
             tls: None,
             clients,
+            read: None,
         }
     }
 
@@ -53,6 +58,7 @@ impl ConnInfo {
             peer,
             tls: Some(Arc::new(TlsConn { session, identity })),
             clients,
+            read: None,
         }
     }
 

@@ -30,6 +30,7 @@ mod proxy;
 mod rate;
 mod record;
 mod retry;
+mod watch;
 
 pub use body::{BoxError, ProxyBody, RequestBodyTooSlow};
 pub use error::UpstreamError;

@@ -137,8 +137,8 @@ pub fn register_metrics(metrics: &Metrics) {
         );
         r.register(
             "http_client_cut",
-            "Requests refused (too_many_requests) and request bodies cut (slow_request_body) \
-             to keep a client from holding backends",
+            "Requests refused (too_many_requests), request bodies cut (slow_request_body) and \
+             connections closed (slow_response_read) to keep a client from holding backends",
             f.client_cuts.clone(),
         );
         r.register(
@@ -262,6 +262,8 @@ pub(crate) struct ClientCuts {
     pub(crate) too_many_requests: Counter,
     /// Request bodies cut for arriving below the minimum data rate.
     pub(crate) slow_request_body: Counter,
+    /// Connections closed for taking responses below the minimum rate.
+    pub(crate) slow_response_read: Counter,
 }
 
 impl ClientCuts {
@@ -275,6 +277,7 @@ impl ClientCuts {
         Self {
             too_many_requests: cut("too_many_requests"),
             slow_request_body: cut("slow_request_body"),
+            slow_response_read: cut("slow_response_read"),
         }
     }
 }

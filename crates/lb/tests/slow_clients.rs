@@ -1,11 +1,13 @@
 //! Slow and greedy clients cannot hold a backend's connections: requests
 //! beyond the per-client cap get 429, a request body below the minimum
-//! data rate is cut with 408, and a slowloris head times out. Each attack comes
+//! data rate is cut with 408, a connection whose client does not take its
+//! responses is closed, and a slowloris head times out. Each attack comes
 //! from 127.0.0.1 while a legitimate client on 127.0.0.2 keeps being
 //! served.
 
 mod common;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,19 +15,26 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::backend::{self, Backend, Proto};
+use common::body::PatternBody;
 use common::scrape::{wait_admin, wait_for};
 use common::{free_addr, Gateway};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 const CUTS: &str = "expressgateway_http_client_cut_total";
+const POOL_OPEN: &str = "expressgateway_upstream_pool_connections_open";
 
-/// `/upload` reads the whole body first, anything else answers "ok".
+/// `/big` answers 1 MiB, `/drip` "a" and 2.5 s later "b", `/upload`
+/// reads the whole body first, anything else answers "ok".
 fn backend() -> Backend {
     backend::start(Proto::H1, |req| async move {
         match req.uri().path() {
+            "/big" => {
+                http::Response::new(PatternBody::new(1 << 20).map_err(|e| match e {}).boxed())
+            }
+            "/drip" => http::Response::new(Drip::default().boxed()),
             "/upload" => {
                 let body = req.into_body().collect().await.map(|b| b.to_bytes().len());
                 http::Response::new(backend::full(format!("{body:?}")))
@@ -33,6 +42,40 @@ fn backend() -> Backend {
             _ => http::Response::new(backend::full("ok")),
         }
     })
+}
+
+/// A response body from a slow backend: "a", a pause, "b".
+#[derive(Default)]
+struct Drip {
+    sent: u8,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for Drip {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match self.sent {
+            0 => {
+                self.sent = 1;
+                Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from("a")))))
+            }
+            1 => {
+                let pause = self.pause.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep(Duration::from_millis(2500)))
+                });
+                std::task::ready!(pause.as_mut().poll(cx));
+                self.sent = 2;
+                Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from("b")))))
+            }
+            _ => Poll::Ready(None),
+        }
+    }
 }
 
 struct Setup {
@@ -162,6 +205,56 @@ fn cut(reason: &'static str) -> [(&'static str, &'static str); 1] {
 }
 
 #[tokio::test]
+async fn streams_that_never_open_their_window_are_cut_and_release_the_backend() {
+    let s = setup().await;
+    let legit = Legitimate::start(s.listen);
+    // Two HTTP/2 connections with a zero stream window, 20 streams each,
+    // asking for 1 MiB and never reading: 16 are admitted, 24 refused.
+    let (mut held, mut senders) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let stream = socket_from("127.0.0.1", s.listen).await;
+        let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for _ in 0..20 {
+            let req = http::Request::get("http://attack/big")
+                .version(http::Version::HTTP_2)
+                .body(Empty::new())
+                .unwrap();
+            held.push(tokio::spawn(tx.send_request(req)));
+        }
+        senders.push(tx);
+    }
+    // The responses are kept unread: dropping one would reset its stream.
+    let (mut statuses, mut responses) = (Vec::new(), Vec::new());
+    for h in held {
+        let res = h.await.unwrap();
+        statuses.push(res.as_ref().map(|res| res.status().as_u16()).ok());
+        responses.extend(res.ok());
+    }
+    let admitted = statuses.iter().filter(|s| **s == Some(200)).count();
+    let refused = statuses.iter().filter(|s| **s == Some(429)).count();
+    assert_eq!((admitted, refused), (16, 24), "{statuses:?}");
+    // Each admitted exchange holds an upstream connection while stalled.
+    wait_for(s.admin, POOL_OPEN, &[("cluster", "svc")], |v| v >= 16.0).await;
+    wait_for(s.admin, CUTS, &cut("too_many_requests"), |v| v == 24.0).await;
+    wait_for(s.admin, CUTS, &cut("slow_response_read"), |v| v >= 1.0).await;
+    // The stalled exchanges' upstream connections are closed; what stays
+    // open is at most the legitimate client's one.
+    wait_for(s.admin, POOL_OPEN, &[("cluster", "svc")], |v| v <= 2.0).await;
+    legit.finish().await;
+    wait_for(s.admin, CUTS, &cut("slow_request_body"), |v| v == 0.0).await;
+    let log = s.gw.log();
+    assert!(
+        log.contains("client too slow reading the response"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn request_bodies_below_the_minimum_rate_get_408() {
     let s = setup().await;
     let legit = Legitimate::start(s.listen);
@@ -249,12 +342,61 @@ async fn a_slowloris_head_is_closed_while_others_are_served() {
     legit.finish().await;
 }
 
+#[tokio::test]
+async fn a_slow_backend_and_a_reader_above_the_minimum_are_not_cut() {
+    let s = setup().await;
+    // A backend pausing 2.5 s inside its body: the body is polled, so it
+    // does not wait for the client.
+    let drip = tokio::spawn(async move {
+        let mut tx = connect_h1_from(s.listen, "127.0.0.3").await;
+        let req = http::Request::get("/drip")
+            .header("host", "poll")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = tx.send_request(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ab");
+    });
+    // An HTTP/2 reader whose 16 KiB window keeps the response waiting on
+    // it, taking a window every 250 ms: about 64 KiB/s, well above the
+    // minimum, for four windows of the grace period.
+    let stream = socket_from("127.0.0.4", s.listen).await;
+    let (mut tx, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(16 * 1024)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://reader/big")
+        .version(http::Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap();
+    let mut body = tx.send_request(req).await.unwrap().into_body();
+    let (mut taken, started) = (0, Instant::now());
+    while started.elapsed() < Duration::from_secs(4) {
+        let frame = body.frame().await.unwrap().unwrap();
+        taken += frame.data_ref().map_or(0, |d| d.len());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(taken < 1 << 20, "the response was not held back: {taken}");
+    while let Some(frame) = body.frame().await {
+        taken += frame.unwrap().data_ref().map_or(0, |d| d.len());
+    }
+    assert_eq!(taken, 1 << 20);
+    drip.await.unwrap();
+    wait_for(s.admin, CUTS, &cut("slow_response_read"), |v| v == 0.0).await;
+}
+
 /// Counters are exported from the start, so an alert on them works before
 /// the first cut.
 #[tokio::test]
 async fn every_cut_reason_is_exported_at_zero() {
     let s = setup().await;
-    for reason in ["too_many_requests", "slow_request_body"] {
+    for reason in [
+        "too_many_requests",
+        "slow_request_body",
+        "slow_response_read",
+    ] {
         wait_for(s.admin, CUTS, &cut(reason), |v| v == 0.0).await;
     }
 }
