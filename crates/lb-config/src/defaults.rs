@@ -22,6 +22,17 @@ pub const MIN_DATA_RATE_BYTES_PER_S: u64 = 240;
 /// Listener: time a transfer may stay below the minimum data rate before
 /// it is cut; Kestrel's default.
 pub const MIN_DATA_RATE_GRACE_MS: u64 = 5_000;
+/// Listener: concurrent HTTP/2 streams per client connection (HAProxy's
+/// default).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Listener: HTTP/2 receive window per request stream. A quarter of the
+/// connection window: one upload cannot take the whole connection's
+/// buffer, and the connection's buffered request data stays at most the
+/// connection window.
+pub const H2_INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
+/// Listener: HTTP/2 receive window per client connection (hyper's default):
+/// the most request body data one connection can have buffered.
+pub const H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// Cluster: TCP connect timeout towards a backend.
 pub const CONNECT_MS: u64 = 3_000;

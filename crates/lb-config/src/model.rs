@@ -179,6 +179,8 @@ pub struct HttpListener {
     pub forwarding: Forwarding,
     /// What one client may hold and how slow it may be.
     pub clients: ClientLimits,
+    /// HTTP/2 server settings.
+    pub h2: H2Settings,
 }
 
 /// Limits that keep one client from holding backend capacity.
@@ -197,6 +199,17 @@ pub struct MinDataRate {
     pub bytes_per_s: u64,
     /// Time a transfer may stay below the rate before it is cut.
     pub grace: Duration,
+}
+
+/// HTTP/2 settings the listener announces to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Settings {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`.
+    pub initial_stream_window: u32,
+    /// The connection's receive window.
+    pub initial_connection_window: u32,
 }
 
 /// Which forwarding headers are added.

@@ -149,6 +149,12 @@ pub struct RawListener {
     pub min_data_rate_bytes_per_s: Option<u64>,
     /// Time before the minimum data rate is enforced (HTTP).
     pub min_data_rate_grace_ms: Option<u64>,
+    /// HTTP/2 streams a client may have open at once.
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 receive window of each request stream, in bytes.
+    pub h2_initial_stream_window: Option<u32>,
+    /// HTTP/2 receive window of a whole client connection, in bytes.
+    pub h2_initial_connection_window: Option<u32>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: RawListenerTimeouts,

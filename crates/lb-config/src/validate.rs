@@ -449,6 +449,18 @@ fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, err
             rl.min_data_rate_grace_ms.is_some(),
         ),
         (
+            "h2_max_concurrent_streams",
+            rl.h2_max_concurrent_streams.is_some(),
+        ),
+        (
+            "h2_initial_stream_window",
+            rl.h2_initial_stream_window.is_some(),
+        ),
+        (
+            "h2_initial_connection_window",
+            rl.h2_initial_connection_window.is_some(),
+        ),
+        (
             "timeouts.request_headers_ms",
             rl.timeouts.request_headers_ms.is_some(),
         ),
@@ -603,6 +615,7 @@ fn http_listener(
             pass_proxy_auth: flag(|f| f.pass_proxy_auth, false),
         },
         clients: clients::client_limits(rl, path, errors),
+        h2: clients::h2_settings(rl, path, errors),
     }
 }
 

@@ -138,10 +138,14 @@ async fn serve_http<S>(
         read: watch,
     };
     if is_h2 {
+        let h2 = &http.h2;
         let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(header_list)
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window)
             .serve_connection(io, service);
         Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
     } else {

@@ -400,3 +400,55 @@ async fn every_cut_reason_is_exported_at_zero() {
         wait_for(s.admin, CUTS, &cut(reason), |v| v == 0.0).await;
     }
 }
+
+/// The HTTP/2 settings the listener announces: its SETTINGS frame and the
+/// connection window's WINDOW_UPDATE, read off the wire.
+#[tokio::test]
+async fn h2_settings_are_announced_as_configured() {
+    let listen = free_addr();
+    let config = format!(
+        r#"
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+h2_max_concurrent_streams = 7
+h2_initial_stream_window = 100000
+h2_initial_connection_window = 3000000
+routes = [{{ direct = {{ status = 200 }} }}]
+"#
+    );
+    let _gw = Gateway::start(&config, &[listen]);
+    let mut stream = TcpStream::connect(listen).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let (mut settings, mut window_update) = (Vec::new(), None);
+    while window_update.is_none() {
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.unwrap();
+        match head[3] {
+            // SETTINGS (not the acknowledgement of ours).
+            0x4 if head[4] & 1 == 0 => {
+                for entry in payload.chunks(6) {
+                    let id = u16::from_be_bytes([entry[0], entry[1]]);
+                    let value = u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]);
+                    settings.push((id, value));
+                }
+            }
+            // WINDOW_UPDATE on the connection.
+            0x8 if head[5..9] == [0, 0, 0, 0] => {
+                window_update = Some(u32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]));
+            }
+            _ => {}
+        }
+    }
+    assert!(settings.contains(&(0x3, 7)), "{settings:?}");
+    assert!(settings.contains(&(0x4, 100_000)), "{settings:?}");
+    assert_eq!(window_update, Some(3_000_000 - 65_535));
+}

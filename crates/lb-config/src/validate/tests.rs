@@ -129,6 +129,12 @@ fn listener_and_runtime_defaults_apply() {
             grace: Duration::from_millis(d::MIN_DATA_RATE_GRACE_MS),
         })
     );
+    assert_eq!(http.h2.max_concurrent_streams, d::H2_MAX_CONCURRENT_STREAMS);
+    assert_eq!(http.h2.initial_stream_window, d::H2_INITIAL_STREAM_WINDOW);
+    assert_eq!(
+        http.h2.initial_connection_window,
+        d::H2_INITIAL_CONNECTION_WINDOW
+    );
     let fw = http.forwarding;
     assert!(fw.x_forwarded_for && fw.x_forwarded_proto && fw.x_forwarded_host && fw.via);
     assert!(!fw.pass_proxy_auth);
