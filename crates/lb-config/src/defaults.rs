@@ -17,6 +17,27 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MERGE_SLASHES: bool = true;
 /// Listener: what `%2F` and `%5C` in request paths do.
 pub const ESCAPED_SLASHES: crate::EscapedSlashes = crate::EscapedSlashes::Keep;
+/// Listener: concurrent proxied requests one client address may have. A
+/// quarter of `POOL_MAX_CONNECTIONS_PER_BACKEND`, so one address cannot
+/// hold every connection of a backend.
+pub const MAX_REQUESTS_PER_CLIENT: u32 = 256;
+/// Listener: slowest accepted client data rate (request body received,
+/// response body taken), bytes per second; Kestrel's default.
+pub const MIN_DATA_RATE_BYTES_PER_S: u64 = 240;
+/// Listener: time a transfer may stay below the minimum data rate before
+/// it is cut; Kestrel's default.
+pub const MIN_DATA_RATE_GRACE_MS: u64 = 5_000;
+/// Listener: concurrent HTTP/2 streams per client connection (HAProxy's
+/// default).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Listener: HTTP/2 receive window per request stream. A quarter of the
+/// connection window: one upload cannot take the whole connection's
+/// buffer, and the connection's buffered request data stays at most the
+/// connection window.
+pub const H2_INITIAL_STREAM_WINDOW: u32 = 256 * 1024;
+/// Listener: HTTP/2 receive window per client connection (hyper's default):
+/// the most request body data one connection can have buffered.
+pub const H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// Cluster: TCP connect timeout towards a backend.
 pub const CONNECT_MS: u64 = 3_000;

@@ -205,6 +205,39 @@ pub struct HttpListener {
     pub rules: Box<ListenerRules>,
     /// How request paths are normalised before routing and forwarding.
     pub normalization: PathNormalization,
+    /// What one client may hold and how slow it may be.
+    pub clients: ClientLimits,
+    /// HTTP/2 server settings.
+    pub h2: H2Settings,
+}
+
+/// Limits that keep one client from holding backend capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Concurrent proxied requests per client address; `None` = no cap.
+    pub max_requests_per_client: Option<u32>,
+    /// Slowest accepted data rate; `None` = not enforced.
+    pub min_data_rate: Option<MinDataRate>,
+}
+
+/// A minimum data rate and the time it may go unmet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinDataRate {
+    /// Bytes per second, greater than 0.
+    pub bytes_per_s: u64,
+    /// Time a transfer may stay below the rate before it is cut.
+    pub grace: Duration,
+}
+
+/// HTTP/2 settings the listener announces to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Settings {
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_concurrent_streams: u32,
+    /// `SETTINGS_INITIAL_WINDOW_SIZE`.
+    pub initial_stream_window: u32,
+    /// The connection's receive window.
+    pub initial_connection_window: u32,
 }
 
 /// How a listener normalises request paths.

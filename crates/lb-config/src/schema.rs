@@ -153,6 +153,18 @@ pub struct RawListener {
     pub max_header_count: Option<usize>,
     /// Maximum request head size in bytes (HTTP).
     pub max_header_bytes: Option<usize>,
+    /// Concurrent proxied requests per client address, 0 = off (HTTP).
+    pub max_requests_per_client: Option<u32>,
+    /// Slowest client data rate in either direction, 0 = off (HTTP).
+    pub min_data_rate_bytes_per_s: Option<u64>,
+    /// Time before the minimum data rate is enforced (HTTP).
+    pub min_data_rate_grace_ms: Option<u64>,
+    /// HTTP/2 streams a client may have open at once.
+    pub h2_max_concurrent_streams: Option<u32>,
+    /// HTTP/2 receive window of each request stream, in bytes.
+    pub h2_initial_stream_window: Option<u32>,
+    /// HTTP/2 receive window of a whole client connection, in bytes.
+    pub h2_initial_connection_window: Option<u32>,
     /// Timeouts.
     #[serde(default)]
     pub timeouts: RawListenerTimeouts,

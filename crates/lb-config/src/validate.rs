@@ -499,6 +499,30 @@ fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, err
         ("max_header_count", rl.max_header_count.is_some()),
         ("max_header_bytes", rl.max_header_bytes.is_some()),
         (
+            "max_requests_per_client",
+            rl.max_requests_per_client.is_some(),
+        ),
+        (
+            "min_data_rate_bytes_per_s",
+            rl.min_data_rate_bytes_per_s.is_some(),
+        ),
+        (
+            "min_data_rate_grace_ms",
+            rl.min_data_rate_grace_ms.is_some(),
+        ),
+        (
+            "h2_max_concurrent_streams",
+            rl.h2_max_concurrent_streams.is_some(),
+        ),
+        (
+            "h2_initial_stream_window",
+            rl.h2_initial_stream_window.is_some(),
+        ),
+        (
+            "h2_initial_connection_window",
+            rl.h2_initial_connection_window.is_some(),
+        ),
+        (
             "timeouts.request_headers_ms",
             rl.timeouts.request_headers_ms.is_some(),
         ),
@@ -639,12 +663,15 @@ fn http_listener(
                 .map(route::escaped_slashes)
                 .unwrap_or(d::ESCAPED_SLASHES),
         },
+        clients: clients::client_limits(rl, path, errors),
+        h2: clients::h2_settings(rl, path, errors),
     }
 }
 
 mod access_log;
 mod actions;
 mod balancing;
+mod clients;
 mod observability;
 mod route;
 #[cfg(test)]

@@ -3,16 +3,20 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use lb_config::MinDataRate;
 use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
 
 use crate::pool::Checkout;
+use crate::rate::RateWindow;
 
 /// Boxed error carried by [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,7 +32,7 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Incoming(Incoming),
-    Counted(Incoming, Tally),
+    Counted(Incoming, Tally, Option<Box<SlowBody>>),
     Upstream(Box<UpstreamBody>),
 }
 
@@ -41,14 +45,86 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
-    fn add(&self, frame: &Frame<Bytes>) {
-        if let Some(data) = frame.data_ref() {
-            let n = data.len() as u64;
-            self.request.fetch_add(n, Ordering::Relaxed);
-            self.listener.inc_by(n);
-        }
+    /// Count `frame`'s data; returns its length.
+    fn add(&self, frame: &Frame<Bytes>) -> u64 {
+        let Some(data) = frame.data_ref() else {
+            return 0;
+        };
+        let n = data.len() as u64;
+        self.request.fetch_add(n, Ordering::Relaxed);
+        self.listener.inc_by(n);
+        n
     }
 }
+
+/// The minimum data rate of a request body, on the time the body spends
+/// waiting for the client: the upstream connection polls the body only
+/// when it can send more, so time the backend takes does not count.
+#[derive(Debug)]
+pub(crate) struct SlowBody {
+    window: RateWindow,
+    /// Bytes received so far.
+    bytes: u64,
+    /// Time spent waiting on the client before the current wait.
+    waited: Duration,
+    /// Start of the current wait.
+    since: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Set when the body is cut, so the exchange's failure is told apart
+    /// from a backend's.
+    cut: Arc<AtomicBool>,
+    counter: Counter,
+}
+
+impl SlowBody {
+    /// `counter` counts the cut; `cut` is set by it.
+    pub(crate) fn new(rate: MinDataRate, cut: Arc<AtomicBool>, counter: Counter) -> Box<Self> {
+        Box::new(Self {
+            window: RateWindow::new(rate, Duration::ZERO, 0),
+            bytes: 0,
+            waited: Duration::ZERO,
+            since: None,
+            timer: None,
+            cut,
+            counter,
+        })
+    }
+
+    fn received(&mut self, n: u64) {
+        self.bytes += n;
+        if let Some(since) = self.since.take() {
+            self.waited += since.elapsed();
+        }
+    }
+
+    /// The body waits on the client: whether it has been too slow; else
+    /// the timer is set to wake the body at the end of the window.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let clock = self.waited + now.saturating_duration_since(since);
+        if self.window.too_slow(clock, self.bytes) {
+            self.cut.store(true, Ordering::Relaxed);
+            self.counter.inc();
+            return true;
+        }
+        let at = now + self.window.remaining(clock);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        // Registers the wake-up; the deadline lies ahead, so not ready.
+        let _ = timer.as_mut().poll(cx);
+        false
+    }
+}
+
+/// The client sent its request body below the minimum data rate.
+#[derive(Debug, thiserror::Error)]
+#[error("request body too slow")]
+pub struct RequestBodyTooSlow;
 
 /// A backend's response body plus what must happen when it ends: the
 /// upstream connection goes back to its pool only after the whole body was
@@ -91,10 +167,19 @@ impl ProxyBody {
         }
     }
 
-    /// A client's request body, counted into `tally` as it passes.
-    pub(crate) fn counted(body: Incoming, tally: Tally) -> Self {
+    /// A client's request body, counted into `tally` as it passes and
+    /// cut by `slow` if the client sends it too slowly.
+    pub(crate) fn counted(body: Incoming, tally: Tally, slow: Option<Box<SlowBody>>) -> Self {
         Self {
-            kind: Kind::Counted(body, tally),
+            kind: Kind::Counted(body, tally, slow),
+        }
+    }
+
+    /// Whether this is a request body cut for being sent too slowly.
+    pub(crate) fn cut_flag(&self) -> Option<Arc<AtomicBool>> {
+        match &self.kind {
+            Kind::Counted(_, _, Some(slow)) => Some(Arc::clone(&slow.cut)),
+            _ => None,
         }
     }
 
@@ -139,10 +224,15 @@ impl Body for ProxyBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Kind::Counted(body, tally) => {
+            Kind::Counted(body, tally, slow) => {
                 let polled = Pin::new(body).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
-                    tally.add(frame);
+                    let n = tally.add(frame);
+                    if let Some(slow) = slow {
+                        slow.received(n);
+                    }
+                } else if polled.is_pending() && slow.as_mut().is_some_and(|s| s.too_slow(cx)) {
+                    return Poll::Ready(Some(Err(RequestBodyTooSlow.into())));
                 }
                 polled.map_err(Into::into)
             }
@@ -169,7 +259,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Incoming(body) | Kind::Counted(body, _) => body.is_end_stream(),
+            Kind::Incoming(body) | Kind::Counted(body, ..) => body.is_end_stream(),
             Kind::Upstream(up) => up.inner.is_end_stream(),
         }
     }
@@ -178,7 +268,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Incoming(body) | Kind::Counted(body, _) => body.size_hint(),
+            Kind::Incoming(body) | Kind::Counted(body, ..) => body.size_hint(),
             Kind::Upstream(up) => up.inner.size_hint(),
         }
     }

@@ -9,11 +9,19 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use lb_tls::Session;
 
+use crate::clients::ClientTable;
+use crate::watch::ReadProgress;
+
 /// One client connection, as every request on it sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     tls: Option<Arc<TlsConn>>,
+    /// The listener's requests in flight per client address.
+    pub(crate) clients: Arc<ClientTable>,
+    /// How the client takes its responses; `None` when no minimum data
+    /// rate applies.
+    pub(crate) read: Option<Arc<ReadProgress>>,
 }
 
 #[derive(Debug)]
@@ -26,12 +34,17 @@ struct TlsConn {
 
 impl ConnInfo {
     /// A cleartext connection.
-    pub(crate) fn plain(peer: SocketAddr) -> Self {
-        Self { peer, tls: None }
+    pub(crate) fn plain(peer: SocketAddr, clients: Arc<ClientTable>) -> Self {
+        Self {
+            peer,
+            tls: None,
+            clients,
+            read: None,
+        }
     }
 
     /// A connection whose TLS handshake established `session`.
-    pub(crate) fn tls(peer: SocketAddr, session: Session) -> Self {
+    pub(crate) fn tls(peer: SocketAddr, session: Session, clients: Arc<ClientTable>) -> Self {
         let identity = session
             .identity_header()
             .and_then(|name| HeaderName::try_from(name).ok())
@@ -44,6 +57,8 @@ impl ConnInfo {
         Self {
             peer,
             tls: Some(Arc::new(TlsConn { session, identity })),
+            clients,
+            read: None,
         }
     }
 

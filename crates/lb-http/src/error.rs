@@ -42,6 +42,10 @@ pub enum UpstreamError {
     /// A cluster circuit breaker limit is reached.
     #[error("{0}")]
     Circuit(Tripped),
+    /// The client sent the request body below the listener's minimum data
+    /// rate; the exchange was cut. Not the backend's failure.
+    #[error("request body too slow")]
+    RequestBodyTooSlow,
 }
 
 impl From<NoBackend> for UpstreamError {
@@ -66,6 +70,7 @@ impl UpstreamError {
             Self::PoolExhausted | Self::NoBackend(_) | Self::Circuit(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::RequestBodyTooSlow => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -94,6 +99,7 @@ impl UpstreamError {
             Self::Circuit(Tripped::MaxRequests(_)) => {
                 "circuit breaker open: upstream max_requests reached"
             }
+            Self::RequestBodyTooSlow => "request body too slow",
         }
     }
 
@@ -109,12 +115,16 @@ impl UpstreamError {
             | Self::PoolExhausted => Some(RetryOn::ConnectFailure),
             Self::Exchange(_) => Some(RetryOn::Reset),
             Self::ResponseTimeout => Some(RetryOn::Timeout),
-            Self::TotalTimeout | Self::NoBackend(_) | Self::Circuit(_) => None,
+            Self::TotalTimeout
+            | Self::NoBackend(_)
+            | Self::Circuit(_)
+            | Self::RequestBodyTooSlow => None,
         }
     }
 
     /// The kind counted in `expressgateway_upstream_errors_total`; `None`
-    /// for a tripped circuit breaker, counted as a trip instead.
+    /// for a tripped circuit breaker, counted as a trip instead, and for a
+    /// request body cut for slowness, counted as a client cut.
     pub(crate) fn kind(&self) -> Option<ErrorKind> {
         Some(match self {
             Self::Connect(_) => ErrorKind::Connect,
@@ -123,7 +133,7 @@ impl UpstreamError {
             Self::Handshake(e) | Self::Exchange(e) => hyper_kind(e),
             Self::PoolExhausted => ErrorKind::PoolExhausted,
             Self::NoBackend(_) => ErrorKind::NoBackend,
-            Self::Circuit(_) => return None,
+            Self::Circuit(_) | Self::RequestBodyTooSlow => return None,
         })
     }
 

@@ -15,14 +15,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lb_core::Drain;
 use lb_tls::ServerTls;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::clients::ClientTable;
 use crate::conn::ConnInfo;
 use crate::io::{Activity, FrontIo};
 use crate::metrics::GaugeUnit;
 use crate::plan::ListenerPlan;
 use crate::proxy;
+use crate::watch::{ReadProgress, ReadWatch};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -35,6 +38,8 @@ pub async fn serve(
     tls: Option<Arc<ServerTls>>,
     drain: Arc<Drain>,
 ) {
+    // Per listener, not per plan: the counts stay true across reloads.
+    let clients = ClientTable::new();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -63,11 +68,12 @@ pub async fn serve(
         let plan = Arc::clone(&plan);
         let drain = Arc::clone(&drain);
         let tls = tls.clone();
+        let clients = Arc::clone(&clients);
         tokio::spawn(async move {
             // When the drain budget runs out the connection is dropped,
             // which closes it, before its guard reports it gone.
             tokio::select! {
-                () = serve_connection(stream, peer, plan, tls, Arc::clone(&drain)) => {}
+                () = serve_connection(stream, peer, plan, tls, clients, Arc::clone(&drain)) => {}
                 () = drain.aborted() => {}
             }
             drop((open, tracked));
@@ -80,6 +86,7 @@ async fn serve_connection(
     peer: SocketAddr,
     plan: Arc<ArcSwap<ListenerPlan>>,
     tls: Option<Arc<ServerTls>>,
+    clients: Arc<ClientTable>,
     drain: Arc<Drain>,
 ) {
     let _ = stream.set_nodelay(true);
@@ -89,7 +96,7 @@ async fn serve_connection(
         let Ok(Ok((prefix, is_h2))) = sniffed else {
             return;
         };
-        let info = ConnInfo::plain(peer);
+        let info = ConnInfo::plain(peer, clients);
         return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
     };
     // Boxed, as the connections below: the task then holds only the state
@@ -102,7 +109,7 @@ async fn serve_connection(
         }
     };
     let is_h2 = session.is_h2();
-    let info = ConnInfo::tls(peer, session);
+    let info = ConnInfo::tls(peer, session, clients);
     serve_http(stream, Bytes::new(), is_h2, info, plan, &drain).await;
 }
 
@@ -112,7 +119,7 @@ async fn serve_http<S>(
     stream: S,
     prefix: Bytes,
     is_h2: bool,
-    info: ConnInfo,
+    mut info: ConnInfo,
     plan: Arc<ArcSwap<ListenerPlan>>,
     drain: &Drain,
 ) where
@@ -122,18 +129,30 @@ async fn serve_http<S>(
     let http = &settings.http;
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(FrontIo::new(stream, prefix, Arc::clone(&activity)));
+    let watch = http.clients.min_data_rate.map(|rate| {
+        let progress = Arc::new(ReadProgress::default());
+        info.read = Some(Arc::clone(&progress));
+        let cuts = settings.metrics.cuts.slow_response_read.clone();
+        (ReadWatch::new(progress, Arc::clone(&activity), rate), cuts)
+    });
     let service = service_fn(move |req| proxy::handle(plan.load_full(), info.clone(), req));
-    let idle = settings.listener.idle_timeout;
+    let watchdog = Watchdog {
+        drain,
+        activity: &activity,
+        idle: settings.listener.idle_timeout,
+        read: watch,
+    };
     if is_h2 {
+        let h2 = &http.h2;
         let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(header_list)
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window)
             .serve_connection(io, service);
-        Box::pin(drive(conn, drain, &activity, idle, |c| {
-            c.graceful_shutdown()
-        }))
-        .await;
+        Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -141,10 +160,7 @@ async fn serve_http<S>(
             .max_headers(http.max_header_count)
             .max_header_size(http.max_header_bytes)
             .serve_connection(io, service);
-        Box::pin(drive(conn, drain, &activity, idle, |c| {
-            c.graceful_shutdown()
-        }))
-        .await;
+        Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
     }
 }
 
@@ -170,42 +186,70 @@ async fn sniff_preface(stream: &mut TcpStream) -> std::io::Result<(Bytes, bool)>
     Ok((Bytes::copy_from_slice(seen), seen == H2_PREFACE))
 }
 
-/// Run a connection to completion, shutting it down gracefully when drain
-/// starts and closing it after `idle` without any byte moving.
-async fn drive<C, E>(
-    conn: C,
-    drain: &Drain,
-    activity: &Activity,
+/// What closes a connection other than its client: drain, idle time and
+/// a client that does not take its responses.
+struct Watchdog<'a> {
+    drain: &'a Drain,
+    activity: &'a Activity,
     idle: Duration,
-    graceful: fn(Pin<&mut C>),
-) where
-    C: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut conn = std::pin::pin!(conn);
-    let mut draining = std::pin::pin!(drain.draining());
-    let mut drain_seen = false;
-    loop {
-        let remaining = activity.remaining(idle);
-        tokio::select! {
-            // The connection first: it is what woke the task nearly always.
-            biased;
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "client connection ended with error");
-                }
-                return;
-            }
-            () = draining.as_mut(), if !drain_seen => {
-                drain_seen = true;
-                graceful(conn.as_mut());
-            }
-            () = tokio::time::sleep(remaining) => {
-                if activity.remaining(idle).is_zero() {
-                    tracing::debug!("client connection idle; closing");
+    /// The response read check and the counter of its cuts.
+    read: Option<(ReadWatch, Counter)>,
+}
+
+impl Watchdog<'_> {
+    /// Run a connection to completion, shutting it down gracefully when
+    /// drain starts, closing it after `idle` without any byte moving, and
+    /// closing it when the client takes its responses below the minimum
+    /// data rate (dropping the connection drops the stalled bodies, which
+    /// releases their upstream connections).
+    async fn drive<C, E>(mut self, conn: C, graceful: fn(Pin<&mut C>))
+    where
+        C: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut conn = std::pin::pin!(conn);
+        let mut draining = std::pin::pin!(self.drain.draining());
+        let mut drain_seen = false;
+        loop {
+            let remaining = self.activity.remaining(self.idle);
+            let check = self.read.as_mut().and_then(|(w, _)| w.next_check());
+            let watching = self.read.is_some() && check.is_none();
+            tokio::select! {
+                // The connection first: it is what woke the task nearly always.
+                biased;
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "client connection ended with error");
+                    }
                     return;
+                }
+                () = draining.as_mut(), if !drain_seen => {
+                    drain_seen = true;
+                    graceful(conn.as_mut());
+                }
+                () = tokio::time::sleep(remaining) => {
+                    if self.activity.remaining(self.idle).is_zero() {
+                        tracing::debug!("client connection idle; closing");
+                        return;
+                    }
+                }
+                () = first_waiting(self.read.as_ref()), if watching => {}
+                () = tokio::time::sleep(check.unwrap_or_default()), if check.is_some() => {
+                    if let Some((watch, cuts)) = self.read.as_mut() {
+                        if watch.too_slow() {
+                            cuts.inc();
+                            tracing::debug!("client too slow reading its responses; closing");
+                            return;
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+async fn first_waiting(read: Option<&(ReadWatch, Counter)>) {
+    if let Some((watch, _)) = read {
+        watch.first_waiting().await;
     }
 }

@@ -1,6 +1,7 @@
 //! The client socket as the HTTP front sees it: bytes already read while
 //! detecting the protocol are replayed first, and every transfer stamps the
-//! connection's last-activity time for the idle watchdog.
+//! connection's last-activity time for the idle watchdog; bytes written are
+//! counted for the response read check.
 
 use std::io;
 use std::pin::Pin;
@@ -22,22 +23,44 @@ fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Last time bytes moved on a connection.
+/// Last time bytes moved on a connection, and how many were written.
 #[derive(Debug)]
-pub(crate) struct Activity(AtomicU64);
+pub(crate) struct Activity {
+    last: AtomicU64,
+    written: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Activity {
     pub(crate) fn new() -> Self {
-        Self(AtomicU64::new(now_ms()))
+        Self {
+            last: AtomicU64::new(now_ms()),
+            written: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
-        self.0.store(now_ms(), Ordering::Relaxed);
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn wrote(&self, n: usize) {
+        self.touch();
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes written to the client so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
     }
 
     /// Time left before `idle` passes without activity; zero when it has.
     pub(crate) fn remaining(&self, idle: Duration) -> Duration {
-        let last = self.0.load(Ordering::Relaxed);
+        let last = self.last.load(Ordering::Relaxed);
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis((last.saturating_add(idle_ms)).saturating_sub(now_ms()))
     }
@@ -91,8 +114,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrontIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+        if let Poll::Ready(Ok(n @ 1..)) = polled {
+            this.activity.wrote(n);
         }
         polled
     }
@@ -104,8 +127,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrontIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
+        if let Poll::Ready(Ok(n @ 1..)) = polled {
+            this.activity.wrote(n);
         }
         polled
     }

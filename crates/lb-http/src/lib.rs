@@ -16,6 +16,7 @@
 
 mod balance;
 mod body;
+mod clients;
 mod conn;
 mod connector;
 mod error;
@@ -26,13 +27,15 @@ mod metrics;
 mod plan;
 mod pool;
 mod proxy;
+mod rate;
 mod rate_limit;
 mod record;
 mod retry;
 mod rules;
 mod target;
+mod watch;
 
-pub use body::{BoxError, ProxyBody};
+pub use body::{BoxError, ProxyBody, RequestBodyTooSlow};
 pub use error::UpstreamError;
 pub use front::serve;
 pub use metrics::register_metrics;

@@ -32,6 +32,12 @@ struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
 }
@@ -71,6 +77,7 @@ struct Families {
     connections_open: Family<ConnectionLabels, Gauge>,
     connections_accepted: Family<ConnectionLabels, Counter>,
     connections_rejected: Family<RejectLabels, Counter>,
+    client_cuts: Family<CutLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Histograms<ListenerLabels>,
     request_body: Family<ListenerLabels, Counter>,
@@ -91,6 +98,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     connections_open: Family::default(),
     connections_accepted: Family::default(),
     connections_rejected: Family::default(),
+    client_cuts: Family::default(),
     requests: Family::default(),
     request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
     request_body: Family::default(),
@@ -127,6 +135,12 @@ pub fn register_metrics(metrics: &Metrics) {
             "http_connections_rejected",
             "Client connections an HTTP listener closed at once, by reason",
             f.connections_rejected.clone(),
+        );
+        r.register(
+            "http_client_cut",
+            "Requests refused (too_many_requests), request bodies cut (slow_request_body) and \
+             connections closed (slow_response_read) to keep a client from holding backends",
+            f.client_cuts.clone(),
         );
         r.register(
             "http_requests",
@@ -239,6 +253,34 @@ pub(crate) struct ListenerMetrics {
     pub(crate) response_body: Counter,
     /// Requests answered before any route was chosen (400, 404, 421, 431).
     pub(crate) unrouted: StatusCounters,
+    pub(crate) cuts: ClientCuts,
+}
+
+/// What a listener cut to keep one client from holding backends.
+#[derive(Debug)]
+pub(crate) struct ClientCuts {
+    /// Requests refused at the per-client cap.
+    pub(crate) too_many_requests: Counter,
+    /// Request bodies cut for arriving below the minimum data rate.
+    pub(crate) slow_request_body: Counter,
+    /// Connections closed for taking responses below the minimum rate.
+    pub(crate) slow_response_read: Counter,
+}
+
+impl ClientCuts {
+    fn new(listener: &str) -> Self {
+        let cut = |reason| {
+            FAMILIES.client_cuts.get_or_create_owned(&CutLabels {
+                listener: listener.to_owned(),
+                reason,
+            })
+        };
+        Self {
+            too_many_requests: cut("too_many_requests"),
+            slow_request_body: cut("slow_request_body"),
+            slow_response_read: cut("slow_response_read"),
+        }
+    }
 }
 
 impl ListenerMetrics {
@@ -263,6 +305,7 @@ impl ListenerMetrics {
             request_body: f.request_body.get_or_create_owned(&by_listener),
             response_body: f.response_body.get_or_create_owned(&by_listener),
             unrouted: StatusCounters::new(listener, "", ""),
+            cuts: ClientCuts::new(listener),
         }
     }
 }

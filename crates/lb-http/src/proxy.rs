@@ -14,7 +14,7 @@ use lb_core::normalize_host;
 use tokio::time::Instant;
 
 use crate::balance;
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, SlowBody};
 use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
 use crate::headers;
@@ -31,7 +31,7 @@ pub(crate) async fn handle(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
-    let mut record = Record::start(Arc::clone(&plan), conn.peer, &req);
+    let mut record = Record::start(Arc::clone(&plan), &conn, &req);
     let version = req.version();
     record.request_id = request_id(&plan, &req);
     let (mut response, routed) = match check(&plan, &req) {
@@ -176,6 +176,10 @@ async fn route<'p>(
             }
         }
         Target::Upstream(up, retries) => {
+            if let Err(refused) = crate::clients::admit(plan, &conn, record) {
+                return (*refused, Some(routed));
+            }
+            let h1 = req.version() != Version::HTTP_2;
             let deadline = plan.http.total_timeout.map(|t| Instant::now() + t);
             let forwarded = forward(
                 plan,
@@ -208,7 +212,13 @@ async fn route<'p>(
                     );
                 }
                 record.fail(e.to_string());
-                status_response(e.status(), e.client_reason())
+                let mut res = status_response(e.status(), e.client_reason());
+                if h1 && matches!(e, UpstreamError::RequestBodyTooSlow) {
+                    // The rest of the body will not be read.
+                    res.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                res
             })
         }
     };
@@ -275,7 +285,11 @@ async fn forward(
     let body = if body.is_end_stream() {
         ProxyBody::incoming(body)
     } else {
-        ProxyBody::counted(body, record.tally())
+        let slow = plan.http.clients.min_data_rate.map(|rate| {
+            let cuts = plan.metrics.cuts.slow_request_body.clone();
+            SlowBody::new(rate, Arc::default(), cuts)
+        });
+        ProxyBody::counted(body, record.tally(), slow)
     };
     // Before the forwarding headers change anything the key may be read from.
     let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);

@@ -20,8 +20,11 @@ use http_body::{Body, Frame, SizeHint};
 use lb_observability::{AccessLog, AccessRecord};
 
 use crate::body::{BoxError, ProxyBody, Tally};
+use crate::clients::ClientPermit;
+use crate::conn::ConnInfo;
 use crate::plan::ListenerPlan;
 use crate::retry::Trace;
+use crate::watch::{ReadProgress, Waiting};
 
 /// One request in progress.
 #[derive(Debug)]
@@ -45,7 +48,13 @@ pub(crate) struct Record {
     pub(crate) upstream_path: Option<String>,
     /// What only the access log needs; `None` when the listener has none.
     logged: Option<Box<Logged>>,
+    /// The request's place under its client's cap, held to the end.
+    permit: Option<ClientPermit>,
+    /// How the client takes responses on this connection.
+    read: Option<Arc<ReadProgress>>,
 }
+
+const TOO_SLOW_READING: &str = "client too slow reading the response";
 
 #[derive(Debug)]
 struct Logged {
@@ -58,8 +67,8 @@ struct Logged {
 }
 
 impl Record {
-    /// Start recording `req`, arrived from `client` on `plan`'s listener.
-    pub(crate) fn start<B>(plan: Arc<ListenerPlan>, client: SocketAddr, req: &Request<B>) -> Self {
+    /// Start recording `req`, arrived on `conn` at `plan`'s listener.
+    pub(crate) fn start<B>(plan: Arc<ListenerPlan>, conn: &ConnInfo, req: &Request<B>) -> Self {
         let logged = plan.access_log.is_some().then(|| {
             let authority = req
                 .uri()
@@ -85,7 +94,7 @@ impl Record {
         Self {
             plan,
             started: Instant::now(),
-            client,
+            client: conn.peer,
             version: req.version(),
             head_request: req.method() == Method::HEAD,
             route: None,
@@ -97,7 +106,20 @@ impl Record {
             request_id: String::new(),
             upstream_path: None,
             logged,
+            permit: None,
+            read: conn.read.clone(),
         }
+    }
+
+    /// Keep the request counted under its client's cap until it ends.
+    pub(crate) fn hold(&mut self, permit: ClientPermit) {
+        self.permit = Some(permit);
+    }
+
+    /// Whether the connection was closed because the client read its
+    /// responses too slowly.
+    fn cut_for_slow_reading(&self) -> bool {
+        self.read.as_ref().is_some_and(|r| r.was_cut())
     }
 
     /// Where the request body's bytes are to be counted.
@@ -117,10 +139,12 @@ impl Record {
     /// Send `response`; the record is written when its body is done.
     pub(crate) fn respond(mut self, response: Response<ProxyBody>) -> Response<ObservedBody> {
         self.status = Some(response.status().as_u16());
+        let waiting = self.read.clone().map(Waiting::handed_over);
         response.map(|inner| ObservedBody {
             inner,
             record: self,
             ended: false,
+            waiting,
         })
     }
 
@@ -128,6 +152,7 @@ impl Record {
         let elapsed = self.started.elapsed();
         let error = match (&self.error, self.status) {
             (Some(e), _) => Some(e.as_ref()),
+            (None, None) if self.cut_for_slow_reading() => Some(TOO_SLOW_READING),
             (None, None) => Some("the client left before the response"),
             (None, Some(_)) => None,
         };
@@ -198,6 +223,9 @@ pub(crate) struct ObservedBody {
     inner: ProxyBody,
     record: Record,
     ended: bool,
+    /// Marks the body as waiting for the client while hyper does not poll
+    /// it; `None` when no minimum data rate applies.
+    waiting: Option<Waiting>,
 }
 
 impl Body for ObservedBody {
@@ -209,6 +237,9 @@ impl Body for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(waiting) = this.waiting.as_mut() {
+            waiting.set(false);
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -218,6 +249,9 @@ impl Body for ObservedBody {
                     this.record.plan.metrics.response_body.inc_by(n);
                 }
                 this.ended = this.inner.is_end_stream();
+                if let Some(waiting) = this.waiting.as_mut() {
+                    waiting.set(!this.ended);
+                }
             }
             Poll::Ready(Some(Err(e))) => {
                 this.record.fail(format!("response body failed: {e}"));
@@ -242,7 +276,9 @@ impl Drop for ObservedBody {
     fn drop(&mut self) {
         // A HEAD response's body is never sent.
         let complete = self.ended || self.record.head_request || self.inner.is_end_stream();
-        if !complete && self.record.error.is_none() {
+        if !complete && self.record.cut_for_slow_reading() {
+            self.record.fail(TOO_SLOW_READING);
+        } else if !complete && self.record.error.is_none() {
             self.record
                 .fail("the response was cut off before its end (client gone or stream reset)");
         }

@@ -4,6 +4,7 @@
 //! Every attempt feeds the backend's live state: time to first byte into
 //! its latency EWMA, success or failure into outlier detection.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +103,9 @@ impl Exchange<'_> {
             version: parts.version,
             headers: parts.headers.clone(),
         });
+        // A request body cut for its client's slowness fails the exchange;
+        // that failure is the client's, not the backend's.
+        let body_cut = body.cut_flag();
         let mut req = Request::from_parts(parts, body);
         cluster.retry_budget.record_request();
         let mut exclude = None;
@@ -168,6 +172,12 @@ impl Exchange<'_> {
                     None => (e, Some(RetryOn::RefusedStream), None),
                 },
             };
+            if body_cut
+                .as_ref()
+                .is_some_and(|cut| cut.load(Ordering::Relaxed))
+            {
+                return Err(UpstreamError::RequestBodyTooSlow);
+            }
             self.count_failure(&error);
             if error.is_connect_failure() {
                 lb_health::connect_failed(cluster, index);

@@ -758,6 +758,66 @@ max_header_bytes = 100
         reason: "100 is outside 1024..=1048576",
     },
     Case {
+        name: "HTTP/2 stream window below the protocol's initial window",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+h2_initial_stream_window = 1000
+"#,
+        path: "listeners[0].h2_initial_stream_window",
+        reason: "1000 is outside 65535..=2147483647",
+    },
+    Case {
+        name: "HTTP/2 connection window above RFC 9113's largest",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+h2_initial_connection_window = 2147483648
+"#,
+        path: "listeners[0].h2_initial_connection_window",
+        reason: "2147483648 is outside 65535..=2147483647",
+    },
+    Case {
+        name: "no HTTP/2 streams allowed",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+h2_max_concurrent_streams = 0
+"#,
+        path: "listeners[0].h2_max_concurrent_streams",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "minimum data rate without grace",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ direct = { status = 200 } }]
+min_data_rate_grace_ms = 0
+"#,
+        path: "listeners[0].min_data_rate_grace_ms",
+        reason: "must be greater than 0",
+    },
+    Case {
+        name: "per-client request cap on a tcp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001" }]
+max_requests_per_client = 10
+"#,
+        path: "listeners[0].max_requests_per_client",
+        reason: "applies to HTTP listeners only",
+    },
+    Case {
         name: "no listeners",
         toml: "",
         path: "listeners",

@@ -124,6 +124,23 @@ fn listener_and_runtime_defaults_apply() {
     assert_eq!(http.total_timeout, None);
     assert_eq!(http.max_header_count, d::MAX_HEADER_COUNT);
     assert_eq!(http.max_header_bytes, d::MAX_HEADER_BYTES);
+    assert_eq!(
+        http.clients.max_requests_per_client,
+        Some(d::MAX_REQUESTS_PER_CLIENT)
+    );
+    assert_eq!(
+        http.clients.min_data_rate,
+        Some(MinDataRate {
+            bytes_per_s: d::MIN_DATA_RATE_BYTES_PER_S,
+            grace: Duration::from_millis(d::MIN_DATA_RATE_GRACE_MS),
+        })
+    );
+    assert_eq!(http.h2.max_concurrent_streams, d::H2_MAX_CONCURRENT_STREAMS);
+    assert_eq!(http.h2.initial_stream_window, d::H2_INITIAL_STREAM_WINDOW);
+    assert_eq!(
+        http.h2.initial_connection_window,
+        d::H2_INITIAL_CONNECTION_WINDOW
+    );
     let fw = http.forwarding;
     assert!(fw.x_forwarded_for && fw.x_forwarded_proto && fw.x_forwarded_host && fw.via);
     assert!(!fw.pass_proxy_auth);
