@@ -213,3 +213,56 @@ address = "{}"
     println!("marked unhealthy after {reloads} reloads");
     assert!(reloads >= 3, "reloads kept coming while it was checked");
 }
+
+#[tokio::test]
+async fn a_new_client_certificate_reaches_pooled_backends_on_sigusr1() {
+    let (pki, clients, strangers) = (
+        Pki::new("coherent-mtls"),
+        Pki::new("coherent-clients"),
+        Pki::new("coherent-strangers"),
+    );
+    let backend = tls_backend(
+        Proto::H1,
+        &pki,
+        &["backend.test"],
+        Some(&clients),
+        |_| async { Response::new(full("authenticated")) },
+    );
+    let first = clients.client("first", "gateway-1", &[]);
+    let second = clients.client("second", "gateway-2", &[]);
+    let untrusted = strangers.client("untrusted", "gateway-x", &[]);
+    let dir = temp_dir("coherent-mtls");
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let install = |issued: &common::tls::Issued| {
+        common::tls::write_private(&cert, &std::fs::read_to_string(&issued.cert_path).unwrap());
+        common::tls::write_private(&key, &issued.key_pem);
+    };
+    install(&first);
+    let listen = free_addr();
+    let toml = pooled_tls_config(listen, backend.addr, &pki.ca_path, "")
+        + &format!("tls_client_cert_path = {cert:?}\ntls_client_key_path = {key:?}\n");
+    let gw = Gateway::start(&toml, &[listen]);
+    let status = || async { get(Proto::H1, listen, "app.test", "/").await.0 };
+    assert_eq!(status().await, 200);
+    assert_eq!(status().await, 200);
+    assert_eq!(counts(&backend), (1, 0), "pooled");
+
+    // A certificate the backend does not trust: the pooled connection made
+    // with the old one is retired, and the new handshake is refused.
+    install(&untrusted);
+    gw.signal("USR1");
+    wait_for_log(&gw, "backend TLS material changed", 1);
+    assert_eq!(status().await, 502);
+
+    // Another trusted one: a full handshake, nothing resumed from before.
+    install(&second);
+    gw.signal("USR1");
+    wait_for_log(&gw, "backend TLS material changed", 2);
+    let (_, resumed) = counts(&backend);
+    assert_eq!(status().await, 200);
+    assert_eq!(
+        counts(&backend).1,
+        resumed,
+        "no session of the old material resumed"
+    );
+}
