@@ -1,0 +1,315 @@
+//! `quic` listeners through the real binary with our own quinn + h3
+//! client: GET and streamed POST to HTTP/1.1 and HTTP/2 backends, routing
+//! by host and path, 404 and 421, trailers from an HTTP/2 backend, the
+//! forwarding headers and access log of HTTP/3 requests, and drain.
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, Request};
+use http_body_util::BodyExt;
+use quinn::crypto::rustls::QuicClientConfig;
+
+use common::backend::{echo, gated, headers_echo, start, Backend, Proto};
+use common::body::PatternBody;
+use common::tls::{client_config, Issued, Pki};
+use common::Gateway;
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// A free loopback UDP address.
+fn free_udp() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// An HTTP/3 client connection; `closed` resolves when the connection ends.
+struct H3Client {
+    send: SendRequest,
+    conn: quinn::Connection,
+    driver: tokio::task::JoinHandle<()>,
+    _endpoint: quinn::Endpoint,
+}
+
+async fn connect(addr: SocketAddr, sni: &str, pki: &Pki) -> H3Client {
+    let tls = client_config(pki, &[b"h3"], None);
+    let crypto = QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint.connect(addr, sni).unwrap().await.unwrap();
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    H3Client {
+        send,
+        conn,
+        driver,
+        _endpoint: endpoint,
+    }
+}
+
+/// What a request got back.
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+/// Send `method` `path` to `host`, with `body` streamed in 64 KiB chunks
+/// (no Content-Length), and read the whole answer.
+async fn exchange(
+    send: &mut SendRequest,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: Option<Bytes>,
+) -> Answer {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("https://{host}{path}"))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    if let Some(mut body) = body {
+        while body.has_remaining() {
+            let n = body.len().min(64 * 1024);
+            stream.send_data(body.split_to(n)).await.unwrap();
+        }
+    }
+    stream.finish().await.unwrap();
+    let res = stream.recv_response().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    let trailers = stream.recv_trailers().await.unwrap();
+    Answer {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: Bytes::from(got),
+        trailers,
+    }
+}
+
+/// A backend answering with a 100 KiB body and `grpc-status: 0` trailers.
+fn trailing(proto: Proto) -> Backend {
+    start(proto, |_req| async move {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let body = PatternBody::new(100 * 1024).with_trailers(trailers);
+        http::Response::new(body.map_err(|e| match e {}).boxed())
+    })
+}
+
+struct Site {
+    pki: Pki,
+    cert: Issued,
+    h1: Backend,
+    h2: Backend,
+    headers: Backend,
+    trailers: Backend,
+}
+
+fn site() -> Site {
+    let pki = Pki::new("h3");
+    Site {
+        cert: pki.server("q", &["q.test", "*.q.test"]),
+        pki,
+        h1: echo(Proto::H1),
+        h2: echo(Proto::H2),
+        headers: headers_echo(Proto::H1),
+        trailers: trailing(Proto::H2),
+    }
+}
+
+/// A quic listener: `one.q.test` to the HTTP/1.1 echo, `two.q.test` to
+/// the HTTP/2 echo, `/headers` to the headers echo, `/trailers` to the
+/// trailing HTTP/2 backend; nothing else routes.
+fn config(listen: SocketAddr, s: &Site, runtime: &str) -> String {
+    format!(
+        r#"[runtime]
+{runtime}
+
+[[clusters]]
+name = "one"
+backends = [{{ address = "{h1}", protocol = "h1" }}]
+[[clusters]]
+name = "two"
+backends = [{{ address = "{h2}", protocol = "h2" }}]
+[[clusters]]
+name = "headers"
+backends = [{{ address = "{headers}", protocol = "h1" }}]
+[[clusters]]
+name = "trailers"
+backends = [{{ address = "{trailers}", protocol = "h2" }}]
+
+[[listeners]]
+address = "{listen}"
+protocol = "quic"
+access_log = {{ path = "requests.log" }}
+[listeners.tls]
+[[listeners.tls.certificates]]
+cert_path = {cert:?}
+key_path = {key:?}
+[listeners.quic]
+max_idle_timeout_ms = 10000
+[[listeners.routes]]
+host = "one.q.test"
+cluster = "one"
+[[listeners.routes]]
+host = "two.q.test"
+cluster = "two"
+[[listeners.routes]]
+path_prefix = "/headers"
+cluster = "headers"
+[[listeners.routes]]
+path_prefix = "/trailers"
+cluster = "trailers"
+"#,
+        h1 = s.h1.addr,
+        h2 = s.h2.addr,
+        headers = s.headers.addr,
+        trailers = s.trailers.addr,
+        cert = s.cert.cert_path,
+        key = s.cert.key_path,
+    )
+}
+
+fn pattern(len: usize) -> Bytes {
+    (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_streamed_post_reach_h1_and_h2_backends_by_host() {
+    let s = site();
+    let listen = free_udp();
+    let _gw = Gateway::start(&config(listen, &s, ""), &[listen]);
+    let mut client = connect(listen, "one.q.test", &s.pki).await;
+    let upload = pattern(3 * 1024 * 1024 + 17);
+    for host in ["one.q.test", "two.q.test"] {
+        let get = exchange(&mut client.send, "GET", host, "/", None).await;
+        assert_eq!(get.status, 200, "{host}");
+        assert!(get.body.is_empty(), "{host}: GET echoed a body");
+        let post = exchange(&mut client.send, "POST", host, "/up", Some(upload.clone())).await;
+        assert_eq!(post.status, 200, "{host}");
+        assert_eq!(post.body.len(), upload.len(), "{host}");
+        assert!(post.body == upload, "{host}: echoed body differs");
+        assert!(post.headers.contains_key("x-request-id"), "{host}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_path_answers_404_and_421_and_passes_trailers() {
+    let s = site();
+    let listen = free_udp();
+    let gw = Gateway::start(&config(listen, &s, ""), &[listen]);
+    let mut client = connect(listen, "q.test", &s.pki).await;
+
+    let headers = exchange(&mut client.send, "GET", "q.test", "/headers/x", None).await;
+    assert_eq!(headers.status, 200);
+    let text = String::from_utf8_lossy(&headers.body).to_string();
+    assert!(text.starts_with("GET /headers/x HTTP/1.1"), "{text}");
+    assert!(text.contains("x-forwarded-proto: https"), "{text}");
+    assert!(text.contains("via: 3 expressgateway"), "{text}");
+    assert!(text.contains("host: q.test"), "{text}");
+
+    let none = exchange(&mut client.send, "GET", "q.test", "/nowhere", None).await;
+    assert_eq!(none.status, 404);
+
+    let other = exchange(&mut client.send, "GET", "elsewhere.test", "/headers", None).await;
+    assert_eq!(other.status, 421);
+    assert_eq!(
+        s.headers.hits(),
+        1,
+        "the misdirected request reached a backend"
+    );
+
+    let trailed = exchange(&mut client.send, "GET", "q.test", "/trailers", None).await;
+    assert_eq!(trailed.status, 200);
+    assert_eq!(trailed.body.len(), 100 * 1024);
+    let trailers = trailed.trailers.expect("trailers from the h2 backend");
+    assert_eq!(trailers["grpc-status"], "0");
+
+    // Each request's line is written when its response ends; the last one
+    // ended above.
+    let log_path = gw.config_path.with_file_name("requests.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.lines().count() >= 4 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["protocol"], "HTTP/3", "{line}");
+    }
+    let statuses: Vec<_> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 404, 421, 200]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_the_request_in_flight_finish_then_closes_the_connection() {
+    let s = site();
+    let held = gated(Proto::H1, "late");
+    let listen = free_udp();
+    let text = config(
+        listen,
+        &s,
+        "drain_timeout_ms = 5000\nreadiness_settle_ms = 0",
+    )
+    .replace(&s.h1.addr.to_string(), &held.backend.addr.to_string());
+    let mut gw = Gateway::start(&text, &[listen]);
+    let client = connect(listen, "one.q.test", &s.pki).await;
+    let mut send = client.send.clone();
+    let in_flight =
+        tokio::spawn(async move { exchange(&mut send, "GET", "one.q.test", "/", None).await });
+    held.arrived(1).await;
+    gw.signal("TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !gw.log().contains("draining: listeners closed") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        client.conn.close_reason().is_none(),
+        "closed with a request in flight"
+    );
+    held.open();
+    let answer = in_flight
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", gw.log()));
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "late");
+    let closed = tokio::time::timeout(Duration::from_secs(3), client.conn.closed())
+        .await
+        .expect("the connection outlived the drain");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(0x100),
+                "{close:?}"
+            )
+        }
+        other => panic!("closed by {other:?}, not by the gateway's H3_NO_ERROR"),
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.driver).await;
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
