@@ -210,6 +210,21 @@ key_path = "/nonexistent/key.pem"
         reason: "use quic.max_idle_timeout_ms on a quic listener",
     },
     Case {
+        name: "tls handshake timeout on a quic listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+handshake_timeout_ms = 2000
+"#,
+        path: "listeners[0].tls.handshake_timeout_ms",
+        reason: "use quic.handshake_timeout_ms on a quic listener",
+    },
+    Case {
         name: "unknown key in the quic table",
         toml: r#"
 [[listeners]]

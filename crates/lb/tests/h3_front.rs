@@ -15,8 +15,9 @@ use quinn::crypto::rustls::QuicClientConfig;
 
 use common::backend::{echo, gated, headers_echo, start, Backend, Proto};
 use common::body::PatternBody;
+use common::scrape::wait_value;
 use common::tls::{client_config, Issued, Pki};
-use common::Gateway;
+use common::{free_addr, Gateway};
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
@@ -132,10 +133,13 @@ fn site() -> Site {
 /// A quic listener: `one.q.test` to the HTTP/1.1 echo, `two.q.test` to
 /// the HTTP/2 echo, `/headers` to the headers echo, `/trailers` to the
 /// trailing HTTP/2 backend; nothing else routes.
-fn config(listen: SocketAddr, s: &Site, runtime: &str) -> String {
+fn config(listen: SocketAddr, s: &Site, runtime: &str, admin: SocketAddr) -> String {
     format!(
         r#"[runtime]
 {runtime}
+
+[observability]
+metrics_bind = "{admin}"
 
 [[clusters]]
 name = "one"
@@ -190,7 +194,8 @@ fn pattern(len: usize) -> Bytes {
 async fn get_and_streamed_post_reach_h1_and_h2_backends_by_host() {
     let s = site();
     let listen = free_udp();
-    let _gw = Gateway::start(&config(listen, &s, ""), &[listen]);
+    let admin = free_addr();
+    let _gw = Gateway::start(&config(listen, &s, "", admin), &[listen]);
     let mut client = connect(listen, "one.q.test", &s.pki).await;
     let upload = pattern(3 * 1024 * 1024 + 17);
     for host in ["one.q.test", "two.q.test"] {
@@ -203,13 +208,31 @@ async fn get_and_streamed_post_reach_h1_and_h2_backends_by_host() {
         assert!(post.body == upload, "{host}: echoed body differs");
         assert!(post.headers.contains_key("x-request-id"), "{host}");
     }
+    let l = listen.to_string();
+    let total = 2.0 * upload.len() as f64;
+    let at = [("listener", l.as_str())];
+    wait_value(
+        admin,
+        "expressgateway_http_request_body_bytes_total",
+        &at,
+        total,
+    )
+    .await;
+    wait_value(
+        admin,
+        "expressgateway_http_response_body_bytes_total",
+        &at,
+        total,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_path_answers_404_and_421_and_passes_trailers() {
     let s = site();
     let listen = free_udp();
-    let gw = Gateway::start(&config(listen, &s, ""), &[listen]);
+    let admin = free_addr();
+    let gw = Gateway::start(&config(listen, &s, "", admin), &[listen]);
     let mut client = connect(listen, "q.test", &s.pki).await;
 
     let headers = exchange(&mut client.send, "GET", "q.test", "/headers/x", None).await;
@@ -268,12 +291,9 @@ async fn drain_lets_the_request_in_flight_finish_then_closes_the_connection() {
     let s = site();
     let held = gated(Proto::H1, "late");
     let listen = free_udp();
-    let text = config(
-        listen,
-        &s,
-        "drain_timeout_ms = 5000\nreadiness_settle_ms = 0",
-    )
-    .replace(&s.h1.addr.to_string(), &held.backend.addr.to_string());
+    let runtime = "drain_timeout_ms = 5000\nreadiness_settle_ms = 0";
+    let text = config(listen, &s, runtime, free_addr())
+        .replace(&s.h1.addr.to_string(), &held.backend.addr.to_string());
     let mut gw = Gateway::start(&text, &[listen]);
     let client = connect(listen, "one.q.test", &s.pki).await;
     let mut send = client.send.clone();
@@ -312,4 +332,65 @@ async fn drain_lets_the_request_in_flight_finish_then_closes_the_connection() {
     let _ = tokio::time::timeout(Duration::from_secs(1), client.driver).await;
     let status = gw.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");
+}
+
+/// Wait until the gateway's log contains `text`.
+async fn wait_log(gw: &Gateway, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in:\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_routes_and_refuses_to_add_a_quic_listener() {
+    let s = site();
+    let listen = free_udp();
+    let text = config(listen, &s, "", free_addr());
+    let gw = Gateway::start(&text, &[listen]);
+    let mut client = connect(listen, "q.test", &s.pki).await;
+    assert_eq!(
+        exchange(&mut client.send, "GET", "q.test", "/hello", None)
+            .await
+            .status,
+        404
+    );
+
+    let second = free_udp();
+    let added = format!(
+        "{text}\n[[listeners]]\naddress = \"{second}\"\nprotocol = \"quic\"\n\
+         backends = [{{ address = \"{}\" }}]\n[listeners.tls]\n\
+         [[listeners.tls.certificates]]\ncert_path = {:?}\nkey_path = {:?}\n",
+        s.h1.addr, s.cert.cert_path, s.cert.key_path
+    );
+    std::fs::write(&gw.config_path, added).unwrap();
+    gw.signal("HUP");
+    wait_log(
+        &gw,
+        &format!("listener {second}: adding a quic listener needs a restart"),
+    )
+    .await;
+    wait_log(&gw, "reload rejected; configuration unchanged").await;
+
+    let routed = text.replace(
+        "[[listeners.routes]]\nhost = \"one.q.test\"",
+        "[[listeners.routes]]\npath_prefix = \"/hello\"\n\
+         direct = { status = 200, body = \"hi\\n\", content_type = \"text/plain\" }\n\
+         [[listeners.routes]]\nhost = \"one.q.test\"",
+    );
+    assert_ne!(routed, text);
+    std::fs::write(&gw.config_path, routed).unwrap();
+    gw.signal("HUP");
+    wait_log(&gw, "reload applied").await;
+    let hello = exchange(&mut client.send, "GET", "q.test", "/hello", None).await;
+    assert_eq!(
+        hello.status, 200,
+        "the open connection did not take the new routes"
+    );
+    assert_eq!(hello.body, "hi\n");
 }

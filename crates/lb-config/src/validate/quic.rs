@@ -88,10 +88,9 @@ pub(super) fn quic_settings(
     })
 }
 
-/// Listener keys a `quic` listener does not take: their HTTP/2 or TCP
-/// mechanism has a QUIC counterpart in `[listeners.quic]`, or the HTTP/3
-/// front does not enforce them yet (a key must never be parsed and
-/// ignored).
+/// Listener keys a `quic` listener does not take: their TCP, TLS-over-TCP
+/// or HTTP/2 mechanism has a QUIC counterpart in `[listeners.quic]` (a key
+/// must never be parsed and ignored).
 fn not_on_quic(rl: &RawListener, path: &str, errors: &mut Errors) {
     let keys = [
         (
@@ -115,14 +114,11 @@ fn not_on_quic(rl: &RawListener, path: &str, errors: &mut Errors) {
             "use quic.receive_window on a quic listener",
         ),
         (
-            "min_data_rate_bytes_per_s",
-            rl.min_data_rate_bytes_per_s.is_some(),
-            "is not enforced on HTTP/3 yet; quic listeners do not take it",
-        ),
-        (
-            "min_data_rate_grace_ms",
-            rl.min_data_rate_grace_ms.is_some(),
-            "is not enforced on HTTP/3 yet; quic listeners do not take it",
+            "tls.handshake_timeout_ms",
+            rl.tls
+                .as_ref()
+                .is_some_and(|t| t.handshake_timeout_ms.is_some()),
+            "use quic.handshake_timeout_ms on a quic listener",
         ),
     ];
     for (key, set, reason) in keys {
