@@ -100,5 +100,14 @@ pub async fn serve(
     }
     // New connections are refused; established ones finish under the drain.
     endpoint.set_server_config(None);
+    // A connection's CONNECTION_CLOSE leaves from the endpoint's driver
+    // after the connection's task ended: the drain counts the endpoint
+    // until every close went out, or the process could exit first and
+    // leave clients waiting for their idle timeout.
+    let _endpoint = drain.track();
+    tokio::select! {
+        () = endpoint.wait_idle() => {}
+        () = drain.aborted() => {}
+    }
     Ok(())
 }

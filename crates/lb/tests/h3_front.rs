@@ -394,3 +394,45 @@ async fn reload_applies_routes_and_refuses_to_add_a_quic_listener() {
     );
     assert_eq!(hello.body, "hi\n");
 }
+
+/// Python with aioquic, a QUIC/HTTP/3 client written by others.
+fn aioquic_get(listen: SocketAddr, sni: &str, authority: &str, path: &str, pki: &Pki) -> String {
+    let script = common::workspace_root().join("crates/lb/tests/tools/aioquic_get.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "127.0.0.1",
+            &listen.port().to_string(),
+            sni,
+            authority,
+            path,
+        ])
+        .arg(&pki.ca_path)
+        .output()
+        .expect("python3 (scripts/test installs aioquic for it)");
+    assert!(
+        out.status.success(),
+        "aioquic client failed (scripts/test installs aioquic): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioquic_client_is_served_through_the_same_routes() {
+    let s = site();
+    let listen = free_udp();
+    let _gw = Gateway::start(&config(listen, &s, "", free_addr()), &[listen]);
+    let pki = &s.pki;
+    let headers =
+        tokio::task::block_in_place(|| aioquic_get(listen, "q.test", "q.test", "/headers/py", pki));
+    assert!(
+        headers.starts_with("200\nGET /headers/py HTTP/1.1"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-forwarded-proto: https"), "{headers}");
+    assert!(headers.contains("via: 3 expressgateway"), "{headers}");
+    let none =
+        tokio::task::block_in_place(|| aioquic_get(listen, "q.test", "q.test", "/nowhere", pki));
+    assert!(none.starts_with("404\n"), "{none}");
+}
