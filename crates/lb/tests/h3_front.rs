@@ -36,23 +36,37 @@ struct H3Client {
 }
 
 async fn connect(addr: SocketAddr, sni: &str, pki: &Pki) -> H3Client {
-    let tls = client_config(pki, &[b"h3"], None);
+    connect_with(addr, sni, client_config(pki, &[b"h3"], None))
+        .await
+        .unwrap()
+}
+
+/// Connect with `tls`; the error of a handshake or HTTP/3 setup that fails.
+async fn connect_with(
+    addr: SocketAddr,
+    sni: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<H3Client, String> {
     let crypto = QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = endpoint.connect(addr, sni).unwrap().await.unwrap();
+    let conn = endpoint
+        .connect(addr, sni)
+        .unwrap()
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(async move {
         let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
     });
-    H3Client {
+    Ok(H3Client {
         send,
         conn,
         driver,
         _endpoint: endpoint,
-    }
+    })
 }
 
 /// What a request got back.
@@ -435,4 +449,60 @@ async fn aioquic_client_is_served_through_the_same_routes() {
     let none =
         tokio::task::block_in_place(|| aioquic_get(listen, "q.test", "q.test", "/nowhere", pki));
     assert!(none.starts_with("404\n"), "{none}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_verified_and_their_identity_passed_on() {
+    let s = site();
+    let clients = Pki::new("h3-clients");
+    let alice = clients.client("alice", "alice", &[]);
+    let listen = free_udp();
+    let mtls = format!(
+        "client_ca_path = {:?}\nclient_identity_header = \"X-Client-Identity\"\n",
+        clients.ca_path
+    );
+    let text = config(listen, &s, "", free_addr())
+        .replace("[listeners.tls]\n", &format!("[listeners.tls]\n{mtls}"));
+    let _gw = Gateway::start(&text, &[listen]);
+
+    let tls = client_config(&s.pki, &[b"h3"], Some(&alice));
+    let mut client = connect_with(listen, "q.test", tls).await.unwrap();
+    let req = Request::builder()
+        .uri("https://q.test/headers/id")
+        .header("x-client-identity", "CN=forged")
+        .body(())
+        .unwrap();
+    let mut stream = client.send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+    let mut text = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        text.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    let text = String::from_utf8(text).unwrap();
+    let identity: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("x-client-identity:"))
+        .collect();
+    assert_eq!(identity.len(), 1, "{text}");
+    assert!(
+        identity[0].contains("alice") && !identity[0].contains("forged"),
+        "{text}"
+    );
+
+    // Without a certificate the handshake is refused: the connection
+    // fails before any request is answered.
+    let anonymous = client_config(&s.pki, &[b"h3"], None);
+    let refused = match connect_with(listen, "q.test", anonymous).await {
+        Err(_) => true,
+        Ok(mut c) => {
+            let req = Request::get("https://q.test/headers").body(()).unwrap();
+            match c.send.send_request(req).await {
+                Err(_) => true,
+                Ok(mut st) => st.finish().await.is_err() || st.recv_response().await.is_err(),
+            }
+        }
+    };
+    assert!(refused, "a client without a certificate was served");
+    assert_eq!(s.headers.hits(), 1);
 }
