@@ -6,6 +6,20 @@ pub const LISTENER_MAX_CONNECTIONS: u32 = 50_000;
 pub const REQUEST_HEADERS_MS: u64 = 10_000;
 /// Listener: client inactivity after which the connection is closed.
 pub const CLIENT_IDLE_MS: u64 = 60_000;
+/// QUIC listener: idle time after which a connection closes (quinn's
+/// default is 30 s; HTTP/3 clients send PINGs well within it).
+pub const QUIC_MAX_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// QUIC listener: request streams a client may have open at once (the
+/// HTTP/2 default of these listeners, `H2_MAX_CONCURRENT_STREAMS`'s peer).
+pub const QUIC_MAX_CONCURRENT_BIDI_STREAMS: u32 = 100;
+/// QUIC listener: bytes a client may send on one stream ahead of the
+/// proxy reading them (quinn's default, sized for 100 ms at 100 Mbit/s).
+pub const QUIC_STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
+/// QUIC listener: bytes a client may send on all its streams ahead of the
+/// proxy reading them.
+pub const QUIC_RECEIVE_WINDOW: u32 = 4 * 1_250_000;
+/// QUIC listener: time allowed for a client's QUIC/TLS handshake.
+pub const QUIC_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Listener: whole-request deadline; 0 disables it.
 pub const REQUEST_TOTAL_MS: u64 = 0;
 /// Listener: maximum number of request header fields.

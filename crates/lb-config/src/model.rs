@@ -99,6 +99,8 @@ pub enum ListenerProtocol {
     H1,
     /// HTTP/1.1 and HTTP/2 over TLS, chosen by ALPN.
     H1s,
+    /// HTTP/3 over QUIC (UDP).
+    Quic,
 }
 
 impl ListenerProtocol {
@@ -109,6 +111,7 @@ impl ListenerProtocol {
             Self::Tls => "tls",
             Self::H1 => "h1",
             Self::H1s => "h1s",
+            Self::Quic => "quic",
         }
     }
 }
@@ -152,6 +155,23 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Where the access log goes; `None` = no access log.
     pub access_log: Option<AccessLogTarget>,
+    /// QUIC transport settings (`quic` listeners only).
+    pub quic: Option<QuicSettings>,
+}
+
+/// `[listeners.quic]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicSettings {
+    /// Idle time after which a connection closes.
+    pub max_idle_timeout: Duration,
+    /// Request streams a client may have open at once.
+    pub max_concurrent_bidi_streams: u32,
+    /// Receive window of each stream, in bytes.
+    pub stream_receive_window: u32,
+    /// Receive window of a whole connection, in bytes.
+    pub receive_window: u32,
+    /// Time allowed for the handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// An enabled access log's destination.

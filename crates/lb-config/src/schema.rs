@@ -186,6 +186,24 @@ pub struct RawListener {
     pub request_id: Option<RawRequestId>,
     /// Token bucket per key for every request (HTTP).
     pub rate_limit: Option<RawRateLimit>,
+    /// QUIC transport settings (`quic` listeners).
+    pub quic: Option<RawQuic>,
+}
+
+/// `[listeners.quic]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuic {
+    /// Idle time after which a connection closes.
+    pub max_idle_timeout_ms: Option<u64>,
+    /// Request streams a client may have open at once.
+    pub max_concurrent_bidi_streams: Option<u32>,
+    /// Receive window of each stream, in bytes.
+    pub stream_receive_window: Option<u32>,
+    /// Receive window of a whole connection, in bytes.
+    pub receive_window: Option<u32>,
+    /// Time allowed for the handshake.
+    pub handshake_timeout_ms: Option<u64>,
 }
 
 /// `escaped_slashes` tokens.

@@ -317,7 +317,7 @@ fn backend(
         Some(RawBackendProtocol::H3) => {
             errors.push(
                 format!("{path}.protocol"),
-                "\"h3\" backends are not supported by this build yet",
+                "h3 backends are not supported by this build",
             );
             return None;
         }
@@ -372,7 +372,7 @@ fn listener(
     clusters: &mut Vec<Cluster>,
     errors: &mut Errors,
 ) -> Option<Listener> {
-    let (protocol, supported) = listener_protocol(rl.protocol, path, errors);
+    let protocol = listener_protocol(rl.protocol);
     let address = match resolve(&rl.address) {
         Ok(a) => Some(a),
         Err(reason) => {
@@ -413,6 +413,7 @@ fn listener(
     let is_tcp = matches!(protocol, ListenerProtocol::Tcp | ListenerProtocol::Tls);
     let tls = tls::listener_tls(rl, protocol, path, errors);
     let access_log = access_log::access_log(rl.access_log.as_ref(), path, errors);
+    let quic = quic::quic_settings(rl, protocol, path, errors);
     let anonymous = rl.backends.as_ref().map(|backends| {
         let name = format!("listener:{}", rl.address);
         let raw = RawCluster {
@@ -446,19 +447,11 @@ fn listener(
                 "HTTP listeners select clusters through routes; use [[listeners.routes]] with cluster = ...",
             );
         }
-        let protocol = if protocol == ListenerProtocol::H1s {
-            ListenerProtocol::H1s
-        } else {
-            ListenerProtocol::H1
-        };
         ListenerKind::Http(http_listener(
             rl, path, protocol, anonymous, names, clusters, errors,
         ))
     };
     check_backend_kinds(&kind, path, names, raw_clusters, clusters, errors);
-    if !supported {
-        return None;
-    }
     Some(Listener {
         address: address?,
         protocol,
@@ -467,29 +460,18 @@ fn listener(
         kind,
         tls,
         access_log,
+        quic,
     })
 }
 
-/// The listener kind to validate as, and whether this build serves it. An
-/// unsupported kind (quic) is validated as the kind it builds on (HTTP) so
-/// the rest of its errors are reported in the same run.
-fn listener_protocol(
-    raw: RawListenerProtocol,
-    path: &str,
-    errors: &mut Errors,
-) -> (ListenerProtocol, bool) {
+/// The listener kind a protocol token names.
+fn listener_protocol(raw: RawListenerProtocol) -> ListenerProtocol {
     match raw {
-        RawListenerProtocol::Tcp => (ListenerProtocol::Tcp, true),
-        RawListenerProtocol::Tls => (ListenerProtocol::Tls, true),
-        RawListenerProtocol::H1 => (ListenerProtocol::H1, true),
-        RawListenerProtocol::H1s => (ListenerProtocol::H1s, true),
-        RawListenerProtocol::Quic => {
-            errors.push(
-                format!("{path}.protocol"),
-                "\"quic\" listeners are not supported by this build yet",
-            );
-            (ListenerProtocol::H1, false)
-        }
+        RawListenerProtocol::Tcp => ListenerProtocol::Tcp,
+        RawListenerProtocol::Tls => ListenerProtocol::Tls,
+        RawListenerProtocol::H1 => ListenerProtocol::H1,
+        RawListenerProtocol::H1s => ListenerProtocol::H1s,
+        RawListenerProtocol::Quic => ListenerProtocol::Quic,
     }
 }
 
@@ -673,6 +655,7 @@ mod actions;
 mod balancing;
 mod clients;
 mod observability;
+mod quic;
 mod route;
 #[cfg(test)]
 mod tests;

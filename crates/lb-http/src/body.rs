@@ -31,9 +31,51 @@ pub struct ProxyBody {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Incoming(Incoming),
-    Counted(Incoming, Tally, Option<Box<SlowBody>>),
+    Incoming(Source),
+    Counted(Source, Tally, Option<Box<SlowBody>>),
     Upstream(Box<UpstreamBody>),
+}
+
+/// A body a front receives from its client: hyper's, or a stream another
+/// front (HTTP/3) feeds one frame at a time.
+pub(crate) enum Source {
+    Hyper(Incoming),
+    Stream(StreamBody),
+}
+
+/// A front's own request body stream.
+pub type StreamBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hyper(b) => b.fmt(f),
+            Self::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl Source {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Stream(b) => b.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::Stream(b) => b.size_hint(),
+        }
+    }
 }
 
 /// Where a client's request body bytes are counted: the request's own
@@ -163,15 +205,27 @@ impl ProxyBody {
     /// A body received from a peer, passed on frame by frame.
     pub fn incoming(body: Incoming) -> Self {
         Self {
-            kind: Kind::Incoming(body),
+            kind: Kind::Incoming(Source::Hyper(body)),
+        }
+    }
+
+    /// A request body a front streams from its client, one frame at a time
+    /// (an HTTP/3 request stream).
+    pub fn stream(body: StreamBody) -> Self {
+        Self {
+            kind: Kind::Incoming(Source::Stream(body)),
         }
     }
 
     /// A client's request body, counted into `tally` as it passes and
-    /// cut by `slow` if the client sends it too slowly.
-    pub(crate) fn counted(body: Incoming, tally: Tally, slow: Option<Box<SlowBody>>) -> Self {
-        Self {
-            kind: Kind::Counted(body, tally, slow),
+    /// cut by `slow` if the client sends it too slowly. Bodies that are
+    /// not a client's stream pass unchanged.
+    pub(crate) fn counted(self, tally: Tally, slow: Option<Box<SlowBody>>) -> Self {
+        match self.kind {
+            Kind::Incoming(body) if !body.is_end_stream() => Self {
+                kind: Kind::Counted(body, tally, slow),
+            },
+            kind => Self { kind },
         }
     }
 
@@ -223,9 +277,9 @@ impl Body for ProxyBody {
         match &mut self.get_mut().kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Incoming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Incoming(body) => body.poll_frame(cx),
             Kind::Counted(body, tally, slow) => {
-                let polled = Pin::new(body).poll_frame(cx);
+                let polled = body.poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
                     let n = tally.add(frame);
                     if let Some(slow) = slow {
@@ -234,7 +288,7 @@ impl Body for ProxyBody {
                 } else if polled.is_pending() && slow.as_mut().is_some_and(|s| s.too_slow(cx)) {
                     return Poll::Ready(Some(Err(RequestBodyTooSlow.into())));
                 }
-                polled.map_err(Into::into)
+                polled
             }
             Kind::Upstream(up) => {
                 if let Some(deadline) = up.deadline.as_mut() {

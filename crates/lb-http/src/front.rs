@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::body::ProxyBody;
 use crate::clients::ClientTable;
 use crate::conn::ConnInfo;
 use crate::io::{Activity, FrontIo};
@@ -135,7 +136,9 @@ async fn serve_http<S>(
         let cuts = settings.metrics.cuts.slow_response_read.clone();
         (ReadWatch::new(progress, Arc::clone(&activity), rate), cuts)
     });
-    let service = service_fn(move |req| proxy::handle(plan.load_full(), info.clone(), req));
+    let service = service_fn(move |req| {
+        proxy::handle(plan.load_full(), info.clone(), req.map(ProxyBody::incoming))
+    });
     let watchdog = Watchdog {
         drain,
         activity: &activity,

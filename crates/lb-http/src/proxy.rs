@@ -8,7 +8,6 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use lb_config::Retries;
 use lb_core::normalize_host;
 use tokio::time::Instant;
@@ -29,7 +28,7 @@ use crate::rules::{self, Vars};
 pub(crate) async fn handle(
     plan: Arc<ListenerPlan>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
     let mut record = Record::start(Arc::clone(&plan), &conn, &req);
     let version = req.version();
@@ -70,7 +69,7 @@ pub(crate) async fn handle(
 
 /// The request's ID: the client's own when the listener trusts it and it
 /// is well formed, otherwise a new one.
-fn request_id(plan: &ListenerPlan, req: &Request<Incoming>) -> String {
+fn request_id(plan: &ListenerPlan, req: &Request<ProxyBody>) -> String {
     let trusted = plan.http.rules.request_id.trust_incoming;
     req.headers()
         .get(&plan.request_id)
@@ -83,7 +82,7 @@ fn request_id(plan: &ListenerPlan, req: &Request<Incoming>) -> String {
 /// status and reason to answer with. (hyper's HTTP/1.1 parser already
 /// rejects conflicting Content-Lengths, malformed heads and oversized
 /// heads; HTTP/2 forbids Transfer-Encoding.)
-fn check(plan: &ListenerPlan, req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
+fn check(plan: &ListenerPlan, req: &Request<ProxyBody>) -> Option<(StatusCode, &'static str)> {
     let h = req.headers();
     if h.len() > plan.http.max_header_count
         || headers::header_list_size(h) > plan.http.max_header_bytes
@@ -120,7 +119,7 @@ fn host_valid(h: &header::HeaderMap) -> bool {
 async fn route<'p>(
     plan: &'p ListenerPlan,
     conn: ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<ProxyBody>,
     record: &mut Record,
 ) -> (Response<ProxyBody>, Option<&'p Routed>) {
     let authority = match req.uri().authority() {
@@ -179,7 +178,10 @@ async fn route<'p>(
             if let Err(refused) = crate::clients::admit(plan, &conn, record) {
                 return (*refused, Some(routed));
             }
-            let h1 = req.version() != Version::HTTP_2;
+            let h1 = matches!(
+                req.version(),
+                Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+            );
             let deadline = plan.http.total_timeout.map(|t| Instant::now() + t);
             let forwarded = forward(
                 plan,
@@ -229,7 +231,7 @@ async fn route<'p>(
 fn rate_limited(
     limiter: Option<&crate::rate_limit::Limiter>,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ProxyBody>,
     record: &mut Record,
 ) -> Option<Response<ProxyBody>> {
     let wait = limiter?.check(conn.peer.ip(), req.headers()).err()?;
@@ -274,7 +276,7 @@ async fn forward(
     up: &Upstream,
     retries: Option<&Retries>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     authority: Option<HeaderValue>,
     deadline: Option<Instant>,
     record: &mut Record,
@@ -283,13 +285,13 @@ async fn forward(
     let front_version = req.version();
     let (mut parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
-        ProxyBody::incoming(body)
+        body
     } else {
         let slow = plan.http.clients.min_data_rate.map(|rate| {
             let cuts = plan.metrics.cuts.slow_request_body.clone();
             SlowBody::new(rate, Arc::default(), cuts)
         });
-        ProxyBody::counted(body, record.tally(), slow)
+        body.counted(record.tally(), slow)
     };
     // Before the forwarding headers change anything the key may be read from.
     let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);

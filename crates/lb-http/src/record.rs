@@ -219,7 +219,7 @@ fn protocol(version: Version) -> &'static str {
 /// A response body on its way to the client, counting what it sends;
 /// dropping it writes the request's record.
 #[derive(Debug)]
-pub(crate) struct ObservedBody {
+pub struct ObservedBody {
     inner: ProxyBody,
     record: Record,
     ended: bool,

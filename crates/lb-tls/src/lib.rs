@@ -43,7 +43,7 @@ use lb_config::{Config, ListenerProtocol};
 pub use error::{TlsError, TlsWarning};
 pub use metrics::register_metrics;
 pub use names::CertNames;
-pub use server::{HandshakeError, ServerTls, Session};
+pub use server::{Alpn, HandshakeError, ServerTls, Session};
 pub use upstream::UpstreamTls;
 
 use upstream::SystemRoots;
@@ -78,8 +78,12 @@ impl TlsState {
         let runtime = &config.runtime.tls;
         for listener in &config.listeners {
             let Some(spec) = &listener.tls else { continue };
-            let http = listener.protocol == ListenerProtocol::H1s;
-            match ServerTls::load(listener.address, spec, runtime, http, &mut warnings) {
+            let alpn = match listener.protocol {
+                ListenerProtocol::H1s => Alpn::Http,
+                ListenerProtocol::Quic => Alpn::H3,
+                ListenerProtocol::Tcp | ListenerProtocol::Tls | ListenerProtocol::H1 => Alpn::None,
+            };
+            match ServerTls::load(listener.address, spec, runtime, alpn, &mut warnings) {
                 Ok(server) => {
                     state.servers.insert(listener.address, Arc::new(server));
                 }

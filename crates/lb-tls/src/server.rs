@@ -30,10 +30,24 @@ use crate::ticket::RotatingTicketer;
 /// ALPN of HTTP listeners, in the server's order of preference.
 const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// The TLS side of one `tls` or `h1s` listener.
+/// ALPN of HTTP/3 listeners (RFC 9114 §3.1).
+const H3_ALPN: &[u8] = b"h3";
+
+/// The application protocols a listener's handshake offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// None: a `tls` listener passes bytes whatever the client speaks.
+    None,
+    /// `h2` and `http/1.1` (`h1s` listeners).
+    Http,
+    /// `h3` (`quic` listeners).
+    H3,
+}
+
+/// The TLS side of one `tls`, `h1s` or `quic` listener.
 #[derive(Debug)]
 pub struct ServerTls {
-    http: bool,
+    alpn: Alpn,
     current: ArcSwap<Generation>,
     metrics: HandshakeMetrics,
 }
@@ -113,20 +127,20 @@ impl Session {
 }
 
 impl ServerTls {
-    /// Load the certificates of the listener at `listener`; `http` offers
-    /// ALPN `h2` and `http/1.1`.
+    /// Load the certificates of the listener at `listener`, offering
+    /// `alpn`.
     pub fn load(
         listener: SocketAddr,
         spec: &ListenerTls,
         runtime: &RuntimeTls,
-        http: bool,
+        alpn: Alpn,
         warnings: &mut Vec<TlsWarning>,
     ) -> Result<Self, Vec<TlsError>> {
-        let generation = build(spec, runtime, http, None, warnings)?;
+        let generation = build(spec, runtime, alpn, None, warnings)?;
         let metrics = HandshakeMetrics::new(&listener.to_string());
         metrics.certificates_in_service(&generation.certs.certs);
         Ok(Self {
-            http,
+            alpn,
             current: ArcSwap::from_pointee(generation),
             metrics,
         })
@@ -152,7 +166,7 @@ impl ServerTls {
     ) -> Result<Vec<TlsWarning>, Vec<TlsError>> {
         let current = self.current.load_full();
         let mut warnings = Vec::new();
-        let next = build(spec, runtime, self.http, Some(&current), &mut warnings)?;
+        let next = build(spec, runtime, self.alpn, Some(&current), &mut warnings)?;
         if !Arc::ptr_eq(&next.ticketer, &current.ticketer) {
             tracing::info!(tls = %spec.origin, "session ticket keys rotated: client CAs or rotation schedule changed");
         }
@@ -183,6 +197,51 @@ impl ServerTls {
                 Err(HandshakeError::TimedOut(timeout))
             }
         }
+    }
+}
+
+/// QUIC listeners: the QUIC stack runs the handshake with the rustls
+/// configuration, and reports back what it established.
+impl ServerTls {
+    /// The rustls configuration new handshakes use; it changes when the
+    /// listener's material is reloaded.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.current.load().config)
+    }
+
+    /// What a completed QUIC handshake established: the SNI the client
+    /// sent and the certificate chain it presented (verified by the
+    /// handshake). Counts the handshake as completed.
+    pub fn quic_session(
+        &self,
+        sni: Option<String>,
+        peer_chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> Session {
+        self.metrics.completed();
+        let generation = self.current.load();
+        let names = generation
+            .certs
+            .select(sni.as_deref())
+            .map(|cert| Arc::clone(&cert.names))
+            .unwrap_or_default();
+        Session {
+            h2: false,
+            sni,
+            names,
+            client_identity: peer_chain
+                .and_then(|chain| chain.first())
+                .and_then(client_identity),
+            identity_header: generation.identity_header.clone(),
+        }
+    }
+
+    /// Count a QUIC handshake that did not complete.
+    pub fn quic_failed(&self, timed_out: bool) {
+        self.metrics.failed(if timed_out {
+            Reason::Timeout
+        } else {
+            Reason::Other
+        });
     }
 }
 
@@ -218,7 +277,7 @@ async fn accept(
 fn build(
     spec: &ListenerTls,
     runtime: &RuntimeTls,
-    http: bool,
+    alpn: Alpn,
     previous: Option<&Generation>,
     warnings: &mut Vec<TlsWarning>,
 ) -> Result<Generation, Vec<TlsError>> {
@@ -269,9 +328,11 @@ fn build(
     };
     let certs = Arc::new(CertIndex::new(certs, spec.sni_strict));
     let mut config = builder.with_cert_resolver(Arc::clone(&certs) as _);
-    if http {
-        config.alpn_protocols = HTTP_ALPN.iter().map(|p| p.to_vec()).collect();
-    }
+    config.alpn_protocols = match alpn {
+        Alpn::None => Vec::new(),
+        Alpn::Http => HTTP_ALPN.iter().map(|p| p.to_vec()).collect(),
+        Alpn::H3 => vec![H3_ALPN.to_vec()],
+    };
     config.ticketer = Arc::clone(&ticketer) as _;
     // Resumption is by ticket only, so the rotation schedule alone decides
     // how long a session can be resumed.

@@ -52,7 +52,9 @@ async fn hybrid_post_quantum_key_exchange_and_h2_are_negotiated() {
     let mut warnings = Vec::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = Arc::new(ServerTls::load(addr, &spec, &runtime, true, &mut warnings).unwrap());
+    let server = Arc::new(
+        ServerTls::load(addr, &spec, &runtime, lb_tls::Alpn::Http, &mut warnings).unwrap(),
+    );
     assert!(warnings.is_empty(), "{warnings:?}");
 
     let accepting = tokio::spawn(async move {

@@ -96,8 +96,16 @@ async fn handshakes_are_counted_by_outcome_and_certificates_by_expiry() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut warnings = Vec::new();
-    let server =
-        Arc::new(ServerTls::load(addr, &spec(files), &runtime(), false, &mut warnings).unwrap());
+    let server = Arc::new(
+        ServerTls::load(
+            addr,
+            &spec(files),
+            &runtime(),
+            lb_tls::Alpn::None,
+            &mut warnings,
+        )
+        .unwrap(),
+    );
     let l = addr.to_string();
     let cert = [("listener", l.as_str()), ("certificate", "m.test")];
     let expiry = "expressgateway_tls_certificate_expiry_timestamp_seconds";

@@ -60,7 +60,7 @@ impl Gateway {
     ) -> anyhow::Result<Arc<Self>> {
         let mut bound = Vec::new();
         for l in &config.listeners {
-            let socket = listeners::bind(l.address)
+            let socket = listeners::bind_listener(l)
                 .with_context(|| format!("binding listener {}", l.address))?;
             bound.push(socket);
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use lb_config::{Listener, ListenerKind};
+use lb_config::{Listener, ListenerKind, ListenerProtocol};
 use lb_core::{Drain, Snapshot};
 use lb_http::{ListenerPlan, Upstream};
 use lb_tls::{ServerTls, TlsState};
@@ -23,7 +23,7 @@ pub struct RunningListener {
     pub drain: Arc<Drain>,
     /// The compiled routes, swapped on reload (HTTP listeners).
     pub plan: Option<Arc<ArcSwap<ListenerPlan>>>,
-    /// Its TLS side, reloaded in place (`tls` and `h1s` listeners).
+    /// Its TLS side, reloaded in place (`tls`, `h1s` and `quic` listeners).
     pub server_tls: Option<Arc<ServerTls>>,
     task: JoinHandle<()>,
 }
@@ -53,6 +53,25 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// A listener's bound socket: TCP, or UDP for a `quic` listener.
+pub enum Socket {
+    /// A listening TCP socket.
+    Tcp(TcpListener),
+    /// A bound UDP socket.
+    Udp(std::net::UdpSocket),
+}
+
+/// Bind the socket `spec` serves on.
+pub fn bind_listener(spec: &Listener) -> anyhow::Result<Socket> {
+    let address = spec.address;
+    if spec.protocol == ListenerProtocol::Quic {
+        let socket = lb_quic::bind(address)?;
+        socket.set_nonblocking(true)?;
+        return Ok(Socket::Udp(socket));
+    }
+    Ok(Socket::Tcp(bind(address)?))
+}
+
 /// Everything a listener is started or re-planned with.
 pub struct Context<'a> {
     pub snapshot: &'a Arc<ArcSwap<Snapshot>>,
@@ -69,7 +88,7 @@ pub fn plan(spec: &Listener, ctx: &Context<'_>) -> anyhow::Result<ListenerPlan> 
 /// Serve `socket` as `spec` describes.
 pub fn start(
     spec: &Listener,
-    socket: TcpListener,
+    socket: Socket,
     ctx: &Context<'_>,
 ) -> anyhow::Result<RunningListener> {
     let address = spec.address;
@@ -80,6 +99,10 @@ pub fn start(
         "no TLS material loaded for listener {address}"
     );
     let drain = Drain::new();
+    let socket = match socket {
+        Socket::Tcp(socket) => socket,
+        Socket::Udp(socket) => return start_quic(spec, socket, server_tls, ctx),
+    };
     let (task, plan) = match &spec.kind {
         ListenerKind::Http(_) => {
             let plan = Arc::new(ArcSwap::from_pointee(plan(spec, ctx)?));
@@ -108,6 +131,37 @@ pub fn start(
         spec: spec.clone(),
         drain,
         plan,
+        server_tls,
+        task,
+    })
+}
+
+/// Serve a `quic` listener's UDP socket with the HTTP/3 front.
+fn start_quic(
+    spec: &Listener,
+    socket: std::net::UdpSocket,
+    server_tls: Option<Arc<ServerTls>>,
+    ctx: &Context<'_>,
+) -> anyhow::Result<RunningListener> {
+    let address = spec.address;
+    let (Some(tls), Some(settings)) = (server_tls.clone(), spec.quic.clone()) else {
+        anyhow::bail!(
+            "listener {address}: a quic listener needs its TLS material and quic settings"
+        );
+    };
+    let drain = Drain::new();
+    let plan = Arc::new(ArcSwap::from_pointee(plan(spec, ctx)?));
+    let served = lb_quic::serve(socket, Arc::clone(&plan), tls, settings, Arc::clone(&drain));
+    let task = tokio::spawn(async move {
+        if let Err(e) = served.await {
+            tracing::error!(%address, error = %e, "quic listener stopped");
+        }
+    });
+    tracing::info!(%address, protocol = spec.protocol.as_str(), "listening");
+    Ok(RunningListener {
+        spec: spec.clone(),
+        drain,
+        plan: Some(plan),
         server_tls,
         task,
     })

@@ -66,6 +66,7 @@ impl Gateway {
         let mut inner = self.lock();
         let current = self.snapshot.load_full();
         let diff = lb_config::diff(&current.config, &new);
+        quic_unchanged(&current.config, &new, &diff)?;
         keep_as_is(&current.config, &mut new, &diff.listeners_kept_as_is)?;
         let (mut tls, warnings) = TlsState::load(&new)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
@@ -155,7 +156,7 @@ impl Gateway {
             let Some(spec) = specs.get(&address) else {
                 continue;
             };
-            match listeners::start(spec, socket, &ctx) {
+            match listeners::start(spec, listeners::Socket::Tcp(socket), &ctx) {
                 Ok(l) => {
                     inner.listeners.insert(address, l);
                 }
@@ -164,6 +165,49 @@ impl Gateway {
                 }
             }
         }
+    }
+}
+
+/// `quic` listeners are started and stopped with the process only, and
+/// keep their transport settings: a reload that adds or removes one, or
+/// changes its `[listeners.quic]`, is rejected whole rather than applied
+/// in part.
+fn quic_unchanged(
+    old: &Config,
+    new: &Config,
+    diff: &lb_config::ConfigDiff,
+) -> Result<(), Vec<String>> {
+    let quic_at = |config: &Config, address: &SocketAddr| {
+        config
+            .listeners
+            .iter()
+            .any(|l| l.address == *address && l.protocol == lb_config::ListenerProtocol::Quic)
+    };
+    let mut errors: Vec<String> = diff
+        .listeners_added
+        .iter()
+        .filter(|a| quic_at(new, a))
+        .map(|a| format!("listener {a}: adding a quic listener needs a restart"))
+        .collect();
+    errors.extend(
+        diff.listeners_removed
+            .iter()
+            .filter(|a| quic_at(old, a))
+            .map(|a| format!("listener {a}: removing a quic listener needs a restart")),
+    );
+    for l in &new.listeners {
+        let before = old.listeners.iter().find(|o| o.address == l.address);
+        if let Some(o) = before.filter(|o| o.protocol == l.protocol && o.quic != l.quic) {
+            errors.push(format!(
+                "listener {}: changing [listeners.quic] needs a restart",
+                o.address
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
 }
 

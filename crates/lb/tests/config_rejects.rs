@@ -86,7 +86,7 @@ backends = [{ address = "127.0.0.1:9001" }]
 tls = { cert_path = "a.pem", key_path = "a.key" }
 "#,
         path: "listeners[0].tls",
-        reason: "applies to tls and h1s listeners only; this is a tcp listener",
+        reason: "applies to tls, h1s and quic listeners only; this is a tcp listener",
     },
     Case {
         name: "certificate file that does not exist",
@@ -138,18 +138,110 @@ routes = [{ direct = { status = 200 } }]
         reason: "7200 exceeds ticket_rotation_interval_seconds (3600)",
     },
     Case {
-        name: "quic listener not supported yet",
+        name: "quic listener without a tls table",
         toml: r#"
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "quic"
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
-        path: "listeners[0].protocol",
-        reason: "\"quic\" listeners are not supported by this build yet",
+        path: "listeners[0].tls",
+        reason: "a quic listener needs a [listeners.tls] table with cert_path and key_path",
     },
     Case {
-        name: "h3 backend not supported yet",
+        name: "quic table on an h1 listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.quic]
+max_idle_timeout_ms = 1000
+"#,
+        path: "listeners[0].quic",
+        reason: "applies to quic listeners only; this is a h1 listener",
+    },
+    Case {
+        name: "quic connection window below the stream window",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+[listeners.quic]
+stream_receive_window = 65536
+receive_window = 4096
+"#,
+        path: "listeners[0].quic.receive_window",
+        reason: "4096 is below stream_receive_window (65536)",
+    },
+    Case {
+        name: "quic idle timeout out of range",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+[listeners.quic]
+max_idle_timeout_ms = 0
+"#,
+        path: "listeners[0].quic.max_idle_timeout_ms",
+        reason: "0 is outside 1..=3600000",
+    },
+    Case {
+        name: "tcp idle timeout on a quic listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+timeouts = { idle_ms = 1000 }
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+"#,
+        path: "listeners[0].timeouts.idle_ms",
+        reason: "use quic.max_idle_timeout_ms on a quic listener",
+    },
+    Case {
+        name: "tls handshake timeout on a quic listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+handshake_timeout_ms = 2000
+"#,
+        path: "listeners[0].tls.handshake_timeout_ms",
+        reason: "use quic.handshake_timeout_ms on a quic listener",
+    },
+    Case {
+        name: "unknown key in the quic table",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+[listeners.quic]
+max_streams = 10
+"#,
+        path: "listeners[0].quic.max_streams",
+        reason: "unknown field `max_streams`",
+    },
+    Case {
+        name: "h3 backend not supported",
         toml: r#"
 [[listeners]]
 address = "127.0.0.1:8081"
@@ -157,7 +249,7 @@ protocol = "h1"
 backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
 "#,
         path: "listeners[0].backends[0].protocol",
-        reason: "\"h3\" backends are not supported by this build yet",
+        reason: "h3 backends are not supported by this build",
     },
     Case {
         name: "backend address without a port",

@@ -205,19 +205,24 @@ fn unset_idle_cap_follows_a_lower_connection_cap() {
 }
 
 #[test]
-fn unsupported_listener_kind_still_reports_its_other_errors() {
+fn quic_listener_needs_tls_and_takes_quic_defaults() {
     let paths = error_paths(
         r#"
         [[listeners]]
         address = "127.0.0.1:8081"
         protocol = "quic"
+        h2_max_concurrent_streams = 10
         [[listeners.backends]]
         address = "10.0.0.1"
         "#,
     );
     assert_eq!(
         paths,
-        vec!["listeners[0].protocol", "listeners[0].backends[0].address"]
+        vec![
+            "listeners[0].tls",
+            "listeners[0].h2_max_concurrent_streams",
+            "listeners[0].backends[0].address"
+        ]
     );
 }
 

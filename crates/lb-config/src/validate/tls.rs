@@ -76,14 +76,17 @@ pub(super) fn listener_tls(
     errors: &mut Errors,
 ) -> Option<ListenerTls> {
     let tpath = format!("{path}.tls");
-    let terminates = matches!(protocol, ListenerProtocol::Tls | ListenerProtocol::H1s);
+    let terminates = matches!(
+        protocol,
+        ListenerProtocol::Tls | ListenerProtocol::H1s | ListenerProtocol::Quic
+    );
     match (&rl.tls, terminates) {
         (None, false) => None,
         (Some(_), false) => {
             errors.push(
                 tpath,
                 format!(
-                    "applies to tls and h1s listeners only; this is a {} listener",
+                    "applies to tls, h1s and quic listeners only; this is a {} listener",
                     protocol.as_str()
                 ),
             );
@@ -426,7 +429,7 @@ mod tests {
         "#;
         assert_eq!(
             errors_of(text),
-            ["listeners[0].tls: applies to tls and h1s listeners only; this is a h1 listener"]
+            ["listeners[0].tls: applies to tls, h1s and quic listeners only; this is a h1 listener"]
         );
     }
 

@@ -1,0 +1,94 @@
+//! The seam for fronts built outside this crate (HTTP/3 in `lb-quic`):
+//! they admit client connections under the listener's cap and serve each
+//! request through the same proxy core as the HTTP/1.1 and HTTP/2 front,
+//! so routing, forwarding headers, rules, limits, metrics and the access
+//! log are one code path for every front.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use lb_tls::Session;
+
+use crate::body::ProxyBody;
+use crate::clients::ClientTable;
+use crate::conn::ConnInfo;
+use crate::metrics::GaugeUnit;
+use crate::plan::ListenerPlan;
+use crate::proxy;
+use crate::record::ObservedBody;
+
+/// One listener of an external front: its per-client request counts live
+/// as long as the listener, across reloads of its plan.
+#[derive(Debug)]
+pub struct FrontListener {
+    clients: Arc<ClientTable>,
+}
+
+impl Default for FrontListener {
+    fn default() -> Self {
+        Self {
+            clients: ClientTable::new(),
+        }
+    }
+}
+
+impl FrontListener {
+    /// Admit a client connection whose TLS handshake established
+    /// `session`, under the listener's connection cap; `None` (counted as
+    /// rejected) when the listener is at its cap.
+    pub fn admit(
+        &self,
+        plan: &ListenerPlan,
+        peer: SocketAddr,
+        session: Session,
+    ) -> Option<FrontConnection> {
+        let cap = i64::from(plan.listener.max_connections);
+        let Some(open) = GaugeUnit::hold_below(&plan.metrics.open, cap) else {
+            plan.metrics.rejected_at_cap.inc();
+            return None;
+        };
+        plan.metrics.accepted.inc();
+        Some(FrontConnection {
+            info: ConnInfo::tls(peer, session, Arc::clone(&self.clients)),
+            _open: Arc::new(open),
+        })
+    }
+}
+
+/// An admitted client connection; counted open until the last clone is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct FrontConnection {
+    info: ConnInfo,
+    _open: Arc<GaugeUnit>,
+}
+
+impl FrontConnection {
+    /// Serve one request through the proxy core under `plan`. The
+    /// response body's end (or drop) writes the request's metrics and
+    /// access log line.
+    pub async fn handle(
+        &self,
+        plan: Arc<ListenerPlan>,
+        req: Request<ProxyBody>,
+    ) -> Response<ObservedBody> {
+        match proxy::handle(plan, self.info.clone(), req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl ListenerPlan {
+    /// How long a client may take to send a request's head.
+    pub fn request_headers_timeout(&self) -> Duration {
+        self.http.request_headers_timeout
+    }
+
+    /// The largest request head accepted, in bytes.
+    pub fn max_header_bytes(&self) -> usize {
+        self.http.max_header_bytes
+    }
+}

@@ -1,0 +1,145 @@
+//! One QUIC client connection: its handshake, its HTTP/3 session, and its
+//! drain (GOAWAY, then close once its requests are done).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use lb_core::Drain;
+use lb_http::{FrontConnection, FrontListener, ListenerPlan};
+use lb_tls::ServerTls;
+use quinn::crypto::rustls::HandshakeData;
+use rustls::pki_types::CertificateDer;
+use tokio::task::JoinSet;
+
+use crate::request;
+
+/// HTTP/3 error codes (RFC 9114 §8.1) this front closes with.
+const H3_NO_ERROR: u32 = 0x100;
+const H3_EXCESSIVE_LOAD: u32 = 0x107;
+
+/// Bounds of the wait for the last responses to reach a draining client.
+const LINGER_MIN: Duration = Duration::from_millis(50);
+const LINGER_MAX: Duration = Duration::from_secs(1);
+
+/// What every connection of a listener shares.
+pub(crate) struct Ctx {
+    pub(crate) plan: Arc<ArcSwap<ListenerPlan>>,
+    pub(crate) tls: Arc<ServerTls>,
+    pub(crate) front: Arc<FrontListener>,
+    pub(crate) drain: Arc<Drain>,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// Run the handshake of `incoming`, then serve its requests until the
+/// client closes, the connection idles out, or drain ends it.
+pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
+    let peer = incoming.remote_address();
+    let Some(conn) = handshake(incoming, &ctx).await else {
+        return;
+    };
+    let sni = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<HandshakeData>().ok())
+        .and_then(|d| d.server_name);
+    let chain = conn
+        .peer_identity()
+        .and_then(|c| c.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let session = ctx
+        .tls
+        .quic_session(sni, chain.as_deref().map(Vec::as_slice));
+    let Some(front) = ctx.front.admit(&ctx.plan.load(), peer, session) else {
+        tracing::debug!(%peer, "connection limit reached; closing");
+        conn.close(H3_EXCESSIVE_LOAD.into(), b"connection limit reached");
+        return;
+    };
+    tokio::select! {
+        () = serve_h3(conn.clone(), front, &ctx) => {}
+        () = ctx.drain.aborted() => {}
+    }
+    conn.close(H3_NO_ERROR.into(), b"");
+}
+
+async fn handshake(incoming: quinn::Incoming, ctx: &Ctx) -> Option<quinn::Connection> {
+    let peer = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
+            ctx.tls.quic_failed(false);
+            return None;
+        }
+    };
+    match tokio::time::timeout(ctx.handshake_timeout, connecting).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "client QUIC handshake did not complete");
+            ctx.tls.quic_failed(false);
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "client QUIC handshake timed out");
+            ctx.tls.quic_failed(true);
+            None
+        }
+    }
+}
+
+/// The HTTP/3 session: accept request streams, each served on its own
+/// task; on drain send GOAWAY and wait for the requests in flight.
+async fn serve_h3(conn: quinn::Connection, front: FrontConnection, ctx: &Ctx) {
+    let peer = conn.remote_address();
+    let h3_conn = conn.clone();
+    let max_field_section = ctx.plan.load().max_header_bytes() as u64;
+    let built = h3::server::builder()
+        .max_field_section_size(max_field_section)
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .await;
+    let mut h3 = match built {
+        Ok(h3) => h3,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "HTTP/3 session did not start");
+            return;
+        }
+    };
+    let mut requests = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = h3.accept() => a,
+            () = ctx.drain.draining() => break,
+            Some(_) = requests.join_next(), if !requests.is_empty() => continue,
+        };
+        match accepted {
+            Ok(Some(resolver)) => {
+                let plan = Arc::clone(&ctx.plan);
+                let front = front.clone();
+                requests.spawn(request::serve(resolver, plan, front));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "HTTP/3 connection ended");
+                break;
+            }
+        }
+    }
+    if ctx.drain.is_draining() {
+        // GOAWAY names the last request served; later ones are refused
+        // and the client retries them elsewhere.
+        if let Err(e) = h3.shutdown(0).await {
+            tracing::debug!(%peer, error = %e, "HTTP/3 GOAWAY not sent");
+        }
+    }
+    while requests.join_next().await.is_some() {}
+    if ctx.drain.is_draining() {
+        linger(&h3_conn).await;
+    }
+}
+
+/// Closing a QUIC connection discards stream data not yet acknowledged,
+/// and a finished response may still be in flight: give the client a few
+/// round trips to receive it (or to close first) before closing.
+async fn linger(conn: &quinn::Connection) {
+    let wait = (conn.rtt() * 4).clamp(LINGER_MIN, LINGER_MAX);
+    let _ = tokio::time::timeout(wait, conn.closed()).await;
+}
