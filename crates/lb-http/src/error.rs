@@ -143,16 +143,6 @@ impl UpstreamError {
         matches!(self, Self::Connect(_) | Self::ConnectTimeout)
     }
 
-    /// Whether the failure happened before the backend got any of the
-    /// request: a failed connect, or a connection that refused the request
-    /// before it was written.
-    pub fn never_reached_backend(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect(_) | Self::ConnectTimeout | Self::Handshake(_)
-        )
-    }
-
     /// Whether the backend is to blame (counts towards outlier ejection);
     /// a full pool or an open circuit is the gateway's own limit.
     pub fn blames_backend(&self) -> bool {

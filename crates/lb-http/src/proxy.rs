@@ -40,11 +40,6 @@ pub(crate) async fn handle(
         }
         None => route(&plan, conn.clone(), req, &mut record).await,
     };
-    let backend = record
-        .trace
-        .backend
-        .as_ref()
-        .map(|b| b.spec.address.clone());
     let vars = Vars {
         client_ip: conn.peer.ip(),
         request_id: &record.request_id,
@@ -53,7 +48,11 @@ pub(crate) async fn handle(
             .route
             .and_then(|i| plan.routes.get(i))
             .map_or("", |r| r.label.as_str()),
-        backend: backend.as_deref().unwrap_or_default(),
+        backend: record
+            .trace
+            .backend
+            .as_ref()
+            .map_or("", |b| b.spec.address.as_str()),
     };
     let headers = response.headers_mut();
     rules::apply(&plan.http.rules.response_headers, headers, &vars);

@@ -128,11 +128,7 @@ impl Exchange<'_> {
             let tried = self.try_once(pool, index, backend, req).await;
             // The backend saw nothing of the request, or dropped a reused
             // connection before answering (the keep-alive race).
-            let never_reached = match &tried {
-                Tried::Unsent(_, e, _) => e.never_reached_backend(),
-                Tried::Stale(_) => true,
-                Tried::Response(..) | Tried::Failed(_) => false,
-            };
+            let never_reached = matches!(tried, Tried::Unsent(..) | Tried::Stale(_));
             let (error, condition, unsent) = match tried {
                 Tried::Response(res, checkout) => {
                     let status = res.status().as_u16();
@@ -189,11 +185,15 @@ impl Exchange<'_> {
                 lb_health::record(cluster, index, Outcome::Failure);
             }
             tracing::debug!(backend = %backend.spec.address, error = %error, "upstream attempt failed");
-            // A request the backend never saw may go again whatever its
-            // method; one it saw only as its retry policy allows.
+            // A request the backend never saw (handed back unsent, or the
+            // replay of one lost in the keep-alive race) may go again
+            // whatever its method; once sent, only a bodiless idempotent
+            // request can be replayed.
             let next = match unsent {
-                Some(back) if never_reached => condition.map(|c| (c, *back)),
-                unsent => again(condition, unsent, idempotent, replay.as_ref()),
+                Some(back) => condition.map(|c| (c, *back)),
+                None => condition
+                    .zip(replay.as_ref())
+                    .map(|(c, r)| (c, r.request())),
             };
             match next {
                 Some((c, again))
@@ -290,28 +290,6 @@ impl Exchange<'_> {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         response
-    }
-}
-
-/// The request to send again after a failure meeting `condition`, when
-/// the failure and the request allow it: `unsent` is the request handed
-/// back unsent, `replay` the head of a bodiless idempotent request.
-fn again(
-    condition: Option<RetryOn>,
-    unsent: Option<Box<Request<ProxyBody>>>,
-    idempotent: bool,
-    replay: Option<&Replay>,
-) -> Option<(RetryOn, Request<ProxyBody>)> {
-    match (condition?, unsent) {
-        // A closed keep-alive connection or refused stream: nothing was
-        // written, so any method may go again.
-        (c @ RetryOn::RefusedStream, Some(back)) => Some((c, *back)),
-        // Nothing sent either, but kept to idempotent methods as the
-        // gateway always did.
-        (c @ RetryOn::ConnectFailure, Some(back)) if idempotent => Some((c, *back)),
-        (RetryOn::ConnectFailure, _) => None,
-        (c, None) => replay.map(|r| (c, r.request())),
-        (_, Some(_)) => None,
     }
 }
 
