@@ -451,6 +451,84 @@ async fn aioquic_client_is_served_through_the_same_routes() {
     assert!(none.starts_with("404\n"), "{none}");
 }
 
+/// ngtcp2's HTTP/3 client (`gtlsclient`, Debian `ngtcp2-client`), written
+/// by others: `method` on `uri`, uploading `upload` when given, saving the
+/// response body under `dir`; the response headers it printed.
+fn ngtcp2_request(
+    listen: SocketAddr,
+    method: &str,
+    uri: &str,
+    upload: Option<&std::path::Path>,
+    dir: &std::path::Path,
+) -> String {
+    let mut cmd = std::process::Command::new("gtlsclient");
+    cmd.args([
+        "--no-quic-dump",
+        "--exit-on-all-streams-close",
+        "--timeout=10s",
+        "--sni",
+        "q.test",
+        "-m",
+        method,
+    ])
+    .arg(format!("--download={}", dir.display()));
+    if let Some(file) = upload {
+        cmd.arg(format!("--data={}", file.display()));
+    }
+    let out = cmd
+        .args(["127.0.0.1", &listen.port().to_string(), uri])
+        .output()
+        .expect("gtlsclient (scripts/test installs ngtcp2-client for it)");
+    assert!(
+        out.status.success(),
+        "gtlsclient failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its HTTP dump names every response field as `[name: value]`.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| l.starts_with("http: stream") && l.contains(" ["))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.split_once(" [")
+                    .map_or(l, |(_, f)| f.trim_end_matches(']'))
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ngtcp2_client_gets_and_uploads_through_the_same_routes() {
+    let s = site();
+    let listen = free_udp();
+    let _gw = Gateway::start(&config(listen, &s, "", free_addr()), &[listen]);
+    let dir = common::temp_dir("ngtcp2");
+    let fields = tokio::task::block_in_place(|| {
+        ngtcp2_request(listen, "GET", "https://q.test/headers/ng", None, &dir)
+    });
+    assert!(fields.contains(":status: 200\n"), "{fields}");
+    let seen = std::fs::read_to_string(dir.join("ng")).unwrap();
+    assert!(seen.starts_with("GET /headers/ng HTTP/1.1"), "{seen}");
+    assert!(seen.contains("host: q.test"), "{seen}");
+
+    // A 1 MiB upload echoed back by the HTTP/2 backend, byte for byte.
+    let upload = dir.join("upload.bin");
+    std::fs::write(&upload, pattern(1 << 20)).unwrap();
+    let fields = tokio::task::block_in_place(|| {
+        ngtcp2_request(
+            listen,
+            "POST",
+            "https://two.q.test/echo",
+            Some(&upload),
+            &dir,
+        )
+    });
+    assert!(fields.contains(":status: 200\n"), "{fields}");
+    assert_eq!(std::fs::read(dir.join("echo")).unwrap(), pattern(1 << 20));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_verified_and_their_identity_passed_on() {
     let s = site();
