@@ -109,15 +109,15 @@ where
         let frame = frame.unwrap();
         match frame.into_data() {
             Ok(data) => {
-                for (i, b) in data.iter().enumerate() {
-                    assert_eq!(
-                        *b,
-                        pattern_byte(offset + i as u64),
-                        "byte {} differs",
-                        offset + i as u64
-                    );
+                for piece in data.chunks(CHUNK) {
+                    if piece != pattern_at(offset, piece.len()) {
+                        let at = (0..piece.len())
+                            .find(|&i| piece[i] != pattern_byte(offset + i as u64))
+                            .unwrap_or(0);
+                        panic!("byte {} differs", offset + at as u64);
+                    }
+                    offset += piece.len() as u64;
                 }
-                offset += data.len() as u64;
             }
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
@@ -133,4 +133,36 @@ where
 {
     let bytes = body.collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Write `len` pattern bytes to `path`, for tools that upload a file.
+pub fn write_pattern_file(path: &std::path::Path, len: u64) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut offset = 0;
+    while offset < len {
+        let n = ((len - offset) as usize).min(CHUNK);
+        file.write_all(&pattern_at(offset, n)).unwrap();
+        offset += n as u64;
+    }
+    file.flush().unwrap();
+}
+
+/// Check a file a tool downloaded against the pattern; its length.
+pub fn verify_pattern_file(path: &std::path::Path) -> u64 {
+    use std::io::Read;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            return offset;
+        }
+        assert!(
+            buf[..n] == pattern_at(offset, n),
+            "downloaded bytes differ from the pattern near offset {offset}"
+        );
+        offset += n as u64;
+    }
 }
