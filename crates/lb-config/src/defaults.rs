@@ -162,6 +162,8 @@ pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// TLS listener: whether a handshake whose SNI matches no certificate fails
 /// instead of getting the first certificate.
 pub const SNI_STRICT: bool = false;
+/// TLS listener: whether TLS 1.3 early data (0-RTT) is accepted.
+pub const EARLY_DATA: bool = false;
 /// TLS listener: whether a client certificate is required when
 /// `client_ca_path` is set and `client_auth` is not.
 pub const CLIENT_AUTH_REQUIRED: bool = true;

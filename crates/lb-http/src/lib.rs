@@ -19,6 +19,7 @@ mod body;
 mod clients;
 mod conn;
 mod connector;
+mod early;
 mod error;
 mod external;
 mod front;
@@ -37,6 +38,7 @@ mod target;
 mod watch;
 
 pub use body::{BoxError, ProxyBody, RequestBodyTooSlow, StreamBody};
+pub use early::EarlyData;
 pub use error::UpstreamError;
 pub use external::{FrontConnection, FrontListener};
 pub use front::serve;

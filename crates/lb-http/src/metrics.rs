@@ -119,6 +119,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
 /// `expressgateway_upstream_*`) with `metrics`. Call once per process.
 pub fn register_metrics(metrics: &Metrics) {
     crate::rate_limit::register(metrics);
+    crate::early::register(metrics);
     let f = &*FAMILIES;
     metrics.register(|r| {
         r.register(

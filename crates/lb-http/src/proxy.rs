@@ -28,12 +28,13 @@ use crate::rules::{self, Vars};
 pub(crate) async fn handle(
     plan: Arc<ListenerPlan>,
     conn: ConnInfo,
-    req: Request<ProxyBody>,
+    mut req: Request<ProxyBody>,
 ) -> Result<Response<ObservedBody>, std::convert::Infallible> {
     let mut record = Record::start(Arc::clone(&plan), &conn, &req);
     let version = req.version();
     record.request_id = request_id(&plan, &req);
-    let (mut response, routed) = match check(&plan, &req) {
+    let refused = check(&plan, &req).or_else(|| crate::early::screen(&plan.address, &mut req));
+    let (mut response, routed) = match refused {
         Some((status, reason)) => {
             record.fail(reason);
             (status_response(status, reason), None)

@@ -13,6 +13,7 @@ use quinn::crypto::rustls::HandshakeData;
 use rustls::pki_types::CertificateDer;
 use tokio::task::JoinSet;
 
+use crate::handshake::{self, Confirmed};
 use crate::request;
 
 /// HTTP/3 error codes (RFC 9114 §8.1) this front closes with.
@@ -36,9 +37,13 @@ pub(crate) struct Ctx {
 /// client closes, the connection idles out, or drain ends it.
 pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
     let peer = incoming.remote_address();
-    let Some(conn) = handshake(incoming, &ctx).await else {
+    let early_data = ctx.tls.early_data();
+    let Some(accepted) =
+        handshake::accept(incoming, &ctx.tls, ctx.handshake_timeout, early_data).await
+    else {
         return;
     };
+    let conn = accepted.conn;
     let sni = conn
         .handshake_data()
         .and_then(|d| d.downcast::<HandshakeData>().ok())
@@ -54,41 +59,46 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
         conn.close(H3_EXCESSIVE_LOAD.into(), b"connection limit reached");
         return;
     };
+    let confirmed = accepted.confirmed.clone();
     tokio::select! {
-        () = serve_h3(conn.clone(), front, &ctx) => {}
+        () = serve_h3(conn.clone(), front, confirmed, &ctx) => {}
+        () = finish_handshake(accepted.pending, &accepted.confirmed, &ctx) => {}
         () = ctx.drain.aborted() => {}
     }
     conn.close(H3_NO_ERROR.into(), b"");
 }
 
-async fn handshake(incoming: quinn::Incoming, ctx: &Ctx) -> Option<quinn::Connection> {
-    let peer = incoming.remote_address();
-    let connecting = match incoming.accept() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
-            ctx.tls.quic_failed(false);
-            return None;
-        }
+/// Wait for the rest of a handshake the connection is served before;
+/// returns (to close the connection) when it does not complete in time.
+async fn finish_handshake(
+    pending: Option<quinn::ZeroRttAccepted>,
+    confirmed: &Confirmed,
+    ctx: &Ctx,
+) {
+    let Some(pending) = pending else {
+        return std::future::pending().await;
     };
-    match tokio::time::timeout(ctx.handshake_timeout, connecting).await {
-        Ok(Ok(conn)) => Some(conn),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "client QUIC handshake did not complete");
-            ctx.tls.quic_failed(false);
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "client QUIC handshake timed out");
-            ctx.tls.quic_failed(true);
-            None
-        }
+    if tokio::time::timeout(ctx.handshake_timeout, pending)
+        .await
+        .is_err()
+    {
+        tracing::debug!("client QUIC handshake timed out after early data");
+        ctx.tls.quic_failed(true);
+        return;
     }
+    confirmed.complete();
+    ctx.tls.quic_completed();
+    std::future::pending().await
 }
 
 /// The HTTP/3 session: accept request streams, each served on its own
 /// task; on drain send GOAWAY and wait for the requests in flight.
-async fn serve_h3(conn: quinn::Connection, front: FrontConnection, ctx: &Ctx) {
+async fn serve_h3(
+    conn: quinn::Connection,
+    front: FrontConnection,
+    confirmed: Confirmed,
+    ctx: &Ctx,
+) {
     let peer = conn.remote_address();
     let h3_conn = conn.clone();
     let max_field_section = ctx.plan.load().max_header_bytes() as u64;
@@ -114,7 +124,7 @@ async fn serve_h3(conn: quinn::Connection, front: FrontConnection, ctx: &Ctx) {
             Ok(Some(resolver)) => {
                 let plan = Arc::clone(&ctx.plan);
                 let front = front.clone();
-                requests.spawn(request::serve(resolver, plan, front));
+                requests.spawn(request::serve(resolver, plan, front, confirmed.clone()));
             }
             Ok(None) => break,
             Err(e) => {

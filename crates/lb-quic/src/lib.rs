@@ -19,6 +19,7 @@
 mod body;
 mod connection;
 mod endpoint;
+mod handshake;
 mod request;
 
 pub use endpoint::{bind, serve, QuicError};

@@ -10,9 +10,10 @@ use h3::error::{Code, StreamError};
 use h3::server::{RequestResolver, RequestStream};
 use http::{header, HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt as _;
-use lb_http::{FrontConnection, ListenerPlan, ObservedBody, ProxyBody};
+use lb_http::{EarlyData, FrontConnection, ListenerPlan, ObservedBody, ProxyBody};
 
 use crate::body::H3Body;
+use crate::handshake::Confirmed;
 
 type SendStream = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
@@ -21,6 +22,7 @@ pub(crate) async fn serve(
     resolver: RequestResolver<h3_quinn::Connection, Bytes>,
     plan: Arc<ArcSwap<ListenerPlan>>,
     front: FrontConnection,
+    confirmed: Confirmed,
 ) {
     let timeout = plan.load().request_headers_timeout();
     let (req, stream) = match tokio::time::timeout(timeout, resolver.resolve_request()).await {
@@ -37,6 +39,9 @@ pub(crate) async fn serve(
     let (send, recv) = stream.split();
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
+    if !confirmed.is_done() {
+        parts.extensions.insert(EarlyData);
+    }
     let length = content_length(&parts.headers);
     let body = H3Body::new(recv, length);
     let body = match length {

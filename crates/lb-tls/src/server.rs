@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lb_config::{ClientAuth, ListenerTls, RuntimeTls};
-use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -25,13 +25,18 @@ use crate::metrics::{HandshakeMetrics, Reason};
 use crate::names::CertNames;
 use crate::provider::{provider, versions};
 use crate::sni::CertIndex;
-use crate::ticket::RotatingTicketer;
+use crate::ticket::{NoTickets, RotatingTicketer};
 
 /// ALPN of HTTP listeners, in the server's order of preference.
 const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
 /// ALPN of HTTP/3 listeners (RFC 9114 §3.1).
 const H3_ALPN: &[u8] = b"h3";
+
+/// Sessions an early-data listener keeps for resumption; the oldest is
+/// dropped first. rustls issues two per handshake, so this resumes the
+/// last ~2,048 clients at a few hundred bytes each.
+const EARLY_DATA_SESSIONS: usize = 4096;
 
 /// The application protocols a listener's handshake offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +68,35 @@ pub enum HandshakeError {
     Failed(std::io::Error),
 }
 
+/// How sessions resume. rustls accepts early data only from a server-side
+/// session store (RFC 8446 §8.1): each entry is taken out when a client
+/// resumes it, so a replayed ClientHello finds nothing and its 0-RTT data
+/// is refused.
+#[derive(Debug, Clone)]
+enum Resumption {
+    /// Stateless tickets under rotating keys.
+    Tickets(Arc<RotatingTicketer>),
+    /// Single-use sessions in memory (listeners with early data).
+    Cache(Arc<ServerSessionMemoryCache>),
+}
+
+impl Resumption {
+    fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Tickets(a), Self::Tickets(b)) => Arc::ptr_eq(a, b),
+            (Self::Cache(a), Self::Cache(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Generation {
     spec: ListenerTls,
     runtime: RuntimeTls,
     config: Arc<ServerConfig>,
     certs: Arc<CertIndex>,
-    ticketer: Arc<RotatingTicketer>,
+    resumption: Resumption,
     /// Fingerprint of the client CAs, when client certificates are asked.
     client_ca: Option<u64>,
     identity_header: Option<Arc<str>>,
@@ -167,8 +194,8 @@ impl ServerTls {
         let current = self.current.load_full();
         let mut warnings = Vec::new();
         let next = build(spec, runtime, self.alpn, Some(&current), &mut warnings)?;
-        if !Arc::ptr_eq(&next.ticketer, &current.ticketer) {
-            tracing::info!(tls = %spec.origin, "session ticket keys rotated: client CAs or rotation schedule changed");
+        if !next.resumption.same_as(&current.resumption) {
+            tracing::info!(tls = %spec.origin, "session resumption state renewed: client CAs, early data or rotation schedule changed");
         }
         self.metrics.certificates_in_service(&next.certs.certs);
         self.current.store(Arc::new(next));
@@ -209,15 +236,18 @@ impl ServerTls {
         Arc::clone(&self.current.load().config)
     }
 
-    /// What a completed QUIC handshake established: the SNI the client
-    /// sent and the certificate chain it presented (verified by the
-    /// handshake). Counts the handshake as completed.
+    /// Whether new handshakes accept early data (0-RTT).
+    pub fn early_data(&self) -> bool {
+        self.current.load().spec.early_data
+    }
+
+    /// What a QUIC handshake established: the SNI the client sent and the
+    /// certificate chain it presented (verified by the handshake).
     pub fn quic_session(
         &self,
         sni: Option<String>,
         peer_chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
     ) -> Session {
-        self.metrics.completed();
         let generation = self.current.load();
         let names = generation
             .certs
@@ -233,6 +263,11 @@ impl ServerTls {
                 .and_then(client_identity),
             identity_header: generation.identity_header.clone(),
         }
+    }
+
+    /// Count a QUIC handshake that completed.
+    pub fn quic_completed(&self) {
+        self.metrics.completed();
     }
 
     /// Count a QUIC handshake that did not complete.
@@ -310,15 +345,8 @@ fn build(
         runtime.ticket_rotation_interval,
         runtime.ticket_rotation_overlap,
     );
-    let ticketer = match previous {
-        Some(p) if p.ticketer.schedule() == schedule && p.client_ca == client_ca => {
-            Arc::clone(&p.ticketer)
-        }
-        _ => Arc::new(
-            RotatingTicketer::new(schedule.0, schedule.1)
-                .ok_or_else(|| setup("cannot generate a session ticket key".into()))?,
-        ),
-    };
+    let resumption = resumption(spec, previous, schedule, client_ca)
+        .ok_or_else(|| setup("cannot generate a session ticket key".into()))?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(runtime.tls13_only))
         .map_err(|e| setup(e.to_string()))?;
@@ -333,19 +361,58 @@ fn build(
         Alpn::Http => HTTP_ALPN.iter().map(|p| p.to_vec()).collect(),
         Alpn::H3 => vec![H3_ALPN.to_vec()],
     };
-    config.ticketer = Arc::clone(&ticketer) as _;
-    // Resumption is by ticket only, so the rotation schedule alone decides
-    // how long a session can be resumed.
-    config.session_storage = Arc::new(NoServerSessionStorage {});
+    match &resumption {
+        Resumption::Tickets(ticketer) => {
+            config.ticketer = Arc::clone(ticketer) as _;
+            // Resumption is by ticket only, so the rotation schedule alone
+            // decides how long a session can be resumed.
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+        }
+        Resumption::Cache(cache) => {
+            config.ticketer = Arc::new(NoTickets);
+            config.session_storage = Arc::clone(cache) as _;
+            // QUIC allows 0 or u32::MAX here (RFC 9001 §4.6.1); the QUIC
+            // stream limits bound what a client sends in 0-RTT.
+            if alpn == Alpn::H3 {
+                config.max_early_data_size = u32::MAX;
+            }
+        }
+    }
     Ok(Generation {
         spec: spec.clone(),
         runtime: runtime.clone(),
         config: Arc::new(config),
         certs,
-        ticketer,
+        resumption,
         client_ca,
         identity_header: spec.client_identity_header.as_deref().map(Arc::from),
     })
+}
+
+/// The resumption state of a new generation: `previous`'s while the
+/// rotation schedule, the client CAs and early data are unchanged (a
+/// session resumed skips client certificate verification, so sessions
+/// issued under CAs no longer trusted must stop resuming). `None` when the
+/// system random generator fails.
+fn resumption(
+    spec: &ListenerTls,
+    previous: Option<&Generation>,
+    schedule: (std::time::Duration, std::time::Duration),
+    client_ca: Option<u64>,
+) -> Option<Resumption> {
+    let kept = previous.filter(|p| p.client_ca == client_ca);
+    match (&kept.map(|p| &p.resumption), spec.early_data) {
+        (Some(Resumption::Cache(cache)), true) => Some(Resumption::Cache(Arc::clone(cache))),
+        (_, true) => Some(Resumption::Cache(ServerSessionMemoryCache::new(
+            EARLY_DATA_SESSIONS,
+        ))),
+        (Some(Resumption::Tickets(t)), false) if t.schedule() == schedule => {
+            Some(Resumption::Tickets(Arc::clone(t)))
+        }
+        (_, false) => Some(Resumption::Tickets(Arc::new(RotatingTicketer::new(
+            schedule.0, schedule.1,
+        )?))),
+    }
 }
 
 /// The verifier of client certificates and the fingerprint of its CAs.

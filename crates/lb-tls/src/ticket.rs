@@ -201,6 +201,28 @@ impl ProducesTickets for RotatingTicketer {
     }
 }
 
+/// No tickets: sessions resume from the server-side store only.
+#[derive(Debug)]
+pub(crate) struct NoTickets;
+
+impl ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _ticket: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

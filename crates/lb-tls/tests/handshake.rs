@@ -35,6 +35,7 @@ fn spec(dir: &std::path::Path) -> (ListenerTls, rustls::RootCertStore) {
         client_auth: None,
         client_identity_header: None,
         handshake_timeout: Duration::from_secs(10),
+        early_data: false,
     };
     (spec, roots)
 }

@@ -61,6 +61,7 @@ fn spec(files: CertificateFiles) -> ListenerTls {
         client_auth: None,
         client_identity_header: None,
         handshake_timeout: Duration::from_millis(300),
+        early_data: false,
     }
 }
 

@@ -55,6 +55,10 @@ pub struct ListenerTls {
     pub client_identity_header: Option<String>,
     /// Time a client has to complete the handshake.
     pub handshake_timeout: Duration,
+    /// Accept TLS 1.3 early data (0-RTT) on resumed sessions (`quic`
+    /// listeners only); sessions then resume from a single-use server-side
+    /// cache instead of tickets.
+    pub early_data: bool,
 }
 
 /// How client certificates are verified.

@@ -35,6 +35,8 @@ pub struct RawListenerTls {
     pub client_identity_header: Option<String>,
     /// Time a client has to complete the handshake.
     pub handshake_timeout_ms: Option<u64>,
+    /// Accept TLS 1.3 early data (0-RTT) on resumed sessions.
+    pub early_data: Option<bool>,
 }
 
 /// `[[listeners.tls.certificates]]`.

@@ -110,7 +110,9 @@ pub(super) fn listener_tls(
                      headers, so it has nowhere to put the client's identity",
                 );
             }
-            Some(tls_table(raw, &tpath, errors))
+            let tls = tls_table(raw, &tpath, errors);
+            early_data_applies(&tls, protocol, &tpath, errors);
+            Some(tls)
         }
     }
 }
@@ -189,6 +191,41 @@ fn tls_table(raw: &RawListenerTls, tpath: &str, errors: &mut Errors) -> Listener
             &format!("{tpath}.handshake_timeout_ms"),
             errors,
         ),
+        early_data: raw.early_data.unwrap_or(d::EARLY_DATA),
+    }
+}
+
+/// Early data is served on `quic` listeners only. On `h1s` the TLS
+/// acceptor completes the handshake before the HTTP server reads a byte,
+/// and rustls keeps 0-RTT bytes apart from the stream the server reads:
+/// accepting them would save no round trip and lose the request. Client
+/// certificates are refused alongside, as requests served from early
+/// data would come before the client's certificate is checked.
+fn early_data_applies(
+    tls: &ListenerTls,
+    protocol: ListenerProtocol,
+    tpath: &str,
+    errors: &mut Errors,
+) {
+    if !tls.early_data {
+        return;
+    }
+    let key = format!("{tpath}.early_data");
+    if protocol != ListenerProtocol::Quic {
+        errors.push(
+            key,
+            format!(
+                "applies to quic listeners only; this is a {} listener (on h1s the TLS \
+                 handshake completes before any request is read, so 0-RTT would save nothing)",
+                protocol.as_str()
+            ),
+        );
+    } else if tls.client_auth.is_some() {
+        errors.push(
+            key,
+            "cannot be combined with client_ca_path: a request in early data would be \
+             served before the client certificate is verified",
+        );
     }
 }
 
