@@ -22,6 +22,7 @@ mod connector;
 mod error;
 mod external;
 mod front;
+mod h3pool;
 mod headers;
 mod io;
 mod metrics;

@@ -241,15 +241,31 @@ max_streams = 10
         reason: "unknown field `max_streams`",
     },
     Case {
-        name: "h3 backend not supported",
+        name: "h3 backend without TLS",
         toml: r#"
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "h1"
-backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls = false }]
 "#,
-        path: "listeners[0].backends[0].protocol",
-        reason: "h3 backends are not supported by this build",
+        path: "listeners[0].backends[0].tls",
+        reason: "an h3 backend is always TLS (QUIC); remove tls = false",
+    },
+    Case {
+        name: "tcp health check of h3 backends",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "q" }]
+[[clusters]]
+name = "q"
+backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls_verify = false }]
+[clusters.health_check]
+kind = "tcp"
+"#,
+        path: "clusters[0].health_check.kind",
+        reason: "tcp checks cannot reach h3 backends (QUIC runs over UDP); use kind = \"http\"",
     },
     Case {
         name: "backend address without a port",
@@ -613,7 +629,7 @@ protocol = "h1"
 routes = [{ cluster = "db" }]
 "#,
         path: "listeners[0].routes[0].cluster",
-        reason: "cluster \"db\" has tcp backends; an HTTP listener needs h1 or h2 backends",
+        reason: "cluster \"db\" has tcp backends; an HTTP listener needs h1, h2 or h3 backends",
     },
     Case {
         name: "tcp listener naming a cluster of HTTP backends",
