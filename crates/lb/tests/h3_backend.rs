@@ -485,3 +485,67 @@ async fn an_aioquic_server_serves_as_an_h3_backend() {
     assert_eq!(answers[0], (200, "aioquic /py".into()));
     assert_eq!(answers[1], (200, "aioquic /again".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h3_front_reaches_an_h3_backend() {
+    use bytes::Buf;
+    use quinn::crypto::rustls::QuicClientConfig;
+    let pki = Pki::new("h3b-front");
+    let backend = start(&pki, "a");
+    let cert = pki.server("front", &["q.test"]);
+    let listen = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    };
+    let toml = format!(
+        "{}\n[[listeners]]\naddress = \"{listen}\"\nprotocol = \"quic\"\n\
+         [listeners.tls]\n[[listeners.tls.certificates]]\ncert_path = {:?}\nkey_path = {:?}\n\
+         [[listeners.routes]]\ncluster = \"svc\"\n",
+        cluster("svc", &[&backend], &pki, ""),
+        cert.cert_path,
+        cert.key_path
+    );
+    let _gw = Gateway::start(&toml, &[listen]);
+    let tls = common::tls::client_config(&pki, &[b"h3"], None);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let crypto = QuicClientConfig::try_from(tls).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let conn = endpoint.connect(listen, "q.test").unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    // A streamed body with trailers, echoed by the backend.
+    let req = http::Request::post("https://q.test/up").body(()).unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    for _ in 0..16 {
+        stream.send_data(chunk.clone()).await.unwrap();
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    stream.send_trailers(trailers).await.unwrap();
+    stream.finish().await.unwrap();
+    let res = stream.recv_response().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(res.headers(), "x-backend"), Some("a"));
+    let mut read = 0;
+    while let Some(mut data) = stream.recv_data().await.unwrap() {
+        assert!(data.chunk().iter().all(|b| *b == 7));
+        read += data.remaining();
+        data.advance(data.remaining());
+    }
+    assert_eq!(read, 16 * 64 * 1024);
+    let trailers = stream.recv_trailers().await.unwrap().expect("trailers");
+    assert_eq!(header(&trailers, "x-checksum"), Some("abc"));
+    assert_eq!(header(&trailers, "x-received"), Some("1048576"));
+    // A GET on the same connection: the authority the client named.
+    let req = http::Request::get("https://q.test/x").body(()).unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let res = stream.recv_response().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(res.headers(), "x-seen-authority"), Some("q.test"));
+}
