@@ -1138,7 +1138,7 @@ routes = [
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "tcp"
-backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls = false }]
 "#;
     let expected = [
         "runtime.drain_timeout_ms: ",
@@ -1148,7 +1148,8 @@ backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
         "listeners[0].routes[0].host: ",
         "listeners[0].routes[1].path_prefix: ",
         "listeners[0].routes[1].cluster: ",
-        "listeners[1].backends[0].protocol: ",
+        "listeners[1].backends[0].tls: ",
+        "listeners[1].backends: ",
         "listeners[1].address: ",
     ];
     let (code, _, stderr) = check(toml);
