@@ -173,7 +173,7 @@ pub struct RequestBodyTooSlow;
 #[derive(Debug)]
 pub(crate) enum Received {
     Hyper(Incoming),
-    H3(lb_h3client::ResponseBody),
+    H3(Box<lb_h3client::ResponseBody>),
 }
 
 impl Body for Received {

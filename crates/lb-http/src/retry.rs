@@ -406,7 +406,10 @@ async fn send_h3(
 ) -> Result<(Response<Received>, Option<Checkout>), Failure> {
     match tokio::time::timeout(headers_timeout, conn.send(req)).await {
         Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
-        Ok(Ok(res)) => Ok((res.map(Received::H3), Some(Checkout::Stream(lease)))),
+        Ok(Ok(res)) => Ok((
+            res.map(|b| Received::H3(Box::new(b))),
+            Some(Checkout::Stream(lease)),
+        )),
         Ok(Err(lb_h3client::SendError::NotSent(req, e))) => {
             Err(Failure::NotSent(req, UpstreamError::H3Exchange(e)))
         }
