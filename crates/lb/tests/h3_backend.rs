@@ -549,3 +549,37 @@ async fn an_h3_front_reaches_an_h3_backend() {
     assert_eq!(res.status(), 200);
     assert_eq!(header(res.headers(), "x-seen-authority"), Some("q.test"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_backend_tls_material_on_sigusr1_retires_pooled_quic_connections() {
+    let pki = Pki::new("h3b-reload");
+    let other = Pki::new("h3b-reload-other");
+    let backend = start(&pki, "a");
+    let bundle = common::temp_dir("h3b-bundle").join("ca.pem");
+    let ca = std::fs::read_to_string(&pki.ca_path).unwrap();
+    std::fs::write(&bundle, &ca).unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let clusters = format!(
+        "[[clusters]]\nname = \"svc\"\n[[clusters.backends]]\naddress = \"{}\"\n\
+         protocol = \"h3\"\ntls_ca_path = \"{}\"\ntls_server_name = \"h3.test\"\n",
+        backend.addr,
+        bundle.display()
+    );
+    let gw = gateway(listen, admin, &clusters);
+    assert_eq!(get(listen, "/").await.0, 200);
+    assert_eq!(get(listen, "/").await.0, 200);
+    assert_eq!(backend.connections(), 1);
+    // Another CA joins the bundle: new material, same trust in the backend.
+    let more = std::fs::read_to_string(&other.ca_path).unwrap();
+    std::fs::write(&bundle, format!("{ca}{more}")).unwrap();
+    gw.signal("USR1");
+    common::tls::wait_for_log(&gw, "backend TLS material changed", 1);
+    assert_eq!(get(listen, "/").await.0, 200);
+    assert_eq!(
+        backend.connections(),
+        2,
+        "the old connection takes no new stream"
+    );
+    assert_eq!(get(listen, "/").await.0, 200);
+    assert_eq!(backend.connections(), 2);
+}
