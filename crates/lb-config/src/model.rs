@@ -123,8 +123,10 @@ pub enum BackendProtocol {
     Tcp,
     /// HTTP/1.1.
     H1,
-    /// HTTP/2 with prior knowledge (h2c).
+    /// HTTP/2 with prior knowledge (h2c), or over TLS with ALPN `h2`.
     H2,
+    /// HTTP/3 over QUIC; always TLS.
+    H3,
 }
 
 impl BackendProtocol {
@@ -134,6 +136,7 @@ impl BackendProtocol {
             Self::Tcp => "tcp",
             Self::H1 => "h1",
             Self::H2 => "h2",
+            Self::H3 => "h3",
         }
     }
 }

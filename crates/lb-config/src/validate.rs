@@ -181,7 +181,7 @@ fn cluster(
     if tcp != 0 && tcp != backends.len() {
         errors.push(
             format!("{path}.backends"),
-            "a cluster cannot mix tcp backends with HTTP (h1, h2) backends",
+            "a cluster cannot mix tcp backends with HTTP (h1, h2, h3) backends",
         );
     }
     if tcp != 0 && rc.timeouts.response_headers_ms.is_some() {
@@ -220,11 +220,13 @@ fn cluster(
         );
     }
     if rc.pool.max_streams_per_connection.is_some()
-        && !backends.iter().any(|b| b.protocol == BackendProtocol::H2)
+        && !backends
+            .iter()
+            .any(|b| matches!(b.protocol, BackendProtocol::H2 | BackendProtocol::H3))
     {
         errors.push(
             format!("{path}.pool.max_streams_per_connection"),
-            "applies to h2 backends only; this cluster has none",
+            "applies to h2 and h3 backends only; this cluster has none",
         );
     }
     if pool.max_connections_per_backend == 0 {
@@ -268,6 +270,14 @@ fn cluster(
         }
     }
     let b = balancing::balancing(rc, path, is_tcp, &backends, errors);
+    if matches!(&b.health_check, Some(hc) if hc.kind == HealthCheckKind::Tcp)
+        && backends.iter().any(|b| b.protocol == BackendProtocol::H3)
+    {
+        errors.push(
+            format!("{path}.health_check.kind"),
+            "tcp checks cannot reach h3 backends (QUIC runs over UDP); use kind = \"http\"",
+        );
+    }
     Cluster {
         name: rc.name.clone(),
         policy: b.policy,
@@ -314,13 +324,7 @@ fn backend(
         Some(RawBackendProtocol::Tcp) => BackendProtocol::Tcp,
         Some(RawBackendProtocol::H1) => BackendProtocol::H1,
         Some(RawBackendProtocol::H2) => BackendProtocol::H2,
-        Some(RawBackendProtocol::H3) => {
-            errors.push(
-                format!("{path}.protocol"),
-                "h3 backends are not supported by this build",
-            );
-            return None;
-        }
+        Some(RawBackendProtocol::H3) => BackendProtocol::H3,
     };
     let resolved = match resolve(&rb.address) {
         Ok(addr) => addr,
@@ -334,7 +338,7 @@ fn backend(
         resolved,
         protocol,
         weight: rb.weight.unwrap_or(d::BACKEND_WEIGHT),
-        tls: tls::backend_tls(rb, path, errors),
+        tls: tls::backend_tls(rb, protocol, path, errors),
     })
 }
 
@@ -587,7 +591,7 @@ fn check_backend_kinds(
             errors.push(
                 key,
                 format!(
-                    "cluster {name:?} has tcp backends; an HTTP listener needs h1 or h2 backends"
+                    "cluster {name:?} has tcp backends; an HTTP listener needs h1, h2 or h3 backends"
                 ),
             );
         }

@@ -1,7 +1,7 @@
 //! One health probe: a TCP connect, or an HTTP GET in the backend's own
 //! protocol (HTTP/1.1 or HTTP/2, over TLS when the backend has `tls =
-//! true`) on a fresh connection, so a check sees what a new upstream
-//! connection would see.
+//! true`; HTTP/3 over QUIC for h3 backends) on a fresh connection, so a
+//! check sees what a new upstream connection would see.
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use lb_config::{BackendProtocol, HealthCheckKind};
 use lb_core::Backend;
 use lb_tls::UpstreamTls;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,9 @@ pub(crate) enum ProbeError {
     /// The HTTP exchange failed.
     #[error("http exchange failed: {0}")]
     Http(#[from] hyper::Error),
+    /// The QUIC connection or HTTP/3 exchange with an h3 backend failed.
+    #[error("http/3 check failed: {0}")]
+    H3(#[from] lb_h3client::Error),
     /// The request could not be built (a path or host the URI rejects).
     #[error("invalid check request: {0}")]
     Request(#[from] http::Error),
@@ -45,10 +49,74 @@ pub(crate) async fn probe(
     timeout: Duration,
     tls: Option<&UpstreamTls>,
 ) -> Result<(), ProbeError> {
-    tokio::time::timeout(timeout, run(backend, kind, tls))
+    let checked = async {
+        if backend.spec.protocol == BackendProtocol::H3 {
+            h3_check(backend, kind, tls, Instant::now() + timeout).await
+        } else {
+            run(backend, kind, tls).await
+        }
+    };
+    tokio::time::timeout(timeout, checked)
         .await
         .map_err(|_| ProbeError::Timeout(timeout))?
 }
+
+/// An h3 backend: the QUIC handshake, and for an http check a GET over
+/// HTTP/3 on that connection.
+async fn h3_check(
+    backend: &Backend,
+    kind: &HealthCheckKind,
+    tls: Option<&UpstreamTls>,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
+    let peer = backend.spec.resolved;
+    let tls = tls
+        .ok_or_else(|| ProbeError::Tls(std::io::Error::other("h3 backend without TLS settings")))?;
+    let client = lb_h3client::Client::new(peer)?;
+    let transport = lb_h3client::Transport {
+        idle_timeout: QUIC_IDLE,
+    };
+    let name = tls.server_name().to_str();
+    let (conn, driver) = client
+        .connect(peer, &name, tls.client_config(), transport, deadline)
+        .await?;
+    tokio::spawn(driver);
+    let HealthCheckKind::Http {
+        path,
+        host,
+        expected_status,
+    } = kind
+    else {
+        conn.close();
+        return Ok(());
+    };
+    let authority = host.as_deref().unwrap_or(&backend.spec.address);
+    let uri = Uri::builder()
+        .scheme("https")
+        .authority(authority)
+        .path_and_query(path.as_str())
+        .build()?;
+    let req = Request::get(uri)
+        .version(Version::HTTP_3)
+        .body(Empty::<Bytes>::new())?;
+    let status = match conn.send(req).await {
+        Ok(res) => res.status().as_u16(),
+        Err(lb_h3client::SendError::NotSent(_, e) | lb_h3client::SendError::Failed(e)) => {
+            conn.close();
+            return Err(e.into());
+        }
+    };
+    conn.close();
+    if (expected_status.0..=expected_status.1).contains(&status) {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
+
+/// QUIC idle timeout of a probe's connection; the probe's own timeout
+/// ends it sooner.
+const QUIC_IDLE: Duration = Duration::from_secs(30);
 
 async fn run(
     backend: &Backend,
@@ -116,7 +184,7 @@ where
             tokio::spawn(conn);
             sender.send_request(req).await?
         }
-        BackendProtocol::H1 | BackendProtocol::Tcp => {
+        BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::H3 => {
             let req = Request::get(path)
                 .header(header::HOST, authority)
                 .header(header::CONNECTION, "close")

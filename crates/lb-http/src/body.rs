@@ -168,12 +168,49 @@ impl SlowBody {
 #[error("request body too slow")]
 pub struct RequestBodyTooSlow;
 
+/// A backend's response body as its connection delivers it: hyper's
+/// (HTTP/1.1, HTTP/2) or an HTTP/3 stream's.
+#[derive(Debug)]
+pub(crate) enum Received {
+    Hyper(Incoming),
+    H3(Box<lb_h3client::ResponseBody>),
+}
+
+impl Body for Received {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::H3(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(b) => b.is_end_stream(),
+            Self::H3(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(b) => b.size_hint(),
+            Self::H3(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A backend's response body plus what must happen when it ends: the
 /// upstream connection goes back to its pool only after the whole body was
 /// read, and the request stops counting as in flight.
 #[derive(Debug)]
 struct UpstreamBody {
-    inner: Incoming,
+    inner: Received,
     checkout: Option<Checkout>,
     _in_flight: lb_core::InFlightGuard,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -238,7 +275,7 @@ impl ProxyBody {
     }
 
     pub(crate) fn upstream(
-        inner: Incoming,
+        inner: Received,
         checkout: Option<Checkout>,
         in_flight: lb_core::InFlightGuard,
         deadline: Option<tokio::time::Instant>,
@@ -304,7 +341,7 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(_))) => up.checkout = None,
                     _ => {}
                 }
-                polled.map_err(Into::into)
+                polled
             }
         }
     }

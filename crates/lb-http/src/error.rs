@@ -22,6 +22,10 @@ pub enum UpstreamError {
     /// The HTTP handshake with the backend failed.
     #[error("handshake failed: {0}")]
     Handshake(hyper::Error),
+    /// The QUIC or HTTP/3 setup with an h3 backend failed after the
+    /// backend answered (a TLS failure is [`Self::Tls`]).
+    #[error("QUIC handshake failed: {0}")]
+    QuicHandshake(lb_h3client::Error),
     /// The per-backend connection limit is reached and no connection freed
     /// up in time.
     #[error("backend connection limit reached")]
@@ -29,6 +33,10 @@ pub enum UpstreamError {
     /// The exchange failed after the request was handed to the connection.
     #[error("backend exchange failed: {0}")]
     Exchange(hyper::Error),
+    /// The HTTP/3 exchange failed after the request was handed to the
+    /// connection (stream reset, connection lost).
+    #[error("backend exchange failed: {0}")]
+    H3Exchange(lb_h3client::Error),
     /// No response headers within the configured time.
     #[error("backend response headers timed out")]
     ResponseTimeout,
@@ -61,9 +69,12 @@ impl UpstreamError {
     /// The status a client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Connect(_) | Self::Tls(_) | Self::Handshake(_) | Self::Exchange(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Connect(_)
+            | Self::Tls(_)
+            | Self::Handshake(_)
+            | Self::QuicHandshake(_)
+            | Self::Exchange(_)
+            | Self::H3Exchange(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::ResponseTimeout | Self::TotalTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -83,9 +94,11 @@ impl UpstreamError {
             Self::Connect(_) => "upstream connection failed",
             Self::ConnectTimeout => "upstream connect timeout",
             Self::Tls(_) => "upstream TLS handshake failed",
-            Self::Handshake(_) => "upstream handshake failed",
+            Self::Handshake(_) | Self::QuicHandshake(_) => "upstream handshake failed",
             Self::PoolExhausted => "upstream connection limit reached",
-            Self::Exchange(_) => "upstream connection reset or protocol error",
+            Self::Exchange(_) | Self::H3Exchange(_) => {
+                "upstream connection reset or protocol error"
+            }
             Self::ResponseTimeout => "upstream response timeout",
             Self::TotalTimeout => "request timeout",
             Self::NoBackend(NoBackend::Drained) => "every backend is drained",
@@ -112,8 +125,9 @@ impl UpstreamError {
             | Self::ConnectTimeout
             | Self::Tls(_)
             | Self::Handshake(_)
+            | Self::QuicHandshake(_)
             | Self::PoolExhausted => Some(RetryOn::ConnectFailure),
-            Self::Exchange(_) => Some(RetryOn::Reset),
+            Self::Exchange(_) | Self::H3Exchange(_) => Some(RetryOn::Reset),
             Self::ResponseTimeout => Some(RetryOn::Timeout),
             Self::TotalTimeout
             | Self::NoBackend(_)
@@ -131,6 +145,7 @@ impl UpstreamError {
             Self::ConnectTimeout | Self::ResponseTimeout | Self::TotalTimeout => ErrorKind::Timeout,
             Self::Tls(_) => ErrorKind::Tls,
             Self::Handshake(e) | Self::Exchange(e) => hyper_kind(e),
+            Self::QuicHandshake(e) | Self::H3Exchange(e) => h3_kind(e),
             Self::PoolExhausted => ErrorKind::PoolExhausted,
             Self::NoBackend(_) => ErrorKind::NoBackend,
             Self::Circuit(_) | Self::RequestBodyTooSlow => return None,
@@ -152,7 +167,9 @@ impl UpstreamError {
                 | Self::ConnectTimeout
                 | Self::Tls(_)
                 | Self::Handshake(_)
+                | Self::QuicHandshake(_)
                 | Self::Exchange(_)
+                | Self::H3Exchange(_)
                 | Self::ResponseTimeout
         )
     }
@@ -168,5 +185,30 @@ fn hyper_kind(e: &hyper::Error) -> ErrorKind {
         ErrorKind::Timeout
     } else {
         ErrorKind::Reset
+    }
+}
+
+/// An oversized header block is a protocol error; a reset stream or a
+/// lost connection is a reset.
+fn h3_kind(e: &lb_h3client::Error) -> ErrorKind {
+    if e.is_reset() {
+        ErrorKind::Reset
+    } else {
+        ErrorKind::Protocol
+    }
+}
+
+impl From<lb_h3client::Error> for UpstreamError {
+    /// A failure to open an HTTP/3 connection, sorted as the TCP ones are:
+    /// a handshake that never finished is a connect timeout (a backend
+    /// that is down does not answer UDP), a TLS failure is TLS.
+    fn from(e: lb_h3client::Error) -> Self {
+        use lb_h3client::Error as E;
+        match e {
+            E::Timeout => Self::ConnectTimeout,
+            E::Bind(io) => Self::Connect(io),
+            E::Tls(_) => Self::Tls(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            other => Self::QuicHandshake(other),
+        }
     }
 }

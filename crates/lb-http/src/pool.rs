@@ -3,8 +3,9 @@
 //! after its response body was read to the end; HTTP/2 multiplexes streams
 //! over as few connections as `max_streams_per_connection` allows, opening
 //! another when every open one is full, and closes a connection that
-//! carried no stream for `idle_timeout_ms`. Open connections per backend
-//! are capped by a semaphore whose permit lives as long as the connection.
+//! carried no stream for `idle_timeout_ms`; HTTP/3 does the same over QUIC
+//! (see `h3pool`). Open connections per backend are capped by a semaphore
+//! whose permit lives as long as the connection.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::connector;
 use crate::error::UpstreamError;
+use crate::h3pool::H3Conn;
 use crate::metrics::{GaugeUnit, PoolMetrics};
 use lb_config::BackendProtocol;
 use lb_core::{ActiveGuard, Backend, Circuit, CircuitSlot};
@@ -27,19 +29,23 @@ use lb_tls::UpstreamTls;
 /// The pool of one backend.
 #[derive(Debug)]
 pub struct BackendPool {
-    backend: Arc<Backend>,
+    pub(crate) backend: Arc<Backend>,
     /// Swapped when a reload hands the backend other TLS material.
-    tls: ArcSwapOption<UpstreamTls>,
-    circuit: Arc<Circuit>,
-    settings: lb_config::Pool,
-    connect_timeout: Duration,
-    permits: Arc<Semaphore>,
+    pub(crate) tls: ArcSwapOption<UpstreamTls>,
+    pub(crate) circuit: Arc<Circuit>,
+    pub(crate) settings: lb_config::Pool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) permits: Arc<Semaphore>,
     idle: IdleQueue,
-    released: Notify,
+    pub(crate) released: Notify,
     /// Open HTTP/2 connections, oldest first.
     h2: ArcSwap<Vec<Arc<H2Conn>>>,
-    h2_connecting: tokio::sync::Mutex<()>,
-    metrics: PoolMetrics,
+    /// Open HTTP/3 connections, oldest first.
+    pub(crate) h3: ArcSwap<Vec<Arc<H3Conn>>>,
+    /// One multiplexed connect at a time per backend; holds the QUIC
+    /// client endpoint of an h3 backend once made.
+    pub(crate) connecting: tokio::sync::Mutex<Option<lb_h3client::Client>>,
+    pub(crate) metrics: PoolMetrics,
 }
 
 #[derive(Debug)]
@@ -58,10 +64,56 @@ struct H2Conn {
     sender: http2::SendRequest<ProxyBody>,
     /// The TLS generation it was made with (0: cleartext).
     tls_generation: u64,
-    /// Streams from request to the end of the response body.
+    slots: Slots,
+}
+
+/// The streams a multiplexed connection carries, from request to the end
+/// of the response body.
+#[derive(Debug)]
+pub(crate) struct Slots {
     streams: AtomicUsize,
     /// When `streams` last fell to 0, for idle expiry.
     idle_since: std::sync::Mutex<Instant>,
+}
+
+impl Slots {
+    pub(crate) fn new() -> Self {
+        Self {
+            streams: AtomicUsize::new(0),
+            idle_since: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Take a slot if fewer than `cap` are taken.
+    pub(crate) fn take(&self, cap: usize) -> bool {
+        self.streams
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn free(&self) {
+        if self.streams.fetch_sub(1, AtomicOrdering::AcqRel) == 1 {
+            if let Ok(mut since) = self.idle_since.lock() {
+                *since = Instant::now();
+            }
+        }
+    }
+
+    /// No stream is open.
+    pub(crate) fn idle(&self) -> bool {
+        self.streams.load(AtomicOrdering::Acquire) == 0
+    }
+
+    /// No stream has been open for `timeout`.
+    pub(crate) fn idle_for(&self, timeout: Duration) -> bool {
+        self.idle()
+            && self
+                .idle_since
+                .lock()
+                .is_ok_and(|since| since.elapsed() >= timeout)
+    }
 }
 
 /// A handle on an HTTP/2 connection and a stream slot taken on it.
@@ -74,43 +126,61 @@ pub enum Conn {
     H1(H1Checkout),
     /// A handle on an HTTP/2 connection and the stream slot taken on it.
     H2(http2::SendRequest<ProxyBody>, StreamLease),
+    /// A handle on an HTTP/3 connection and the stream slot taken on it.
+    H3(lb_h3client::Connection, StreamLease),
 }
 
 /// What a response holds of the pool until its body ends: the HTTP/1.1
-/// connection, or a stream slot of an HTTP/2 one.
+/// connection, or a stream slot of an HTTP/2 or HTTP/3 one.
 #[derive(Debug)]
 pub enum Checkout {
     /// An HTTP/1.1 connection, reused after a complete response.
     H1(H1Checkout),
-    /// An HTTP/2 stream slot, freed when dropped.
-    H2(StreamLease),
+    /// A stream slot of a multiplexed connection, freed when dropped.
+    Stream(StreamLease),
 }
 
 impl Checkout {
     /// The response ended completely: the HTTP/1.1 connection may carry
-    /// another request, the HTTP/2 stream slot is free. (Dropping instead
-    /// closes an HTTP/1.1 connection.)
+    /// another request, the stream slot is free. (Dropping instead closes
+    /// an HTTP/1.1 connection.)
     pub fn release(self) {
         match self {
             Self::H1(c) => c.release(),
-            Self::H2(lease) => drop(lease),
+            Self::Stream(lease) => drop(lease),
         }
     }
 }
 
-/// A stream slot on an HTTP/2 connection, held until the response ends.
+/// A stream slot on a multiplexed connection, held until the response
+/// ends; it keeps the connection open meanwhile.
 #[derive(Debug)]
 pub struct StreamLease {
-    conn: Arc<H2Conn>,
+    conn: Leased,
     pool: Arc<BackendPool>,
+}
+
+#[derive(Debug)]
+enum Leased {
+    H2(Arc<H2Conn>),
+    H3(Arc<H3Conn>),
+}
+
+impl StreamLease {
+    /// A slot already taken on `conn`.
+    pub(crate) fn h3(conn: Arc<H3Conn>, pool: Arc<BackendPool>) -> Self {
+        Self {
+            conn: Leased::H3(conn),
+            pool,
+        }
+    }
 }
 
 impl Drop for StreamLease {
     fn drop(&mut self) {
-        if self.conn.streams.fetch_sub(1, AtomicOrdering::AcqRel) == 1 {
-            if let Ok(mut since) = self.conn.idle_since.lock() {
-                *since = Instant::now();
-            }
+        match &self.conn {
+            Leased::H2(c) => c.slots.free(),
+            Leased::H3(c) => c.slots.free(),
         }
         self.pool.released.notify_one();
     }
@@ -168,7 +238,8 @@ impl BackendPool {
             idle: IdleQueue::new(settings.max_idle_per_backend),
             released: Notify::new(),
             h2: ArcSwap::from_pointee(Vec::new()),
-            h2_connecting: tokio::sync::Mutex::new(()),
+            h3: ArcSwap::from_pointee(Vec::new()),
+            connecting: tokio::sync::Mutex::new(None),
             metrics: PoolMetrics::new(cluster.name()),
         });
         tokio::spawn(reap_idle(Arc::downgrade(&pool), settings.idle_timeout));
@@ -182,6 +253,10 @@ impl BackendPool {
                 .acquire_h2()
                 .await
                 .map(|(sender, lease)| Conn::H2(sender, lease)),
+            BackendProtocol::H3 => self
+                .acquire_h3()
+                .await
+                .map(|(conn, lease)| Conn::H3(conn, lease)),
             BackendProtocol::H1 | BackendProtocol::Tcp => self.acquire_h1().await.map(Conn::H1),
         }
     }
@@ -193,7 +268,7 @@ impl BackendPool {
     }
 
     /// The TLS generation new connections get (0: cleartext).
-    fn tls_generation(&self) -> u64 {
+    pub(crate) fn tls_generation(&self) -> u64 {
         self.tls.load().as_ref().map_or(0, |t| t.generation())
     }
 
@@ -266,7 +341,7 @@ impl BackendPool {
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        self.spawn_driver((permit, slot, None), conn);
+        self.spawn_driver((permit, slot, None), log_end(conn));
         Ok((sender, tls_generation))
     }
 
@@ -308,13 +383,11 @@ impl BackendPool {
             .iter()
             .filter(|c| !c.sender.is_closed())
             .find_map(|c| {
-                c.streams
-                    .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
-                        (n < cap).then_some(n + 1)
-                    })
-                    .ok()?;
+                if !c.slots.take(cap) {
+                    return None;
+                }
                 let lease = StreamLease {
-                    conn: Arc::clone(c),
+                    conn: Leased::H2(Arc::clone(c)),
                     pool: Arc::clone(self),
                 };
                 Some((c.sender.clone(), lease))
@@ -329,7 +402,7 @@ impl BackendPool {
         self: &Arc<Self>,
         deadline: Instant,
     ) -> Result<Option<(H2Stream, bool)>, UpstreamError> {
-        let _connecting = tokio::time::timeout_at(deadline, self.h2_connecting.lock())
+        let _connecting = tokio::time::timeout_at(deadline, self.connecting.lock())
             .await
             .map_err(|_| UpstreamError::PoolExhausted)?;
         if let Some(taken) = self.take_stream() {
@@ -351,12 +424,11 @@ impl BackendPool {
             .map_err(UpstreamError::Handshake)?;
         // An open HTTP/2 connection carries traffic while it is open.
         let active = self.backend.activate_connection();
-        self.spawn_driver((permit, slot, Some(active)), conn);
+        self.spawn_driver((permit, slot, Some(active)), log_end(conn));
         let conn = Arc::new(H2Conn {
             sender,
             tls_generation,
-            streams: AtomicUsize::new(0),
-            idle_since: std::sync::Mutex::new(Instant::now()),
+            slots: Slots::new(),
         });
         let mut open: Vec<Arc<H2Conn>> = self
             .h2
@@ -388,20 +460,19 @@ impl BackendPool {
 
     /// Drive `conn` to its end, holding `held` (its pool permit, its
     /// circuit slot, and for HTTP/2 its active mark) until then.
-    fn spawn_driver<F>(
+    pub(crate) fn spawn_driver<F>(
         &self,
         held: (OwnedSemaphorePermit, CircuitSlot, Option<ActiveGuard>),
         conn: F,
     ) where
-        F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+        F: std::future::Future<Output = ()> + Send + 'static,
     {
         let backend = Arc::clone(&self.backend);
         backend.state.connection_opened();
         let open = GaugeUnit::hold(&self.metrics.open);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(backend = %backend.spec.address, error = %e, "upstream connection ended");
-            }
+            conn.await;
+            tracing::debug!(backend = %backend.spec.address, "upstream connection ended");
             backend.state.connection_closed();
             drop((held, open));
         });
@@ -417,18 +488,24 @@ impl BackendPool {
         let conns = self.h2.load();
         let generation = self.tls_generation();
         let expired = |c: &Arc<H2Conn>| {
-            let idle = c.streams.load(AtomicOrdering::Acquire) == 0;
             c.sender.is_closed()
-                || (idle && c.tls_generation != generation)
-                || (idle
-                    && c.idle_since
-                        .lock()
-                        .is_ok_and(|since| since.elapsed() >= idle_timeout))
+                || (c.slots.idle() && c.tls_generation != generation)
+                || c.slots.idle_for(idle_timeout)
         };
         if conns.iter().any(expired) {
             let kept: Vec<Arc<H2Conn>> = conns.iter().filter(|c| !expired(c)).cloned().collect();
             self.h2.store(Arc::new(kept));
         }
+    }
+}
+
+/// Drive a hyper connection to its end, logging why it ended.
+async fn log_end<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "upstream connection failed");
     }
 }
 
@@ -485,6 +562,7 @@ async fn reap_idle(pool: Weak<BackendPool>, idle_timeout: Duration) {
         tokio::time::sleep(period).await;
         let Some(pool) = pool.upgrade() else { return };
         pool.reap_h2(idle_timeout);
+        pool.reap_h3(idle_timeout);
         let generation = pool.tls_generation();
         for _ in 0..pool.idle.len() {
             let Some(idle) = pool.idle.pop() else { break };

@@ -12,14 +12,13 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use lb_config::{BackendProtocol, Retries, RetryOn};
 use lb_core::{Backend, PickContext};
 use lb_health::Outcome;
 use tokio::time::Instant;
 
 use crate::balance;
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, Received};
 use crate::error::UpstreamError;
 use crate::headers;
 use crate::plan::Upstream;
@@ -51,7 +50,7 @@ pub(crate) struct Trace {
 /// How one attempt ended.
 enum Tried {
     /// Response headers arrived.
-    Response(Response<Incoming>, Option<Checkout>),
+    Response(Response<Received>, Option<Checkout>),
     /// Nothing was sent: the request comes back with why, and which retry
     /// condition that is.
     Unsent(Box<Request<ProxyBody>>, UpstreamError, Option<RetryOn>),
@@ -280,7 +279,7 @@ impl Exchange<'_> {
 
     fn respond(
         &self,
-        res: Response<Incoming>,
+        res: Response<Received>,
         checkout: Option<Checkout>,
         in_flight: lb_core::InFlightGuard,
         index: usize,
@@ -315,8 +314,14 @@ fn shape(
         .cloned()
         .or_else(|| HeaderValue::from_str(&backend.address).ok());
     match backend.protocol {
-        BackendProtocol::H2 => {
-            *req.version_mut() = Version::HTTP_2;
+        BackendProtocol::H2 | BackendProtocol::H3 => {
+            // `:authority` and `:scheme` come from the URI; `Host` would
+            // repeat (or contradict) the authority.
+            *req.version_mut() = if backend.protocol == BackendProtocol::H3 {
+                Version::HTTP_3
+            } else {
+                Version::HTTP_2
+            };
             req.headers_mut().remove(header::HOST);
             let scheme = if backend.tls.is_some() {
                 Scheme::HTTPS
@@ -353,7 +358,7 @@ async fn send(
     conn: Conn,
     req: Request<ProxyBody>,
     headers_timeout: Duration,
-) -> Result<(Response<Incoming>, Option<Checkout>), Failure> {
+) -> Result<(Response<Received>, Option<Checkout>), Failure> {
     let mut reused = false;
     let (sent, checkout) = match conn {
         Conn::H1(mut checkout) => {
@@ -368,13 +373,14 @@ async fn send(
             let fut = sender.try_send_request(req);
             (
                 tokio::time::timeout(headers_timeout, fut).await,
-                Some(Checkout::H2(lease)),
+                Some(Checkout::Stream(lease)),
             )
         }
+        Conn::H3(conn, lease) => return send_h3(conn, lease, req, headers_timeout).await,
     };
     match sent {
         Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
-        Ok(Ok(res)) => Ok((res, checkout)),
+        Ok(Ok(res)) => Ok((res.map(Received::Hyper), checkout)),
         Ok(Err(mut e)) => match e.take_message() {
             Some(req) => Err(Failure::NotSent(
                 Box::new(req),
@@ -392,8 +398,29 @@ async fn send(
     }
 }
 
+async fn send_h3(
+    conn: lb_h3client::Connection,
+    lease: crate::pool::StreamLease,
+    req: Request<ProxyBody>,
+    headers_timeout: Duration,
+) -> Result<(Response<Received>, Option<Checkout>), Failure> {
+    match tokio::time::timeout(headers_timeout, conn.send(req)).await {
+        Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
+        Ok(Ok(res)) => Ok((
+            res.map(|b| Received::H3(Box::new(b))),
+            Some(Checkout::Stream(lease)),
+        )),
+        Ok(Err(lb_h3client::SendError::NotSent(req, e))) => {
+            Err(Failure::NotSent(req, UpstreamError::H3Exchange(e)))
+        }
+        Ok(Err(lb_h3client::SendError::Failed(e))) => {
+            Err(Failure::Failed(UpstreamError::H3Exchange(e)))
+        }
+    }
+}
+
 fn respond(
-    res: Response<Incoming>,
+    res: Response<Received>,
     checkout: Option<Checkout>,
     in_flight: lb_core::InFlightGuard,
     deadline: Option<Instant>,

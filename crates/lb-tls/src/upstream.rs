@@ -62,6 +62,8 @@ fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
 pub struct UpstreamTls {
     server_name: ServerName<'static>,
     alpn: Vec<Vec<u8>>,
+    /// QUIC (h3) needs TLS 1.3 whatever the runtime settings allow.
+    quic: bool,
     current: ArcSwap<Generation>,
 }
 
@@ -84,7 +86,8 @@ static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl UpstreamTls {
     /// Build the client side for a backend speaking `protocol`: ALPN `h2`
-    /// for h2 backends, `http/1.1` for h1, none for tcp.
+    /// for h2 backends, `http/1.1` for h1, `h3` (TLS 1.3 only) for h3, none
+    /// for tcp.
     pub(crate) fn load(
         spec: &BackendTls,
         protocol: BackendProtocol,
@@ -101,12 +104,15 @@ impl UpstreamTls {
         let alpn = match protocol {
             BackendProtocol::H2 => vec![b"h2".to_vec()],
             BackendProtocol::H1 => vec![b"http/1.1".to_vec()],
+            BackendProtocol::H3 => vec![b"h3".to_vec()],
             BackendProtocol::Tcp => Vec::new(),
         };
-        let generation = generation(spec, runtime, &alpn, system, warnings)?;
+        let quic = protocol == BackendProtocol::H3;
+        let generation = generation(spec, runtime, &alpn, quic, system, warnings)?;
         Ok(Self {
             server_name,
             alpn,
+            quic,
             current: ArcSwap::from_pointee(generation),
         })
     }
@@ -125,6 +131,7 @@ impl UpstreamTls {
             &current.spec,
             &current.runtime,
             &self.alpn,
+            self.quic,
             system,
             &mut warnings,
         )?;
@@ -162,6 +169,12 @@ impl UpstreamTls {
         &self.server_name
     }
 
+    /// The client config of the current generation, for a QUIC (h3)
+    /// connection to take; its session cache is the backend's.
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.current.load().config)
+    }
+
     /// Run the client handshake on a connected `stream`. A verification
     /// failure is an `InvalidData` error naming the reason.
     pub async fn connect<S>(&self, stream: S) -> std::io::Result<TlsStream<S>>
@@ -180,6 +193,7 @@ fn generation(
     spec: &BackendTls,
     runtime: &RuntimeTls,
     alpn: &[Vec<u8>],
+    quic: bool,
     system: &mut SystemRoots,
     warnings: &mut Vec<TlsWarning>,
 ) -> Result<Generation, Vec<TlsError>> {
@@ -188,7 +202,7 @@ fn generation(
     let mut print = std::collections::hash_map::DefaultHasher::new();
     (spec.verify, runtime.tls13_only).hash(&mut print);
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions(runtime.tls13_only))
+        .with_protocol_versions(versions(runtime.tls13_only || quic))
         .map_err(|e| setup(spec.origin.clone(), e.to_string()))?;
     let builder = if spec.verify {
         let roots = match &spec.ca {

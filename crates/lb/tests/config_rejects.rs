@@ -265,15 +265,31 @@ max_streams = 10
         reason: "unknown field `max_streams`",
     },
     Case {
-        name: "h3 backend not supported",
+        name: "h3 backend without TLS",
         toml: r#"
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "h1"
-backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls = false }]
 "#,
-        path: "listeners[0].backends[0].protocol",
-        reason: "h3 backends are not supported by this build",
+        path: "listeners[0].backends[0].tls",
+        reason: "an h3 backend is always TLS (QUIC); remove tls = false",
+    },
+    Case {
+        name: "tcp health check of h3 backends",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+routes = [{ cluster = "q" }]
+[[clusters]]
+name = "q"
+backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls_verify = false }]
+[clusters.health_check]
+kind = "tcp"
+"#,
+        path: "clusters[0].health_check.kind",
+        reason: "tcp checks cannot reach h3 backends (QUIC runs over UDP); use kind = \"http\"",
     },
     Case {
         name: "backend address without a port",
@@ -637,7 +653,7 @@ protocol = "h1"
 routes = [{ cluster = "db" }]
 "#,
         path: "listeners[0].routes[0].cluster",
-        reason: "cluster \"db\" has tcp backends; an HTTP listener needs h1 or h2 backends",
+        reason: "cluster \"db\" has tcp backends; an HTTP listener needs h1, h2 or h3 backends",
     },
     Case {
         name: "tcp listener naming a cluster of HTTP backends",
@@ -1146,7 +1162,7 @@ routes = [
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "tcp"
-backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls = false }]
 "#;
     let expected = [
         "runtime.drain_timeout_ms: ",
@@ -1156,7 +1172,8 @@ backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
         "listeners[0].routes[0].host: ",
         "listeners[0].routes[1].path_prefix: ",
         "listeners[0].routes[1].cluster: ",
-        "listeners[1].backends[0].protocol: ",
+        "listeners[1].backends[0].tls: ",
+        "listeners[1].backends: ",
         "listeners[1].address: ",
     ];
     let (code, _, stderr) = check(toml);

@@ -315,3 +315,35 @@ fn path_exact_is_checked_like_a_prefix_and_excludes_it() {
         ]
     );
 }
+
+#[test]
+fn h3_backends_are_tls_without_saying_so_and_take_stream_limits() {
+    let config = valid(
+        r#"
+        [[clusters]]
+        name = "q"
+        pool = { max_streams_per_connection = 10 }
+        backends = [{ address = "127.0.0.1:9001", protocol = "h3", tls_verify = false }]
+        [[listeners]]
+        address = "127.0.0.1:8081"
+        protocol = "h1"
+        routes = [{ cluster = "q" }]
+    "#,
+    );
+    let cluster = config.cluster("q").unwrap();
+    let backend = &cluster.backends[0];
+    assert_eq!(backend.protocol, BackendProtocol::H3);
+    let tls = backend.tls.as_ref().expect("h3 is always TLS");
+    assert!(!tls.verify);
+    assert_eq!(tls.server_name, "127.0.0.1");
+    assert_eq!(cluster.pool.max_streams_per_connection, 10);
+    let paths = error_paths(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:8081"
+        protocol = "tcp"
+        backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+    "#,
+    );
+    assert_eq!(paths, vec!["listeners[0].backends".to_owned()]);
+}

@@ -275,8 +275,22 @@ fn identity_header(name: &str) -> Result<String, String> {
 
 /// TLS towards a backend: `tls = true` enables it; the other `tls_*` keys
 /// need it.
-pub(super) fn backend_tls(rb: &RawBackend, path: &str, errors: &mut Errors) -> Option<BackendTls> {
-    if !rb.tls.unwrap_or(d::BACKEND_TLS) {
+pub(super) fn backend_tls(
+    rb: &RawBackend,
+    protocol: BackendProtocol,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<BackendTls> {
+    // QUIC has TLS 1.3 built in: an h3 backend is always TLS.
+    let h3 = protocol == BackendProtocol::H3;
+    if h3 && rb.tls == Some(false) {
+        errors.push(
+            format!("{path}.tls"),
+            "an h3 backend is always TLS (QUIC); remove tls = false",
+        );
+        return None;
+    }
+    if !h3 && !rb.tls.unwrap_or(d::BACKEND_TLS) {
         let dependent = [
             ("tls_server_name", rb.tls_server_name.is_some()),
             ("tls_ca_path", rb.tls_ca_path.is_some()),

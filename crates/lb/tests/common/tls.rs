@@ -127,11 +127,11 @@ pub fn write_private(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn chain_and_key(issued: &Issued) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+pub fn chain_and_key(issued: &Issued) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     use rustls::pki_types::pem::PemObject;
     (
         vec![issued.der.clone()],
