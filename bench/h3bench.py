@@ -94,6 +94,8 @@ protocol = "h1"
 address = "127.0.0.1:{self.quic}"
 protocol = "quic"
 access_log = {{ enabled = false }}
+# One load client address stands for many clients (Caddy has no such cap).
+max_requests_per_client = 0
 [listeners.forwarding]
 via = false
 [listeners.tls]
