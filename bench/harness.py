@@ -214,6 +214,9 @@ address = "127.0.0.1:{self.h1}"
 protocol = "h1"
 # nginx and HAProxy run without access logs here too.
 access_log = {{ enabled = false }}
+# One load client address stands for many clients: h2load's 512 streams
+# at once would pass the default cap of 256 (nginx and HAProxy have none).
+max_requests_per_client = 0
 [listeners.forwarding]
 x_forwarded_for = false
 x_forwarded_proto = false
