@@ -28,6 +28,10 @@ use rustls::pki_types::CertificateDer;
 
 use crate::{report, Seen};
 
+/// Receive and send buffer asked for the client's UDP socket (the kernel
+/// caps it at `net.core.rmem_max` / `wmem_max`).
+const CLIENT_SOCKET_BUFFER: usize = 4 << 20;
+
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 struct Args {
@@ -117,7 +121,25 @@ fn endpoint(ca: &PathBuf) -> anyhow::Result<quinn::Endpoint> {
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = QuicClientConfig::try_from(tls).context("TLS config for QUIC")?;
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    // Every connection shares this one socket: with the default buffer a
+    // burst of responses from all of them overflows it, and the datagrams
+    // the client drops would be charged to the server as retransmission
+    // waits.
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_recv_buffer_size(CLIENT_SOCKET_BUFFER)?;
+    socket.set_send_buffer_size(CLIENT_SOCKET_BUFFER)?;
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    let runtime = quinn::default_runtime().context("no async runtime")?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket.into(),
+        runtime,
+    )?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     Ok(endpoint)
 }
