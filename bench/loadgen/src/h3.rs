@@ -15,7 +15,7 @@
 //! the whole run is divided by).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
 }
 
 /// A QUIC client endpoint trusting only the certificates in `ca`.
-fn endpoint(ca: &PathBuf) -> anyhow::Result<quinn::Endpoint> {
+fn endpoint(ca: &Path) -> anyhow::Result<quinn::Endpoint> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).context("--ca")? {
         roots.add(cert.context("--ca")?).context("--ca")?;
