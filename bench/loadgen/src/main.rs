@@ -1,4 +1,5 @@
-//! Fixed-rate HTTP/1.1 load for the side-by-side benchmark.
+//! Load for the side-by-side benchmark: fixed-rate HTTP/1.1 (below), or
+//! closed-loop HTTP/3 with `eg-loadgen h3 ...` (see `h3.rs`).
 //!
 //! Requests arrive on a schedule, `rate` per second, evenly spaced, whether
 //! or not earlier ones have been answered (an open loop). A pacer thread
@@ -24,6 +25,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
 
+mod h3;
+
 struct Args {
     rate: f64,
     connections: usize,
@@ -34,13 +37,12 @@ struct Args {
     path: String,
 }
 
-fn parse_args() -> anyhow::Result<Args> {
+fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     let mut rate = None;
     let mut connections = 64;
     let mut duration = Duration::from_secs(8);
     let mut warmup = Duration::from_secs(1);
     let mut url = None;
-    let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
@@ -92,6 +94,33 @@ fn parse_args() -> anyhow::Result<Args> {
 struct Seen {
     latencies_us: Vec<u32>,
     errors: u64,
+}
+
+/// Print the result line: requests answered from `measure_from` on, over
+/// the time until `finished`, and their latency percentiles; `extra` is
+/// appended as is.
+fn report(seen: Seen, measure_from: Instant, finished: Instant, extra: &str) {
+    let mut lat = seen.latencies_us;
+    lat.sort_unstable();
+    let elapsed = finished
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
+    let achieved = if elapsed > 0.0 {
+        lat.len() as f64 / elapsed
+    } else {
+        0.0
+    };
+    println!(
+        "requests={} errors={} rate={:.1} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}{extra}",
+        lat.len(),
+        seen.errors,
+        achieved,
+        percentile(&lat, 50.0),
+        percentile(&lat, 90.0),
+        percentile(&lat, 99.0),
+        percentile(&lat, 99.9),
+        lat.last().map_or(0.0, |us| f64::from(*us) / 1000.0),
+    );
 }
 
 /// Release instants, handed out in order to whichever connection asks first.
@@ -244,7 +273,12 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Arc::new(parse_args()?);
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("h3") {
+        it.next();
+        return h3::main(it);
+    }
+    let args = Arc::new(parse_args(it)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -275,29 +309,8 @@ fn main() -> anyhow::Result<()> {
         all
     });
     let _ = pacer.join();
-    let finished = Instant::now();
-    let mut lat = seen.latencies_us;
-    lat.sort_unstable();
     // Requests due in the measured window, over the time until the last
     // of them was answered.
-    let elapsed = finished
-        .saturating_duration_since(measure_from)
-        .as_secs_f64();
-    let achieved = if elapsed > 0.0 {
-        lat.len() as f64 / elapsed
-    } else {
-        0.0
-    };
-    println!(
-        "requests={} errors={} rate={:.1} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3}",
-        lat.len(),
-        seen.errors,
-        achieved,
-        percentile(&lat, 50.0),
-        percentile(&lat, 90.0),
-        percentile(&lat, 99.0),
-        percentile(&lat, 99.9),
-        lat.last().map_or(0.0, |us| f64::from(*us) / 1000.0),
-    );
+    report(seen, measure_from, Instant::now(), "");
     Ok(())
 }
