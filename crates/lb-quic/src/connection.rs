@@ -30,6 +30,8 @@ pub(crate) struct Ctx {
     pub(crate) front: Arc<FrontListener>,
     pub(crate) drain: Arc<Drain>,
     pub(crate) handshake_timeout: Duration,
+    /// The listener's QUIC configuration as this connection starts.
+    pub(crate) config: Arc<quinn::ServerConfig>,
 }
 
 /// Run the handshake of `incoming`, then serve its requests until the
@@ -63,7 +65,7 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
 
 async fn handshake(incoming: quinn::Incoming, ctx: &Ctx) -> Option<quinn::Connection> {
     let peer = incoming.remote_address();
-    let connecting = match incoming.accept() {
+    let connecting = match incoming.accept_with(Arc::clone(&ctx.config)) {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "QUIC connection not accepted");
