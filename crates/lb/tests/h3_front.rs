@@ -222,7 +222,7 @@ async fn get_and_streamed_post_reach_h1_and_h2_backends_by_host() {
         assert!(post.body == upload, "{host}: echoed body differs");
         assert!(post.headers.contains_key("x-request-id"), "{host}");
     }
-    let l = listen.to_string();
+    let l = format!("{listen}/quic");
     let total = 2.0 * upload.len() as f64;
     let at = [("listener", l.as_str())];
     wait_value(
