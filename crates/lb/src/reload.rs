@@ -173,10 +173,10 @@ impl Gateway {
 /// clusters its routes use must still exist with backends it can talk to.
 fn keep_as_is(old: &Config, new: &mut Config, ids: &[ListenerId]) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    for address in ids {
+    for id in ids {
         let (Some(old_l), Some(slot)) = (
-            old.listeners.iter().find(|l| l.id() == *address),
-            new.listeners.iter_mut().find(|l| l.id() == *address),
+            old.listeners.iter().find(|l| l.id() == *id),
+            new.listeners.iter_mut().find(|l| l.id() == *id),
         ) else {
             continue;
         };
@@ -190,7 +190,7 @@ fn keep_as_is(old: &Config, new: &mut Config, ids: &[ListenerId]) -> Result<(), 
             });
             if !ok {
                 errors.push(format!(
-                    "listener {address}: its protocol change needs a restart, and meanwhile it keeps its current routes, but cluster {name:?} is gone or changed kind in the new configuration"
+                    "listener {id}: its protocol change needs a restart, and meanwhile it keeps its current routes, but cluster {name:?} is gone or changed kind in the new configuration"
                 ));
             }
         }
