@@ -65,6 +65,10 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
 
 async fn handshake(incoming: quinn::Incoming, ctx: &Ctx) -> Option<quinn::Connection> {
     let peer = incoming.remote_address();
+    // The endpoint's own configuration is swapped only as a connection
+    // arrives, after quinn took that connection in: accepting with the
+    // current one gives the first connection after a reload the new
+    // certificate and settings too.
     let connecting = match incoming.accept_with(Arc::clone(&ctx.config)) {
         Ok(c) => c,
         Err(e) => {
