@@ -20,6 +20,9 @@ pub const QUIC_STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
 pub const QUIC_RECEIVE_WINDOW: u32 = 4 * 1_250_000;
 /// QUIC listener: time allowed for a client's QUIC/TLS handshake.
 pub const QUIC_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// `h1s` listener: `ma` of the `Alt-Svc` header advertising the `quic`
+/// listener on its port (a day, as Cloudflare and Google send).
+pub const ALT_SVC_MAX_AGE_SECONDS: u32 = 86_400;
 /// Listener: whole-request deadline; 0 disables it.
 pub const REQUEST_TOTAL_MS: u64 = 0;
 /// Listener: maximum number of request header fields.

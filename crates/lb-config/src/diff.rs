@@ -2,9 +2,7 @@
 //! configurations as one log line, and which differences cannot be applied
 //! to a running process.
 
-use std::net::SocketAddr;
-
-use crate::model::{Backend, Cluster, Config, Listener};
+use crate::model::{Backend, Cluster, Config, Listener, ListenerId};
 
 /// Differences between the running and the new configuration.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -14,12 +12,12 @@ pub struct ConfigDiff {
     /// One line per difference that needs a restart (not applied).
     pub restart_required: Vec<String>,
     /// Listeners to bind.
-    pub listeners_added: Vec<SocketAddr>,
+    pub listeners_added: Vec<ListenerId>,
     /// Listeners to close and drain.
-    pub listeners_removed: Vec<SocketAddr>,
+    pub listeners_removed: Vec<ListenerId>,
     /// Listeners whose change needs a restart: they keep running exactly
     /// as configured before.
-    pub listeners_kept_as_is: Vec<SocketAddr>,
+    pub listeners_kept_as_is: Vec<ListenerId>,
 }
 
 impl ConfigDiff {
@@ -66,22 +64,22 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     d
 }
 
+/// Listeners are matched by address and transport: a TCP listener whose
+/// protocol changes keeps running as before, while a `quic` listener
+/// replacing a TCP one at an address is a listener removed and one added.
 fn listeners(old: &Config, new: &Config, d: &mut ConfigDiff) {
     for l in &new.listeners {
-        match old.listeners.iter().find(|o| o.address == l.address) {
+        let id = l.id();
+        match old.listeners.iter().find(|o| o.id() == id) {
             None => {
-                d.listeners_added.push(l.address);
-                d.changes.push(format!(
-                    "listener {} ({}) added",
-                    l.address,
-                    l.protocol.as_str()
-                ));
+                d.listeners_added.push(id);
+                d.changes
+                    .push(format!("listener {id} ({}) added", l.protocol.as_str()));
             }
             Some(o) if o.protocol != l.protocol => {
-                d.listeners_kept_as_is.push(l.address);
+                d.listeners_kept_as_is.push(id);
                 d.restart_required.push(format!(
-                    "listener {}: protocol {} -> {} needs a restart; it keeps running as before",
-                    l.address,
+                    "listener {id}: protocol {} -> {} needs a restart; it keeps running as before",
                     o.protocol.as_str(),
                     l.protocol.as_str()
                 ));
@@ -90,11 +88,11 @@ fn listeners(old: &Config, new: &Config, d: &mut ConfigDiff) {
         }
     }
     for o in &old.listeners {
-        if !new.listeners.iter().any(|l| l.address == o.address) {
-            d.listeners_removed.push(o.address);
+        let id = o.id();
+        if !new.listeners.iter().any(|l| l.id() == id) {
+            d.listeners_removed.push(id);
             d.changes.push(format!(
-                "listener {} ({}) removed; its connections drain",
-                o.address,
+                "listener {id} ({}) removed; its connections drain",
                 o.protocol.as_str()
             ));
         }
@@ -102,7 +100,7 @@ fn listeners(old: &Config, new: &Config, d: &mut ConfigDiff) {
 }
 
 fn listener_changes(o: &Listener, l: &Listener, d: &mut ConfigDiff) {
-    let a = l.address;
+    let a = l.id();
     if o.kind != l.kind {
         d.changes
             .push(format!("listener {a}: routes or HTTP settings changed"));
@@ -110,6 +108,21 @@ fn listener_changes(o: &Listener, l: &Listener, d: &mut ConfigDiff) {
     if o.tls != l.tls {
         d.changes
             .push(format!("listener {a}: TLS settings changed"));
+    }
+    if o.quic != l.quic {
+        d.changes.push(format!(
+            "listener {a}: QUIC transport settings changed (new connections take them)"
+        ));
+    }
+    if o.alt_svc != l.alt_svc {
+        let show = |x: Option<crate::model::AltSvc>| {
+            x.map_or_else(|| "none".to_owned(), |a| a.header_value())
+        };
+        d.changes.push(format!(
+            "listener {a}: Alt-Svc {} -> {}",
+            show(o.alt_svc),
+            show(l.alt_svc)
+        ));
     }
     if o.max_connections != l.max_connections {
         d.changes.push(format!(
@@ -235,8 +248,42 @@ cluster = "api"
         assert!(d
             .changes
             .contains(&"cluster api: backend 127.0.0.1:9002 removed".to_owned()));
-        assert_eq!(d.listeners_added, vec!["127.0.0.1:8081".parse().unwrap()]);
+        assert_eq!(
+            d.listeners_added,
+            vec![ListenerId {
+                address: "127.0.0.1:8081".parse().unwrap(),
+                transport: crate::model::Transport::Tcp
+            }]
+        );
         assert!(d.restart_required.is_empty());
+    }
+
+    #[test]
+    fn a_quic_listener_on_a_tcp_address_is_its_own_listener() {
+        let tls = "[listeners.tls]\n[[listeners.tls.certificates]]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n";
+        let h1s = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\nprotocol = \"h1s\"\n\
+             backends = [{{ address = \"127.0.0.1:9001\" }}]\n{tls}"
+        );
+        let both = format!("{h1s}{}", h1s.replace("\"h1s\"", "\"quic\""));
+        let d = diff(&cfg(&h1s), &cfg(&both));
+        let quic = ListenerId {
+            address: "127.0.0.1:8443".parse().unwrap(),
+            transport: crate::model::Transport::Udp,
+        };
+        assert_eq!(d.listeners_added, vec![quic]);
+        assert!(d.listeners_kept_as_is.is_empty());
+        assert!(d
+            .changes
+            .contains(&"listener 127.0.0.1:8443/quic (quic) added".to_owned()));
+        assert!(
+            d.changes.contains(
+                &"listener 127.0.0.1:8443: Alt-Svc none -> h3=\":8443\"; ma=86400".to_owned()
+            ),
+            "{d:?}"
+        );
+        let back = diff(&cfg(&both), &cfg(&h1s));
+        assert_eq!(back.listeners_removed, vec![quic]);
     }
 
     #[test]
@@ -250,7 +297,10 @@ cluster = "api"
         let d = diff(&cfg(BASE), &cfg(&new));
         assert_eq!(
             d.listeners_kept_as_is,
-            vec!["127.0.0.1:8080".parse().unwrap()]
+            vec![ListenerId {
+                address: "127.0.0.1:8080".parse().unwrap(),
+                transport: crate::model::Transport::Tcp
+            }]
         );
         assert_eq!(d.restart_required.len(), 1, "{d:?}");
     }

@@ -114,6 +114,62 @@ impl ListenerProtocol {
             Self::Quic => "quic",
         }
     }
+
+    /// The transport a listener of this kind binds.
+    pub fn transport(self) -> Transport {
+        match self {
+            Self::Quic => Transport::Udp,
+            Self::Tcp | Self::Tls | Self::H1 | Self::H1s => Transport::Tcp,
+        }
+    }
+}
+
+/// What a listener binds: a TCP socket, or a UDP socket (`quic`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// A listening TCP socket.
+    Tcp,
+    /// A bound UDP socket.
+    Udp,
+}
+
+/// Which listener: its address and transport. A `quic` listener may share
+/// its address with one TCP listener, so the address alone does not name
+/// a listener. Shown as the address for a TCP listener and as
+/// `ADDRESS/quic` for a `quic` listener: the form in logs, the `listener`
+/// metric label and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId {
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Bound transport.
+    pub transport: Transport,
+}
+
+impl std::fmt::Display for ListenerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.transport {
+            Transport::Tcp => write!(f, "{}", self.address),
+            Transport::Udp => write!(f, "{}/quic", self.address),
+        }
+    }
+}
+
+/// The `Alt-Svc` an `h1s` listener sends: HTTP/3 on `port` of the same
+/// host, cacheable for `max_age` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AltSvc {
+    /// The UDP port of the `quic` listener that serves the address.
+    pub port: u16,
+    /// `ma`: how long a client may remember the advertisement.
+    pub max_age: u32,
+}
+
+impl AltSvc {
+    /// The header value, `h3=":PORT"; ma=N`.
+    pub fn header_value(&self) -> String {
+        format!("h3=\":{}\"; ma={}", self.port, self.max_age)
+    }
 }
 
 /// Backend protocols available in this build.
@@ -160,6 +216,19 @@ pub struct Listener {
     pub access_log: Option<AccessLogTarget>,
     /// QUIC transport settings (`quic` listeners only).
     pub quic: Option<QuicSettings>,
+    /// HTTP/3 advertised in responses (`h1s` listeners whose port a
+    /// `quic` listener also serves).
+    pub alt_svc: Option<AltSvc>,
+}
+
+impl Listener {
+    /// Which listener this is.
+    pub fn id(&self) -> ListenerId {
+        ListenerId {
+            address: self.address,
+            transport: self.protocol.transport(),
+        }
+    }
 }
 
 /// `[listeners.quic]`, validated.

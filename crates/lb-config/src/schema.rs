@@ -188,6 +188,8 @@ pub struct RawListener {
     pub rate_limit: Option<RawRateLimit>,
     /// QUIC transport settings (`quic` listeners).
     pub quic: Option<RawQuic>,
+    /// `ma` of the `Alt-Svc` advertising HTTP/3, 0 = off (`h1s`).
+    pub alt_svc_max_age_seconds: Option<u32>,
 }
 
 /// `[listeners.quic]`.

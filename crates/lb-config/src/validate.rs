@@ -59,32 +59,26 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
 
     let mut listeners = Vec::new();
-    let mut bound: Vec<(SocketAddr, usize)> = Vec::new();
+    let mut bound: Vec<(ListenerId, usize)> = Vec::new();
     if raw.listeners.is_empty() {
         errors.push("listeners", "at least one listener is required");
     }
     for (i, rl) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
         if let Some(l) = listener(rl, &path, &names, &raw.clusters, &mut clusters, &mut errors) {
-            match bound.iter().find(|(other, _)| binds_overlap(*other, l.address)) {
-                Some((other, first)) if *other == l.address => errors.push(
-                    format!("{path}.address"),
-                    format!("{:?} is also bound by listeners[{first}]", rl.address),
-                ),
-                Some((other, first)) => errors.push(
-                    format!("{path}.address"),
-                    format!(
-                        "{:?} overlaps {other} bound by listeners[{first}] (a wildcard address takes the port on every address it covers)",
-                        rl.address
-                    ),
-                ),
-                None => bound.push((l.address, i)),
-            }
-            listeners.push(l);
+            check_bind(&l, rl, &path, &mut bound, i, &mut errors);
+            listeners.push((i, l));
         }
     }
+    alt_svc::advertise(&raw.listeners, &mut listeners, &mut errors);
+    let listeners: Vec<Listener> = listeners.into_iter().map(|(_, l)| l).collect();
 
-    let bound_addresses: Vec<SocketAddr> = bound.iter().map(|(a, _)| *a).collect();
+    // The admin listener is TCP: only TCP listeners can take its address.
+    let bound_addresses: Vec<SocketAddr> = bound
+        .iter()
+        .filter(|(id, _)| id.transport == Transport::Tcp)
+        .map(|(id, _)| id.address)
+        .collect();
     let observability = observability::observability(
         &raw.observability,
         &raw.admin,
@@ -103,15 +97,55 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-/// Whether binding both addresses fails: same port and the same IP, or one
-/// is a wildcard covering the other. `[::]` covers IPv4 too because IPv6
-/// sockets are bound dual-stack; `0.0.0.0` covers IPv4 and `[::]`.
-fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    let covers = |wild: SocketAddr, other: SocketAddr| {
-        wild.ip().is_unspecified()
-            && (wild.is_ipv6() || other.is_ipv4() || other.ip().is_unspecified())
+/// Listener addresses are unique per transport: a `quic` listener (UDP)
+/// may share its address with one TCP listener, never with another `quic`
+/// listener, and two TCP listeners never share one.
+fn check_bind(
+    l: &Listener,
+    rl: &RawListener,
+    path: &str,
+    bound: &mut Vec<(ListenerId, usize)>,
+    index: usize,
+    errors: &mut Errors,
+) {
+    let id = l.id();
+    let clash = bound.iter().find(|(other, _)| {
+        other.transport == id.transport && binds_overlap(other.address, id.address)
+    });
+    let transport = match id.transport {
+        Transport::Tcp => "TCP",
+        Transport::Udp => "UDP (quic)",
     };
+    match clash {
+        Some((other, first)) if other.address == id.address => errors.push(
+            format!("{path}.address"),
+            format!(
+                "{:?} is also bound by listeners[{first}] ({transport}; a quic listener may share an address with one TCP listener only)",
+                rl.address
+            ),
+        ),
+        Some((other, first)) => errors.push(
+            format!("{path}.address"),
+            format!(
+                "{:?} overlaps {} bound by listeners[{first}] over {transport} (a wildcard address takes the port on every address it covers)",
+                rl.address, other.address
+            ),
+        ),
+        None => bound.push((id, index)),
+    }
+}
+
+/// Whether binding both addresses fails: same port and the same IP, or one
+/// is a wildcard covering the other.
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
+}
+
+/// Whether `wild` is a wildcard taking `other`'s IP: `[::]` covers IPv4
+/// too because IPv6 sockets are bound dual-stack; `0.0.0.0` covers IPv4
+/// and `[::]`.
+fn covers(wild: SocketAddr, other: SocketAddr) -> bool {
+    wild.ip().is_unspecified() && (wild.is_ipv6() || other.is_ipv4() || other.ip().is_unspecified())
 }
 
 fn runtime(raw: &RawRuntime, errors: &mut Errors) -> Runtime {
@@ -419,7 +453,12 @@ fn listener(
     let access_log = access_log::access_log(rl.access_log.as_ref(), path, errors);
     let quic = quic::quic_settings(rl, protocol, path, errors);
     let anonymous = rl.backends.as_ref().map(|backends| {
-        let name = format!("listener:{}", rl.address);
+        // A quic listener may share its address with a TCP one: the
+        // suffix keeps their anonymous clusters apart.
+        let name = match protocol {
+            ListenerProtocol::Quic => format!("listener:{}/quic", rl.address),
+            _ => format!("listener:{}", rl.address),
+        };
         let raw = RawCluster {
             name: name.clone(),
             ..RawCluster::default()
@@ -465,6 +504,7 @@ fn listener(
         tls,
         access_log,
         quic,
+        alt_svc: None,
     })
 }
 
@@ -656,6 +696,7 @@ fn http_listener(
 
 mod access_log;
 mod actions;
+mod alt_svc;
 mod balancing;
 mod clients;
 mod observability;

@@ -30,8 +30,11 @@ pub struct ListenerPlan {
     pub(crate) request_id: http::HeaderName,
     /// The listener's own rate limit.
     pub(crate) limiter: Option<crate::rate_limit::Limiter>,
-    /// The listener address as `%listener%` names it.
+    /// The listener as `%listener%` and the metric labels name it.
     pub(crate) address: String,
+    /// The `Alt-Svc` value sent in place of the backend's (an `h1s`
+    /// listener a `quic` listener backs).
+    pub(crate) alt_svc: Option<HeaderValue>,
 }
 
 /// A route's target and its index in [`ListenerPlan::routes`].
@@ -155,7 +158,7 @@ impl ListenerPlan {
         let ListenerKind::Http(http) = &listener.kind else {
             return None;
         };
-        let address = listener.address.to_string();
+        let address = listener.id().to_string();
         let stats = http
             .routes
             .iter()
@@ -210,7 +213,7 @@ impl ListenerPlan {
             access_log: listener
                 .access_log
                 .as_ref()
-                .and_then(|log| AccessLogs::global().open(listener.address, log.path())),
+                .and_then(|log| AccessLogs::global().open(listener.id(), log.path())),
             request_id: http::HeaderName::try_from(http.rules.request_id.header.as_str()).ok()?,
             limiter: http
                 .rules
@@ -218,6 +221,9 @@ impl ListenerPlan {
                 .clone()
                 .map(|spec| crate::rate_limit::Limiter::new(spec, &address, "")),
             address: address.clone(),
+            alt_svc: listener
+                .alt_svc
+                .and_then(|a| HeaderValue::try_from(a.header_value()).ok()),
             http: http.clone(),
             listener: listener.clone(),
         })

@@ -56,6 +56,12 @@ pub(crate) async fn handle(
             .map_or("", |b| b.spec.address.as_str()),
     };
     let headers = response.headers_mut();
+    // The gateway answers for the origin's alternative services where it
+    // serves HTTP/3 itself: a backend's own would point clients at ports
+    // of the backend host. The header rules still apply after it.
+    if let Some(alt_svc) = &plan.alt_svc {
+        headers.insert(header::ALT_SVC, alt_svc.clone());
+    }
     rules::apply(&plan.http.rules.response_headers, headers, &vars);
     if let Some(routed) = routed {
         rules::apply(&routed.rules.response_headers, headers, &vars);

@@ -162,7 +162,7 @@ impl Record {
             .and_then(|r| r.cluster.as_deref());
         log.write(&AccessRecord {
             time: logged.time,
-            listener: self.plan.listener.address,
+            listener: self.plan.listener.id(),
             client: self.client,
             protocol: protocol(self.version),
             method: logged.method.as_str(),

@@ -141,16 +141,14 @@ impl SnapshotView {
             *view = None;
         }
         view.get_or_insert_with(|| {
-            let spec = snapshot
-                .config
-                .listeners
-                .iter()
-                .find(|l| l.address == address);
+            let spec = snapshot.config.listeners.iter().find(|l| {
+                l.address == address && l.protocol.transport() == lb_config::Transport::Tcp
+            });
             Self {
                 snapshot: Arc::clone(snapshot),
                 log: spec.and_then(|l| {
                     let log = l.access_log.as_ref()?;
-                    AccessLogs::global().open(l.address, log.path())
+                    AccessLogs::global().open(l.id(), log.path())
                 }),
                 cluster: Arc::new(ClusterMetrics::new(cluster)),
             }

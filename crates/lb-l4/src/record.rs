@@ -68,7 +68,10 @@ impl Drop for FlowRecord {
         let (bytes_in, bytes_out) = self.transferred.totals();
         log.write(&AccessRecord {
             time: self.time,
-            listener: self.listener,
+            listener: lb_config::ListenerId {
+                address: self.listener,
+                transport: lb_config::Transport::Tcp,
+            },
             client: self.client,
             protocol: self.protocol,
             method: "",

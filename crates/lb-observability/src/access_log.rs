@@ -37,8 +37,9 @@ pub struct AccessRecord<'a> {
     /// When the request arrived (or the flow was accepted).
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
-    /// Listener address.
-    pub listener: SocketAddr,
+    /// The listener: its address, `ADDRESS/quic` for a `quic` listener.
+    #[serde(serialize_with = "display")]
+    pub listener: lb_config::ListenerId,
     /// Client address.
     pub client: SocketAddr,
     /// `HTTP/1.1`, `HTTP/2`, `tcp`, `tls`.
@@ -101,6 +102,10 @@ struct Line<'r, 'a> {
     log: &'static str,
     #[serde(flatten)]
     record: &'r AccessRecord<'a>,
+}
+
+fn display<S: serde::Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -279,7 +284,7 @@ impl AccessLogs {
     /// The sink of `listener`'s access log to `path` (`None` = stdout);
     /// `None` when its file cannot be opened, which is logged (the
     /// listener serves on, unlogged).
-    pub fn open(&self, listener: SocketAddr, path: Option<&Path>) -> Option<AccessLog> {
+    pub fn open(&self, listener: lb_config::ListenerId, path: Option<&Path>) -> Option<AccessLog> {
         self.sink(path)
             .inspect_err(|e| {
                 tracing::error!(
@@ -407,7 +412,10 @@ mod tests {
     fn record(status: Option<u16>) -> AccessRecord<'static> {
         AccessRecord {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            listener: "127.0.0.1:80".parse().unwrap(),
+            listener: lb_config::ListenerId {
+                address: "127.0.0.1:80".parse().unwrap(),
+                transport: lb_config::Transport::Tcp,
+            },
             client: "127.0.0.1:5000".parse().unwrap(),
             protocol: if status.is_some() { "HTTP/1.1" } else { "tcp" },
             method: if status.is_some() { "GET" } else { "" },

@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) front: Arc<FrontListener>,
     pub(crate) drain: Arc<Drain>,
     pub(crate) handshake_timeout: Duration,
+    /// The listener's QUIC configuration as this connection starts.
+    pub(crate) config: Arc<quinn::ServerConfig>,
 }
 
 /// Run the handshake of `incoming`, then serve its requests until the
@@ -38,8 +40,14 @@ pub(crate) struct Ctx {
 pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
     let peer = incoming.remote_address();
     let early_data = ctx.tls.early_data();
-    let Some(accepted) =
-        handshake::accept(incoming, &ctx.tls, ctx.handshake_timeout, early_data).await
+    let Some(accepted) = handshake::accept(
+        incoming,
+        &ctx.config,
+        &ctx.tls,
+        ctx.handshake_timeout,
+        early_data,
+    )
+    .await
     else {
         return;
     };

@@ -53,22 +53,72 @@ fn server_config(tls: &ServerTls, settings: &QuicSettings) -> Result<ServerConfi
     Ok(config)
 }
 
+/// The server configuration new connections get: rebuilt when the
+/// listener's TLS material (a SIGUSR1 or a reload) or its
+/// `[listeners.quic]` settings (a reload) changed since the last one.
+struct Current {
+    tls: Arc<ServerTls>,
+    settings: Arc<ArcSwap<QuicSettings>>,
+    crypto: Arc<rustls::ServerConfig>,
+    applied: Arc<QuicSettings>,
+    config: Arc<ServerConfig>,
+}
+
+impl Current {
+    fn new(tls: Arc<ServerTls>, settings: Arc<ArcSwap<QuicSettings>>) -> Result<Self, QuicError> {
+        let crypto = tls.config();
+        let applied = settings.load_full();
+        let config = Arc::new(server_config(&tls, &applied)?);
+        Ok(Self {
+            tls,
+            settings,
+            crypto,
+            applied,
+            config,
+        })
+    }
+
+    /// The configuration for a connection starting now; `true` with it
+    /// when it changed.
+    fn refresh(&mut self) -> (Arc<ServerConfig>, bool) {
+        let crypto = self.tls.config();
+        let applied = self.settings.load_full();
+        let changed = !Arc::ptr_eq(&crypto, &self.crypto) || !Arc::ptr_eq(&applied, &self.applied);
+        if changed {
+            match server_config(&self.tls, &applied) {
+                Ok(config) => self.config = Arc::new(config),
+                Err(e) => {
+                    tracing::error!(error = %e, "new TLS material or QUIC settings not usable; keeping the previous ones");
+                }
+            }
+            self.crypto = crypto;
+            self.applied = applied;
+        }
+        (Arc::clone(&self.config), changed)
+    }
+}
+
 /// Serve a bound `quic` listener until drain starts. `plan` is re-read
-/// for every request; a reload of the listener's TLS material applies to
+/// for every request; the listener's TLS material and `settings` are
+/// re-read for every connection, so a reload of either applies to the
 /// connections accepted after it.
 pub async fn serve(
     socket: UdpSocket,
     plan: Arc<ArcSwap<ListenerPlan>>,
     tls: Arc<ServerTls>,
-    settings: QuicSettings,
+    settings: Arc<ArcSwap<QuicSettings>>,
     drain: Arc<Drain>,
 ) -> Result<(), QuicError> {
-    let mut crypto = tls.config();
-    let config = server_config(&tls, &settings)?;
+    let mut current = Current::new(Arc::clone(&tls), settings)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| QuicError::Endpoint(std::io::Error::other("no async runtime")))?;
-    let endpoint = quinn::Endpoint::new(EndpointConfig::default(), Some(config), socket, runtime)
-        .map_err(QuicError::Endpoint)?;
+    let endpoint = quinn::Endpoint::new(
+        EndpointConfig::default(),
+        Some((*current.config).clone()),
+        socket,
+        runtime,
+    )
+    .map_err(QuicError::Endpoint)?;
     let front = Arc::new(FrontListener::default());
     loop {
         let incoming = tokio::select! {
@@ -76,14 +126,9 @@ pub async fn serve(
             () = drain.draining() => break,
         };
         let Some(incoming) = incoming else { break };
-        // The listener's material changed (a reload): new handshakes use it.
-        let current = tls.config();
-        if !Arc::ptr_eq(&current, &crypto) {
-            match server_config(&tls, &settings) {
-                Ok(config) => endpoint.set_server_config(Some(config)),
-                Err(e) => tracing::error!(error = %e, "reloaded TLS material not usable for QUIC"),
-            }
-            crypto = current;
+        let (config, changed) = current.refresh();
+        if changed {
+            endpoint.set_server_config(Some((*config).clone()));
         }
         let tracked = drain.track();
         let ctx = connection::Ctx {
@@ -91,7 +136,8 @@ pub async fn serve(
             tls: Arc::clone(&tls),
             front: Arc::clone(&front),
             drain: Arc::clone(&drain),
-            handshake_timeout: settings.handshake_timeout,
+            handshake_timeout: current.applied.handshake_timeout,
+            config,
         };
         tokio::spawn(async move {
             connection::serve(incoming, ctx).await;

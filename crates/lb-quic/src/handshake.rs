@@ -45,12 +45,17 @@ pub(crate) struct Accepted {
 /// the ClientHello. Counts a handshake that completed or failed.
 pub(crate) async fn accept(
     incoming: quinn::Incoming,
+    config: &Arc<quinn::ServerConfig>,
     tls: &ServerTls,
     timeout: Duration,
     early_data: bool,
 ) -> Option<Accepted> {
     let peer = incoming.remote_address();
-    let mut connecting = match incoming.accept() {
+    // The endpoint's own configuration is swapped only as a connection
+    // arrives, after quinn took that connection in: accepting with the
+    // current one gives the first connection after a reload the new
+    // certificate and settings too.
+    let mut connecting = match incoming.accept_with(Arc::clone(config)) {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "QUIC connection not accepted");

@@ -35,10 +35,9 @@ mod ticket;
 mod upstream;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lb_config::{Config, ListenerProtocol};
+use lb_config::{Config, ListenerId, ListenerProtocol};
 
 pub use error::{TlsError, TlsWarning};
 pub use metrics::register_metrics;
@@ -52,7 +51,7 @@ use upstream::SystemRoots;
 /// listener, one [`UpstreamTls`] per TLS backend.
 #[derive(Debug, Default)]
 pub struct TlsState {
-    servers: HashMap<SocketAddr, Arc<ServerTls>>,
+    servers: HashMap<ListenerId, Arc<ServerTls>>,
     /// By the backend's key path (`clusters[0].backends[1]`): one entry
     /// per backend as written, so each has its own session cache.
     upstreams: HashMap<String, Arc<UpstreamTls>>,
@@ -83,9 +82,10 @@ impl TlsState {
                 ListenerProtocol::Quic => Alpn::H3,
                 ListenerProtocol::Tcp | ListenerProtocol::Tls | ListenerProtocol::H1 => Alpn::None,
             };
-            match ServerTls::load(listener.address, spec, runtime, alpn, &mut warnings) {
+            let id = listener.id();
+            match ServerTls::load(id, spec, runtime, alpn, &mut warnings) {
                 Ok(server) => {
-                    state.servers.insert(listener.address, Arc::new(server));
+                    state.servers.insert(id, Arc::new(server));
                 }
                 Err(e) => errors.extend(e),
             }
@@ -111,16 +111,16 @@ impl TlsState {
         }
     }
 
-    /// The TLS side of the listener bound at `address`.
-    pub fn server(&self, address: SocketAddr) -> Option<Arc<ServerTls>> {
-        self.servers.get(&address).cloned()
+    /// The TLS side of listener `id`.
+    pub fn server(&self, id: ListenerId) -> Option<Arc<ServerTls>> {
+        self.servers.get(&id).cloned()
     }
 
     /// Make `server` (a running listener's TLS side, already reloaded with
-    /// the new settings) the one this state serves at `address`, so a
-    /// later SIGUSR1 reloads what the listener actually uses.
-    pub fn adopt_server(&mut self, address: SocketAddr, server: Arc<ServerTls>) {
-        self.servers.insert(address, server);
+    /// the new settings) the one this state serves for listener `id`, so
+    /// a later SIGUSR1 reloads what the listener actually uses.
+    pub fn adopt_server(&mut self, id: ListenerId, server: Arc<ServerTls>) {
+        self.servers.insert(id, server);
     }
 
     /// Keep `previous`'s TLS side of every backend whose settings and
@@ -145,9 +145,9 @@ impl TlsState {
     /// what it had. Logs what happened to each.
     pub fn reload(&self) -> ReloadReport {
         let mut report = ReloadReport::default();
-        for (address, server) in &self.servers {
+        for (id, server) in &self.servers {
             let outcome = server.reload();
-            tally(&mut report, &address.to_string(), outcome);
+            tally(&mut report, &id.to_string(), outcome);
         }
         let mut system = SystemRoots::default();
         for (origin, upstream) in &self.upstreams {

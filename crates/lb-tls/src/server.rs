@@ -5,7 +5,6 @@
 //! or the new material, never a mix, and established connections keep the
 //! generation they started with.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,10 +153,10 @@ impl Session {
 }
 
 impl ServerTls {
-    /// Load the certificates of the listener at `listener`, offering
-    /// `alpn`.
+    /// Load the certificates of `listener` (as its metric label names
+    /// it), offering `alpn`.
     pub fn load(
-        listener: SocketAddr,
+        listener: impl std::fmt::Display,
         spec: &ListenerTls,
         runtime: &RuntimeTls,
         alpn: Alpn,

@@ -3,14 +3,13 @@
 //! change them: reload and shutdown.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use lb_config::Config;
+use lb_config::{Config, ListenerId};
 use lb_core::Snapshot;
 use lb_health::HealthChecks;
 use lb_http::Upstream;
@@ -27,7 +26,7 @@ const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 pub struct Inner {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub health: HealthChecks,
-    pub listeners: HashMap<SocketAddr, RunningListener>,
+    pub listeners: HashMap<ListenerId, RunningListener>,
     /// Listeners removed by a reload, still draining.
     pub retired: Vec<RunningListener>,
 }
@@ -61,7 +60,7 @@ impl Gateway {
         let mut bound = Vec::new();
         for l in &config.listeners {
             let socket = listeners::bind_listener(l)
-                .with_context(|| format!("binding listener {}", l.address))?;
+                .with_context(|| format!("binding listener {}", l.id()))?;
             bound.push(socket);
         }
         let token = config.observability.api_token_sha256;
@@ -81,7 +80,7 @@ impl Gateway {
         };
         let mut running = HashMap::new();
         for (spec, socket) in current.config.listeners.iter().zip(bound) {
-            running.insert(spec.address, listeners::start(spec, socket, &ctx)?);
+            running.insert(spec.id(), listeners::start(spec, socket, &ctx)?);
         }
         let telemetry = Telemetry::register(metrics, Arc::clone(&snapshot));
         telemetry.generation.set(1);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use lb_config::{Listener, ListenerKind, ListenerProtocol};
+use lb_config::{Listener, ListenerKind, ListenerProtocol, QuicSettings};
 use lb_core::{Drain, Snapshot};
 use lb_http::{ListenerPlan, Upstream};
 use lb_tls::{ServerTls, TlsState};
@@ -25,6 +25,9 @@ pub struct RunningListener {
     pub plan: Option<Arc<ArcSwap<ListenerPlan>>>,
     /// Its TLS side, reloaded in place (`tls`, `h1s` and `quic` listeners).
     pub server_tls: Option<Arc<ServerTls>>,
+    /// Its QUIC transport settings, swapped on reload (`quic` listeners):
+    /// connections accepted after the swap take them.
+    pub quic: Option<Arc<ArcSwap<QuicSettings>>>,
     task: JoinHandle<()>,
 }
 
@@ -66,10 +69,14 @@ pub fn bind_listener(spec: &Listener) -> anyhow::Result<Socket> {
     let address = spec.address;
     if spec.protocol == ListenerProtocol::Quic {
         let socket = lb_quic::bind(address)?;
-        socket.set_nonblocking(true)?;
+        socket
+            .set_nonblocking(true)
+            .with_context(|| format!("UDP {address}"))?;
         return Ok(Socket::Udp(socket));
     }
-    Ok(Socket::Tcp(bind(address)?))
+    Ok(Socket::Tcp(
+        bind(address).with_context(|| format!("TCP {address}"))?,
+    ))
 }
 
 /// Everything a listener is started or re-planned with.
@@ -82,7 +89,7 @@ pub struct Context<'a> {
 /// The compiled plan of an HTTP listener.
 pub fn plan(spec: &Listener, ctx: &Context<'_>) -> anyhow::Result<ListenerPlan> {
     ListenerPlan::build(spec, ctx.upstreams)
-        .with_context(|| format!("compiling the routes of listener {}", spec.address))
+        .with_context(|| format!("compiling the routes of listener {}", spec.id()))
 }
 
 /// Serve `socket` as `spec` describes.
@@ -92,11 +99,12 @@ pub fn start(
     ctx: &Context<'_>,
 ) -> anyhow::Result<RunningListener> {
     let address = spec.address;
-    let server_tls = ctx.tls.load().server(address);
+    let server_tls = ctx.tls.load().server(spec.id());
     // A TLS listener without its material would serve cleartext.
     anyhow::ensure!(
         spec.tls.is_none() || server_tls.is_some(),
-        "no TLS material loaded for listener {address}"
+        "no TLS material loaded for listener {}",
+        spec.id()
     );
     let drain = Drain::new();
     let socket = match socket {
@@ -132,6 +140,7 @@ pub fn start(
         drain,
         plan,
         server_tls,
+        quic: None,
         task,
     })
 }
@@ -143,26 +152,32 @@ fn start_quic(
     server_tls: Option<Arc<ServerTls>>,
     ctx: &Context<'_>,
 ) -> anyhow::Result<RunningListener> {
-    let address = spec.address;
+    let id = spec.id();
     let (Some(tls), Some(settings)) = (server_tls.clone(), spec.quic.clone()) else {
-        anyhow::bail!(
-            "listener {address}: a quic listener needs its TLS material and quic settings"
-        );
+        anyhow::bail!("listener {id}: a quic listener needs its TLS material and quic settings");
     };
     let drain = Drain::new();
     let plan = Arc::new(ArcSwap::from_pointee(plan(spec, ctx)?));
-    let served = lb_quic::serve(socket, Arc::clone(&plan), tls, settings, Arc::clone(&drain));
+    let settings = Arc::new(ArcSwap::from_pointee(settings));
+    let served = lb_quic::serve(
+        socket,
+        Arc::clone(&plan),
+        tls,
+        Arc::clone(&settings),
+        Arc::clone(&drain),
+    );
     let task = tokio::spawn(async move {
         if let Err(e) = served.await {
-            tracing::error!(%address, error = %e, "quic listener stopped");
+            tracing::error!(listener = %id, error = %e, "quic listener stopped");
         }
     });
-    tracing::info!(%address, protocol = spec.protocol.as_str(), "listening");
+    tracing::info!(address = %spec.address, listener = %id, protocol = spec.protocol.as_str(), "listening");
     Ok(RunningListener {
         spec: spec.clone(),
         drain,
         plan: Some(plan),
         server_tls,
+        quic: Some(settings),
         task,
     })
 }

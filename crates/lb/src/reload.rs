@@ -4,18 +4,16 @@
 //! changes; an invalid file changes nothing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use lb_config::{Config, ListenerKind, RouteAction};
+use lb_config::{Config, ListenerId, ListenerKind, RouteAction};
 use lb_core::Snapshot;
 use lb_observability::ReloadStatus;
 use lb_tls::TlsState;
-use tokio::net::TcpListener;
 
 use crate::gateway::{Gateway, Inner};
-use crate::listeners::{self, Context};
+use crate::listeners::{self, Context, Socket};
 
 /// What a reload did: the applied change lines, or why nothing changed.
 type Outcome = Result<Vec<String>, Vec<String>>;
@@ -66,7 +64,6 @@ impl Gateway {
         let mut inner = self.lock();
         let current = self.snapshot.load_full();
         let diff = lb_config::diff(&current.config, &new);
-        quic_unchanged(&current.config, &new, &diff)?;
         keep_as_is(&current.config, &mut new, &diff.listeners_kept_as_is)?;
         let (mut tls, warnings) = TlsState::load(&new)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
@@ -74,7 +71,7 @@ impl Gateway {
         for w in &warnings {
             tracing::warn!(warning = %w, "configuration warning");
         }
-        let sockets = bind_added(&diff.listeners_added)?;
+        let sockets = bind_added(&new, &diff.listeners_added)?;
 
         let snapshot = Snapshot::rebuild(new, &lb_balancer::for_cluster, &current);
         let upstreams = lb_http::upstreams(&snapshot, &tls, Some(&inner.upstreams));
@@ -116,109 +113,70 @@ impl Gateway {
         &self,
         inner: &mut Inner,
         snapshot: &Arc<Snapshot>,
-        mut plans: HashMap<SocketAddr, lb_http::ListenerPlan>,
-        sockets: Vec<(SocketAddr, TcpListener)>,
+        mut plans: HashMap<ListenerId, lb_http::ListenerPlan>,
+        sockets: Vec<(ListenerId, Socket)>,
         upstreams: &HashMap<String, Arc<lb_http::Upstream>>,
     ) {
-        let specs: HashMap<SocketAddr, &lb_config::Listener> = snapshot
+        let specs: HashMap<ListenerId, &lb_config::Listener> = snapshot
             .config
             .listeners
             .iter()
-            .map(|l| (l.address, l))
+            .map(|l| (l.id(), l))
             .collect();
-        let removed: Vec<SocketAddr> = inner
+        let removed: Vec<ListenerId> = inner
             .listeners
             .keys()
-            .filter(|a| !specs.contains_key(a))
+            .filter(|id| !specs.contains_key(id))
             .copied()
             .collect();
-        for address in removed {
-            if let Some(l) = inner.listeners.remove(&address) {
+        for id in removed {
+            if let Some(l) = inner.listeners.remove(&id) {
                 l.stop();
-                tracing::info!(%address, "listener closed; draining its connections");
+                tracing::info!(listener = %id, "listener closed; draining its connections");
                 inner.retired.push(l);
             }
         }
-        for (address, running) in inner.listeners.iter_mut() {
-            if let (Some(plan), Some(new_plan)) = (&running.plan, plans.remove(address)) {
+        for (id, running) in inner.listeners.iter_mut() {
+            if let (Some(plan), Some(new_plan)) = (&running.plan, plans.remove(id)) {
                 plan.store(Arc::new(new_plan));
             }
-            if let Some(spec) = specs.get(address) {
-                running.spec = (*spec).clone();
+            let Some(spec) = specs.get(id) else { continue };
+            if let (Some(quic), Some(settings)) = (&running.quic, &spec.quic) {
+                if **quic.load() != *settings {
+                    quic.store(Arc::new(settings.clone()));
+                }
             }
+            running.spec = (*spec).clone();
         }
         let ctx = Context {
             snapshot: &self.snapshot,
             tls: &self.tls,
             upstreams,
         };
-        for (address, socket) in sockets {
-            let Some(spec) = specs.get(&address) else {
+        for (id, socket) in sockets {
+            let Some(spec) = specs.get(&id) else {
                 continue;
             };
-            match listeners::start(spec, listeners::Socket::Tcp(socket), &ctx) {
+            match listeners::start(spec, socket, &ctx) {
                 Ok(l) => {
-                    inner.listeners.insert(address, l);
+                    inner.listeners.insert(id, l);
                 }
                 Err(e) => {
-                    tracing::error!(%address, error = format!("{e:#}"), "new listener not started")
+                    tracing::error!(listener = %id, error = format!("{e:#}"), "new listener not started")
                 }
             }
         }
     }
 }
 
-/// `quic` listeners are started and stopped with the process only, and
-/// keep their transport settings: a reload that adds or removes one, or
-/// changes its `[listeners.quic]`, is rejected whole rather than applied
-/// in part.
-fn quic_unchanged(
-    old: &Config,
-    new: &Config,
-    diff: &lb_config::ConfigDiff,
-) -> Result<(), Vec<String>> {
-    let quic_at = |config: &Config, address: &SocketAddr| {
-        config
-            .listeners
-            .iter()
-            .any(|l| l.address == *address && l.protocol == lb_config::ListenerProtocol::Quic)
-    };
-    let mut errors: Vec<String> = diff
-        .listeners_added
-        .iter()
-        .filter(|a| quic_at(new, a))
-        .map(|a| format!("listener {a}: adding a quic listener needs a restart"))
-        .collect();
-    errors.extend(
-        diff.listeners_removed
-            .iter()
-            .filter(|a| quic_at(old, a))
-            .map(|a| format!("listener {a}: removing a quic listener needs a restart")),
-    );
-    for l in &new.listeners {
-        let before = old.listeners.iter().find(|o| o.address == l.address);
-        if let Some(o) = before.filter(|o| o.protocol == l.protocol && o.quic != l.quic) {
-            errors.push(format!(
-                "listener {}: changing [listeners.quic] needs a restart",
-                o.address
-            ));
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
-}
-
 /// A listener whose change needs a restart keeps its running settings; the
 /// clusters its routes use must still exist with backends it can talk to.
-fn keep_as_is(old: &Config, new: &mut Config, addresses: &[SocketAddr]) -> Result<(), Vec<String>> {
+fn keep_as_is(old: &Config, new: &mut Config, ids: &[ListenerId]) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    for address in addresses {
+    for id in ids {
         let (Some(old_l), Some(slot)) = (
-            old.listeners.iter().find(|l| l.address == *address),
-            new.listeners.iter_mut().find(|l| l.address == *address),
+            old.listeners.iter().find(|l| l.id() == *id),
+            new.listeners.iter_mut().find(|l| l.id() == *id),
         ) else {
             continue;
         };
@@ -232,7 +190,7 @@ fn keep_as_is(old: &Config, new: &mut Config, addresses: &[SocketAddr]) -> Resul
             });
             if !ok {
                 errors.push(format!(
-                    "listener {address}: its protocol change needs a restart, and meanwhile it keeps its current routes, but cluster {name:?} is gone or changed kind in the new configuration"
+                    "listener {id}: its protocol change needs a restart, and meanwhile it keeps its current routes, but cluster {name:?} is gone or changed kind in the new configuration"
                 ));
             }
         }
@@ -258,13 +216,18 @@ fn cluster_refs(l: &lb_config::Listener) -> Vec<&str> {
     }
 }
 
-fn bind_added(addresses: &[SocketAddr]) -> Result<Vec<(SocketAddr, TcpListener)>, Vec<String>> {
+/// Bind every added listener's socket (TCP, or UDP for `quic`); one that
+/// cannot be bound rejects the reload.
+fn bind_added(new: &Config, ids: &[ListenerId]) -> Result<Vec<(ListenerId, Socket)>, Vec<String>> {
     let mut sockets = Vec::new();
-    for address in addresses {
-        match listeners::bind(*address) {
-            Ok(s) => sockets.push((*address, s)),
+    for id in ids {
+        let Some(spec) = new.listeners.iter().find(|l| l.id() == *id) else {
+            continue;
+        };
+        match listeners::bind_listener(spec) {
+            Ok(s) => sockets.push((*id, s)),
             // Dropping `sockets` closes the ones bound so far.
-            Err(e) => return Err(vec![format!("listener {address}: cannot bind: {e}")]),
+            Err(e) => return Err(vec![format!("listener {id}: cannot bind: {e:#}")]),
         }
     }
     Ok(sockets)
@@ -273,20 +236,15 @@ fn bind_added(addresses: &[SocketAddr]) -> Result<Vec<(SocketAddr, TcpListener)>
 fn compile_plans(
     snapshot: &Snapshot,
     upstreams: &HashMap<String, Arc<lb_http::Upstream>>,
-) -> Result<HashMap<SocketAddr, lb_http::ListenerPlan>, Vec<String>> {
+) -> Result<HashMap<ListenerId, lb_http::ListenerPlan>, Vec<String>> {
     let mut plans = HashMap::new();
     for l in &snapshot.config.listeners {
         if let ListenerKind::Http(_) = l.kind {
             match lb_http::ListenerPlan::build(l, upstreams) {
                 Some(p) => {
-                    plans.insert(l.address, p);
+                    plans.insert(l.id(), p);
                 }
-                None => {
-                    return Err(vec![format!(
-                        "listener {}: routes did not compile",
-                        l.address
-                    )])
-                }
+                None => return Err(vec![format!("listener {}: routes did not compile", l.id())]),
             }
         }
     }
@@ -299,23 +257,24 @@ fn compile_plans(
 fn adopt_running_tls(
     inner: &Inner,
     config: &Config,
-    kept_as_is: &[SocketAddr],
+    kept_as_is: &[ListenerId],
     tls: &mut TlsState,
 ) {
     for l in &config.listeners {
-        let Some(running) = inner.listeners.get(&l.address) else {
+        let id = l.id();
+        let Some(running) = inner.listeners.get(&id) else {
             continue;
         };
         let (Some(server), Some(spec)) = (&running.server_tls, &l.tls) else {
             continue;
         };
-        if !kept_as_is.contains(&l.address) {
+        if !kept_as_is.contains(&id) {
             if let Err(errors) = server.reload_from(spec, &config.runtime.tls) {
                 for e in errors {
-                    tracing::error!(listener = %l.address, error = %e, "certificate reload failed; keeping the previous certificate");
+                    tracing::error!(listener = %id, error = %e, "certificate reload failed; keeping the previous certificate");
                 }
             }
         }
-        tls.adopt_server(l.address, Arc::clone(server));
+        tls.adopt_server(id, Arc::clone(server));
     }
 }

@@ -50,12 +50,12 @@ impl StatusSource {
                     protocol: l.protocol.as_str().to_owned(),
                     connections_open: inner
                         .listeners
-                        .get(&l.address)
+                        .get(&l.id())
                         .map_or(0, |r| r.drain.active() as u64),
                     routes: routes(l),
                 })
                 .collect();
-            ls.sort_by(|a, b| a.address.cmp(&b.address));
+            ls.sort_by(|a, b| (&a.address, &a.protocol).cmp(&(&b.address, &b.protocol)));
             ls
         };
         let mut clusters: Vec<ClusterStatus> = snapshot

@@ -12,6 +12,13 @@ pub fn render(path: &str, config: &Config) -> String {
     for l in &config.listeners {
         let tls = l.tls.as_ref().map(listener_tls).unwrap_or_default();
         let _ = writeln!(out, "  {} {}{tls}", l.address, l.protocol.as_str());
+        if let Some(alt_svc) = l.alt_svc {
+            let _ = writeln!(
+                out,
+                "    advertises HTTP/3: Alt-Svc {}",
+                alt_svc.header_value()
+            );
+        }
         match &l.kind {
             ListenerKind::Tcp { cluster } => {
                 let _ = writeln!(out, "    -> cluster {cluster}");

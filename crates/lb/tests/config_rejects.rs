@@ -391,6 +391,71 @@ routes = [{ direct = { status = 200 } }]
         reason: "overlaps 0.0.0.0:8081 bound by listeners[0]",
     },
     Case {
+        name: "two quic listeners on one address",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+[[listeners]]
+address = "127.0.0.1:8443"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+"#,
+        path: "listeners[1].address",
+        reason: "\"127.0.0.1:8443\" is also bound by listeners[0] (UDP (quic);",
+    },
+    Case {
+        name: "alt_svc_max_age_seconds on an h1 listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+alt_svc_max_age_seconds = 60
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].alt_svc_max_age_seconds",
+        reason: "applies to h1s listeners only; this is a h1 listener",
+    },
+    Case {
+        name: "alt_svc_max_age_seconds on an h1s listener no quic listener backs",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+protocol = "h1s"
+alt_svc_max_age_seconds = 60
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+[[listeners]]
+address = "127.0.0.1:8444"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+"#,
+        path: "listeners[0].alt_svc_max_age_seconds",
+        reason: "60 would advertise HTTP/3 on port 8443, but no quic listener serves 127.0.0.1:8443",
+    },
+    Case {
+        name: "alt_svc_max_age_seconds above a year",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8443"
+protocol = "h1s"
+alt_svc_max_age_seconds = 40000000
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+[[listeners]]
+address = "127.0.0.1:8443"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+"#,
+        path: "listeners[0].alt_svc_max_age_seconds",
+        reason: "40000000 is outside 0..=31536000",
+    },
+    Case {
         name: "duplicate cluster names",
         toml: r#"
 [[clusters]]

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use common::backend::{headers_echo, Proto};
 use common::scrape::{scrape, value, wait_value};
 use common::tls::{client_config, Pki};
-use common::{free_addr, Gateway};
+use common::{free_addr, free_udp, Gateway};
 
 const METRIC: &str = "expressgateway_http_early_data_requests_total";
 
@@ -29,11 +29,6 @@ const FIRST_FLIGHT: Duration = Duration::from_millis(150);
 /// How long the relay then delays each client datagram: the gateway
 /// answers the 0-RTT requests before the client's Finished arrives.
 const HOLD_BACK: Duration = Duration::from_millis(600);
-
-fn free_udp() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
 
 /// A UDP relay to `target` for one client: the client's datagrams pass at
 /// once and the gateway's are held until `FIRST_FLIGHT` after the

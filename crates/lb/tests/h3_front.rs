@@ -17,15 +17,9 @@ use common::backend::{echo, gated, headers_echo, start, Backend, Proto};
 use common::body::PatternBody;
 use common::scrape::wait_value;
 use common::tls::{client_config, Issued, Pki};
-use common::{free_addr, Gateway};
+use common::{free_addr, free_udp, Gateway};
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
-
-/// A free loopback UDP address.
-fn free_udp() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
 
 /// An HTTP/3 client connection; `closed` resolves when the connection ends.
 struct H3Client {
@@ -222,7 +216,7 @@ async fn get_and_streamed_post_reach_h1_and_h2_backends_by_host() {
         assert!(post.body == upload, "{host}: echoed body differs");
         assert!(post.headers.contains_key("x-request-id"), "{host}");
     }
-    let l = listen.to_string();
+    let l = format!("{listen}/quic");
     let total = 2.0 * upload.len() as f64;
     let at = [("listener", l.as_str())];
     wait_value(
@@ -362,7 +356,7 @@ async fn wait_log(gw: &Gateway, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_applies_routes_and_refuses_to_add_a_quic_listener() {
+async fn reload_applies_routes_and_adds_a_quic_listener() {
     let s = site();
     let listen = free_udp();
     let text = config(listen, &s, "", free_addr());
@@ -376,21 +370,6 @@ async fn reload_applies_routes_and_refuses_to_add_a_quic_listener() {
     );
 
     let second = free_udp();
-    let added = format!(
-        "{text}\n[[listeners]]\naddress = \"{second}\"\nprotocol = \"quic\"\n\
-         backends = [{{ address = \"{}\" }}]\n[listeners.tls]\n\
-         [[listeners.tls.certificates]]\ncert_path = {:?}\nkey_path = {:?}\n",
-        s.h1.addr, s.cert.cert_path, s.cert.key_path
-    );
-    std::fs::write(&gw.config_path, added).unwrap();
-    gw.signal("HUP");
-    wait_log(
-        &gw,
-        &format!("listener {second}: adding a quic listener needs a restart"),
-    )
-    .await;
-    wait_log(&gw, "reload rejected; configuration unchanged").await;
-
     let routed = text.replace(
         "[[listeners.routes]]\nhost = \"one.q.test\"",
         "[[listeners.routes]]\npath_prefix = \"/hello\"\n\
@@ -398,7 +377,13 @@ async fn reload_applies_routes_and_refuses_to_add_a_quic_listener() {
          [[listeners.routes]]\nhost = \"one.q.test\"",
     );
     assert_ne!(routed, text);
-    std::fs::write(&gw.config_path, routed).unwrap();
+    let added = format!(
+        "{routed}\n[[listeners]]\naddress = \"{second}\"\nprotocol = \"quic\"\n\
+         backends = [{{ address = \"{}\" }}]\n[listeners.tls]\n\
+         [[listeners.tls.certificates]]\ncert_path = {:?}\nkey_path = {:?}\n",
+        s.h1.addr, s.cert.cert_path, s.cert.key_path
+    );
+    std::fs::write(&gw.config_path, added).unwrap();
     gw.signal("HUP");
     wait_log(&gw, "reload applied").await;
     let hello = exchange(&mut client.send, "GET", "q.test", "/hello", None).await;
@@ -407,6 +392,10 @@ async fn reload_applies_routes_and_refuses_to_add_a_quic_listener() {
         "the open connection did not take the new routes"
     );
     assert_eq!(hello.body, "hi\n");
+    let mut added = connect(second, "q.test", &s.pki).await;
+    let echoed = exchange(&mut added.send, "POST", "q.test", "/", Some(pattern(1000))).await;
+    assert_eq!(echoed.status, 200);
+    assert_eq!(echoed.body, pattern(1000));
 }
 
 /// Python with aioquic, a QUIC/HTTP/3 client written by others.

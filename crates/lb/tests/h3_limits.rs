@@ -2,7 +2,6 @@
 //! the header size limit advertised in SETTINGS.
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,14 +10,9 @@ use quinn::crypto::rustls::QuicClientConfig;
 
 use common::backend::{echo, Proto};
 use common::tls::{client_config, Pki};
-use common::Gateway;
+use common::{free_udp, Gateway};
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
-
-fn free_udp() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
-}
 
 async fn get(
     send: &mut SendRequest,

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod body;
 pub mod client;
 pub mod h3;
+pub mod h3client;
 pub mod scrape;
 pub mod tls;
 pub mod traffic;
