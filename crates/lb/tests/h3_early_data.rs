@@ -240,7 +240,7 @@ async fn zero_rtt_get_is_forwarded_marked_and_post_gets_425() {
     assert_eq!(status, 200);
     assert!(!text.contains("early-data"), "{text}");
 
-    let l = s.listen.to_string();
+    let l = format!("{}/quic", s.listen);
     for (outcome, want) in [("forwarded", 1.0), ("too_early", 1.0)] {
         let at = [("listener", l.as_str()), ("outcome", outcome)];
         wait_value(s.admin, METRIC, &at, want).await;
@@ -278,7 +278,7 @@ async fn aioquic_zero_rtt_get_is_forwarded_and_post_gets_425() {
     assert!(text.starts_with("GET /py-early"), "{text}");
     assert!(text.contains("early-data: 1"), "{text}");
     assert_eq!(got["post"]["status"], 425, "{got}");
-    let l = s.listen.to_string();
+    let l = format!("{}/quic", s.listen);
     for outcome in ["forwarded", "too_early"] {
         let at = [("listener", l.as_str()), ("outcome", outcome)];
         wait_value(s.admin, METRIC, &at, 1.0).await;
