@@ -319,6 +319,20 @@ impl AsyncWrite for EarlyDataStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.push_tls(cx))?;
+        // Closing before the client's Finished arrives would have the
+        // kernel answer it with a reset, which can destroy the response
+        // still on its way: wait for it, within the handshake deadline.
+        while this.pending.is_some() && !this.eof {
+            if this.check_deadline(cx).is_err() {
+                break;
+            }
+            match this.pull_tls(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(_)) => break,
+            }
+        }
         if !this.close_notify_sent {
             this.conn.send_close_notify();
             this.close_notify_sent = true;
