@@ -67,6 +67,14 @@ impl ConnInfo {
         self.tls.is_some()
     }
 
+    /// Whether the TLS handshake still waits for the client's Finished,
+    /// so a request read now may have come in early data.
+    pub(crate) fn in_early_data(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_some_and(|tls| !tls.session.handshake_complete())
+    }
+
     /// `X-Forwarded-Proto`.
     pub(crate) fn scheme(&self) -> &'static str {
         if self.is_tls() {

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::body::ProxyBody;
 use crate::clients::ClientTable;
 use crate::conn::ConnInfo;
+use crate::early::EarlyData;
 use crate::io::{Activity, FrontIo};
 use crate::metrics::GaugeUnit;
 use crate::plan::ListenerPlan;
@@ -136,7 +137,12 @@ async fn serve_http<S>(
         let cuts = settings.metrics.cuts.slow_response_read.clone();
         (ReadWatch::new(progress, Arc::clone(&activity), rate), cuts)
     });
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // Read as hyper hands the request over: a head parsed before the
+        // client's Finished may have come in early data.
+        if info.in_early_data() {
+            req.extensions_mut().insert(EarlyData);
+        }
         proxy::handle(plan.load_full(), info.clone(), req.map(ProxyBody::incoming))
     });
     let watchdog = Watchdog {

@@ -10,10 +10,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use lb_core::Cluster;
 use lb_observability::{AccessLog, LogLimiter};
-use lb_tls::{HandshakeError, ServerTls, TlsState, UpstreamTls};
+use lb_tls::{HandshakeError, ServerStream, ServerTls, TlsState, UpstreamTls};
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio_rustls::{client, server};
+use tokio_rustls::client;
 use tracing::{debug, warn};
 
 use crate::admit::Admitted;
@@ -54,7 +54,7 @@ pub(crate) struct FlowContext {
 /// The client side of a flow once it is ready to carry bytes.
 enum ClientSide {
     Plain(TcpStream),
-    Tls(Box<server::TlsStream<TcpStream>>),
+    Tls(ServerStream),
 }
 
 /// Why a flow ended early.
@@ -158,8 +158,7 @@ impl Flow<'_> {
             None => match &mut client {
                 ClientSide::Plain(c) => bidirectional(c, &mut upstream.stream, idle, counted).await,
                 ClientSide::Tls(c) => {
-                    stream_copy::bidirectional(c.as_mut(), &mut upstream.stream, idle, counted)
-                        .await
+                    stream_copy::bidirectional(c, &mut upstream.stream, idle, counted).await
                 }
             },
             Some(up) => {
@@ -175,7 +174,7 @@ impl Flow<'_> {
                         stream_copy::bidirectional(c, &mut to_backend, idle, counted).await
                     }
                     ClientSide::Tls(c) => {
-                        stream_copy::bidirectional(c.as_mut(), &mut to_backend, idle, counted).await
+                        stream_copy::bidirectional(c, &mut to_backend, idle, counted).await
                     }
                 }
             }
@@ -209,7 +208,7 @@ async fn accept(
         return Ok(ClientSide::Plain(client));
     };
     let (stream, _session) = server.handshake(client).await?;
-    Ok(ClientSide::Tls(Box::new(stream)))
+    Ok(ClientSide::Tls(stream))
 }
 
 /// The TLS handshake with a backend, within the cluster's connect timeout.

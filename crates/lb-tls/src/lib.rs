@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod certificate;
+mod early;
 mod error;
 mod files;
 mod identity;
@@ -31,6 +32,7 @@ mod names;
 mod provider;
 mod server;
 mod sni;
+mod stream;
 mod ticket;
 mod upstream;
 
@@ -39,10 +41,12 @@ use std::sync::Arc;
 
 use lb_config::{Config, ListenerId, ListenerProtocol};
 
+pub use early::EarlyDataStream;
 pub use error::{TlsError, TlsWarning};
 pub use metrics::register_metrics;
 pub use names::CertNames;
 pub use server::{Alpn, HandshakeError, ServerTls, Session};
+pub use stream::ServerStream;
 pub use upstream::UpstreamTls;
 
 use upstream::SystemRoots;

@@ -150,7 +150,7 @@ impl Reason {
 }
 
 /// A listener's handshake counters.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct HandshakeMetrics {
     listener: String,
     completed: Counter,

@@ -13,10 +13,10 @@ use lb_config::{ClientAuth, ListenerTls, RuntimeTls};
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, WebPkiClientVerifier};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::certificate;
+use crate::early::{EarlyDataStream, Handshaking};
 use crate::error::{TlsError, TlsWarning};
 use crate::files;
 use crate::identity::client_identity;
@@ -24,6 +24,7 @@ use crate::metrics::{HandshakeMetrics, Reason};
 use crate::names::CertNames;
 use crate::provider::{provider, versions};
 use crate::sni::CertIndex;
+use crate::stream::ServerStream;
 use crate::ticket::{NoTickets, RotatingTicketer};
 
 /// ALPN of HTTP listeners, in the server's order of preference.
@@ -36,6 +37,11 @@ const H3_ALPN: &[u8] = b"h3";
 /// dropped first. rustls issues two per handshake, so this resumes the
 /// last ~2,048 clients at a few hundred bytes each.
 const EARLY_DATA_SESSIONS: usize = 4096;
+
+/// Early data an `h1s` listener takes from a client before its handshake
+/// completes: room for a request head or an HTTP/2 preface with a few
+/// requests; a client with more sends the rest after its Finished.
+const TCP_EARLY_DATA_BYTES: u32 = 16 * 1024;
 
 /// The application protocols a listener's handshake offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +115,19 @@ pub struct Session {
     names: Arc<CertNames>,
     client_identity: Option<String>,
     identity_header: Option<Arc<str>>,
+    /// Set while an early-data handshake waits for the client's Finished.
+    handshaking: Option<Handshaking>,
 }
 
 impl Session {
+    /// Whether the client's handshake has completed. Until it has, what
+    /// the connection carries may be early data, which an attacker can
+    /// replay; afterwards the client has proven the whole connection its
+    /// own.
+    pub fn handshake_complete(&self) -> bool {
+        self.handshaking.as_ref().is_none_or(|h| !h.get())
+    }
+
     /// Whether ALPN chose HTTP/2 (otherwise the connection speaks HTTP/1.1).
     pub fn is_h2(&self) -> bool {
         self.h2
@@ -202,13 +218,19 @@ impl ServerTls {
     }
 
     /// Run the server handshake on `stream` within the listener's
-    /// handshake timeout, counting how it ended.
+    /// handshake timeout, counting how it ended. On an `h1s` listener
+    /// with early data, the stream is handed over once the client's early
+    /// data is accepted, and the handshake completes (or fails, counted
+    /// the same) while it is read.
     pub async fn handshake(
         &self,
         stream: TcpStream,
-    ) -> Result<(TlsStream<TcpStream>, Session), HandshakeError> {
+    ) -> Result<(ServerStream, Session), HandshakeError> {
         let generation = self.current.load_full();
         let timeout = generation.spec.handshake_timeout;
+        if generation.spec.early_data && self.alpn == Alpn::Http {
+            return accept_early(generation, stream, self.metrics.clone()).await;
+        }
         match tokio::time::timeout(timeout, accept(generation, stream)).await {
             Ok(Ok(done)) => {
                 self.metrics.completed();
@@ -261,6 +283,7 @@ impl ServerTls {
                 .and_then(|chain| chain.first())
                 .and_then(client_identity),
             identity_header: generation.identity_header.clone(),
+            handshaking: None,
         }
     }
 
@@ -283,11 +306,45 @@ impl ServerTls {
 async fn accept(
     generation: Arc<Generation>,
     stream: TcpStream,
-) -> std::io::Result<(TlsStream<TcpStream>, Session)> {
+) -> std::io::Result<(ServerStream, Session)> {
     let stream = TlsAcceptor::from(Arc::clone(&generation.config))
         .accept(stream)
         .await?;
     let (_, conn) = stream.get_ref();
+    let session = session(&generation, conn, None);
+    Ok((ServerStream::Complete(Box::new(stream)), session))
+}
+
+/// The handshake of an early-data listener, which times out and counts
+/// itself (its tail runs after the stream is handed over).
+async fn accept_early(
+    generation: Arc<Generation>,
+    stream: TcpStream,
+    metrics: HandshakeMetrics,
+) -> Result<(ServerStream, Session), HandshakeError> {
+    let timeout = generation.spec.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let conn = rustls::ServerConnection::new(Arc::clone(&generation.config)).map_err(|e| {
+        metrics.failed(Reason::Other);
+        HandshakeError::Failed(std::io::Error::other(e))
+    })?;
+    let stream = EarlyDataStream::accept(stream, conn, deadline, metrics)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => HandshakeError::TimedOut(timeout),
+            _ => HandshakeError::Failed(e),
+        })?;
+    let session = session(&generation, stream.connection(), Some(stream.handshaking()));
+    Ok((ServerStream::Early(Box::new(stream)), session))
+}
+
+/// What the handshake on `conn` established (so far: while `handshaking`
+/// is set, the client's Finished is still to come).
+fn session(
+    generation: &Generation,
+    conn: &rustls::ServerConnection,
+    handshaking: Option<Handshaking>,
+) -> Session {
     let sni = conn.server_name().map(str::to_owned);
     let names = generation
         .certs
@@ -298,14 +355,14 @@ async fn accept(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(client_identity);
-    let session = Session {
+    Session {
         h2: conn.alpn_protocol() == Some(b"h2".as_slice()),
         sni,
         names,
         client_identity,
         identity_header: generation.identity_header.clone(),
-    };
-    Ok((stream, session))
+        handshaking,
+    }
 }
 
 fn build(
@@ -370,10 +427,20 @@ fn build(
         Resumption::Cache(cache) => {
             config.ticketer = Arc::new(NoTickets);
             config.session_storage = Arc::clone(cache) as _;
-            // QUIC allows 0 or u32::MAX here (RFC 9001 §4.6.1); the QUIC
-            // stream limits bound what a client sends in 0-RTT.
-            if alpn == Alpn::H3 {
-                config.max_early_data_size = u32::MAX;
+            match alpn {
+                // QUIC allows 0 or u32::MAX here (RFC 9001 §4.6.1); the
+                // QUIC stream limits bound what a client sends in 0-RTT.
+                Alpn::H3 => config.max_early_data_size = u32::MAX,
+                Alpn::Http => {
+                    config.max_early_data_size = TCP_EARLY_DATA_BYTES;
+                    // Answers to early requests leave before the client's
+                    // Finished arrives: that round trip is what 0-RTT
+                    // saves. Client certificates are never asked on these
+                    // listeners, so no unauthenticated peer is answered
+                    // that an authenticated one would not be.
+                    config.send_half_rtt_data = true;
+                }
+                Alpn::None => {}
             }
         }
     }

@@ -138,16 +138,28 @@ routes = [{ direct = { status = 200 } }]
         reason: "7200 exceeds ticket_rotation_interval_seconds (3600)",
     },
     Case {
-        name: "early data on an h1s listener",
+        name: "early data on a tls listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tls"
+backends = [{ address = "127.0.0.1:9001" }]
+tls = { cert_path = "a.pem", key_path = "a.key", early_data = true }
+"#,
+        path: "listeners[0].tls.early_data",
+        reason: "applies to quic and h1s listeners only; this is a tls listener",
+    },
+    Case {
+        name: "early data with client certificates on an h1s listener",
         toml: r#"
 [[listeners]]
 address = "127.0.0.1:8081"
 protocol = "h1s"
 backends = [{ address = "127.0.0.1:9001" }]
-tls = { cert_path = "a.pem", key_path = "a.key", early_data = true }
+tls = { cert_path = "a.pem", key_path = "a.key", client_ca_path = "ca.pem", early_data = true }
 "#,
         path: "listeners[0].tls.early_data",
-        reason: "applies to quic listeners only; this is a h1s listener",
+        reason: "cannot be combined with client_ca_path",
     },
     Case {
         name: "early data with client certificates",

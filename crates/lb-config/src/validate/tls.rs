@@ -195,12 +195,11 @@ fn tls_table(raw: &RawListenerTls, tpath: &str, errors: &mut Errors) -> Listener
     }
 }
 
-/// Early data is served on `quic` listeners only. On `h1s` the TLS
-/// acceptor completes the handshake before the HTTP server reads a byte,
-/// and rustls keeps 0-RTT bytes apart from the stream the server reads:
-/// accepting them would save no round trip and lose the request. Client
-/// certificates are refused alongside, as requests served from early
-/// data would come before the client's certificate is checked.
+/// Early data is served on `quic` and `h1s` listeners, where requests
+/// are screened for replay safety. A `tls` listener passes bytes to a
+/// backend that cannot tell early ones apart, so it refuses them. Client
+/// certificates are refused alongside, as requests served from early data
+/// would come before the client's certificate is checked.
 fn early_data_applies(
     tls: &ListenerTls,
     protocol: ListenerProtocol,
@@ -211,12 +210,12 @@ fn early_data_applies(
         return;
     }
     let key = format!("{tpath}.early_data");
-    if protocol != ListenerProtocol::Quic {
+    if !matches!(protocol, ListenerProtocol::Quic | ListenerProtocol::H1s) {
         errors.push(
             key,
             format!(
-                "applies to quic listeners only; this is a {} listener (on h1s the TLS \
-                 handshake completes before any request is read, so 0-RTT would save nothing)",
+                "applies to quic and h1s listeners only; this is a {} listener (its bytes \
+                 reach the backend with nothing to tell a replayed request from another)",
                 protocol.as_str()
             ),
         );
