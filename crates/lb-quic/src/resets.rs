@@ -22,8 +22,8 @@ pub(crate) struct ResetBudget {
     state: Mutex<Window>,
 }
 
-/// Resets counted since `start`; a window starts at the first reset after
-/// the previous one ended.
+/// Resets counted since `start`: the first window starts with the
+/// connection, each next one at the first reset after the previous ended.
 struct Window {
     start: Instant,
     count: u32,
