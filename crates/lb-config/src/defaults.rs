@@ -20,6 +20,14 @@ pub const QUIC_STREAM_RECEIVE_WINDOW: u32 = 1_250_000;
 pub const QUIC_RECEIVE_WINDOW: u32 = 4 * 1_250_000;
 /// QUIC listener: time allowed for a client's QUIC/TLS handshake.
 pub const QUIC_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// QUIC listener: request streams one connection may reset or cancel
+/// before their response completes, per `QUIC_CLIENT_RESET_WINDOW_MS`,
+/// before it is closed with `H3_EXCESSIVE_LOAD` (20 a second on average:
+/// far above what a browser cancelling navigations does, far below a
+/// rapid-reset flood's thousands).
+pub const QUIC_MAX_CLIENT_RESETS: u32 = 200;
+/// QUIC listener: the window `QUIC_MAX_CLIENT_RESETS` is counted in.
+pub const QUIC_CLIENT_RESET_WINDOW_MS: u64 = 10_000;
 /// `h1s` listener: `ma` of the `Alt-Svc` header advertising the `quic`
 /// listener on its port (a day, as Cloudflare and Google send).
 pub const ALT_SVC_MAX_AGE_SECONDS: u32 = 86_400;

@@ -244,6 +244,11 @@ pub struct QuicSettings {
     pub receive_window: u32,
     /// Time allowed for the handshake.
     pub handshake_timeout: Duration,
+    /// Request streams a connection may reset or cancel per
+    /// `client_reset_window` before it is closed.
+    pub max_client_resets: u32,
+    /// The window `max_client_resets` is counted in.
+    pub client_reset_window: Duration,
 }
 
 /// An enabled access log's destination.

@@ -206,6 +206,10 @@ pub struct RawQuic {
     pub receive_window: Option<u32>,
     /// Time allowed for the handshake.
     pub handshake_timeout_ms: Option<u64>,
+    /// Request streams a connection may reset per window.
+    pub max_client_resets: Option<u32>,
+    /// The window `max_client_resets` is counted in.
+    pub client_reset_window_ms: Option<u64>,
 }
 
 /// `escaped_slashes` tokens.

@@ -91,4 +91,10 @@ impl ListenerPlan {
     pub fn max_header_bytes(&self) -> usize {
         self.http.max_header_bytes
     }
+
+    /// Count a client connection closed for resetting too many request
+    /// streams (`http_client_cut{reason="reset_flood"}`).
+    pub fn count_reset_flood(&self) {
+        self.metrics.cuts.reset_flood.inc();
+    }
 }

@@ -140,7 +140,8 @@ pub fn register_metrics(metrics: &Metrics) {
         r.register(
             "http_client_cut",
             "Requests refused (too_many_requests), request bodies cut (slow_request_body) and \
-             connections closed (slow_response_read) to keep a client from holding backends",
+             connections closed (slow_response_read, reset_flood) to keep a client from holding \
+             backends",
             f.client_cuts.clone(),
         );
         r.register(
@@ -266,6 +267,9 @@ pub(crate) struct ClientCuts {
     pub(crate) slow_request_body: Counter,
     /// Connections closed for taking responses below the minimum rate.
     pub(crate) slow_response_read: Counter,
+    /// HTTP/3 connections closed for resetting more request streams than
+    /// `quic.max_client_resets` allows.
+    pub(crate) reset_flood: Counter,
 }
 
 impl ClientCuts {
@@ -280,6 +284,7 @@ impl ClientCuts {
             too_many_requests: cut("too_many_requests"),
             slow_request_body: cut("slow_request_body"),
             slow_response_read: cut("slow_response_read"),
+            reset_flood: cut("reset_flood"),
         }
     }
 }

@@ -15,10 +15,10 @@ use tokio::task::JoinSet;
 
 use crate::handshake::{self, Confirmed};
 use crate::request;
+use crate::resets::{ResetBudget, H3_EXCESSIVE_LOAD};
 
 /// HTTP/3 error codes (RFC 9114 §8.1) this front closes with.
 const H3_NO_ERROR: u32 = 0x100;
-const H3_EXCESSIVE_LOAD: u32 = 0x107;
 
 /// Bounds of the wait for the last responses to reach a draining client.
 const LINGER_MIN: Duration = Duration::from_millis(50);
@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) front: Arc<FrontListener>,
     pub(crate) drain: Arc<Drain>,
     pub(crate) handshake_timeout: Duration,
+    /// Request streams a client may reset per window, and the window.
+    pub(crate) max_client_resets: (u32, Duration),
     /// The listener's QUIC configuration as this connection starts.
     pub(crate) config: Arc<quinn::ServerConfig>,
 }
@@ -121,6 +123,13 @@ async fn serve_h3(
             return;
         }
     };
+    let (limit, window) = ctx.max_client_resets;
+    let resets = Arc::new(ResetBudget::new(
+        h3_conn.clone(),
+        Arc::clone(&ctx.plan),
+        limit,
+        window,
+    ));
     let mut requests = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -132,7 +141,13 @@ async fn serve_h3(
             Ok(Some(resolver)) => {
                 let plan = Arc::clone(&ctx.plan);
                 let front = front.clone();
-                requests.spawn(request::serve(resolver, plan, front, confirmed.clone()));
+                requests.spawn(request::serve(
+                    resolver,
+                    plan,
+                    front,
+                    confirmed.clone(),
+                    Arc::clone(&resets),
+                ));
             }
             Ok(None) => break,
             Err(e) => {

@@ -137,6 +137,10 @@ pub async fn serve(
             front: Arc::clone(&front),
             drain: Arc::clone(&drain),
             handshake_timeout: current.applied.handshake_timeout,
+            max_client_resets: (
+                current.applied.max_client_resets,
+                current.applied.client_reset_window,
+            ),
             config,
         };
         tokio::spawn(async move {

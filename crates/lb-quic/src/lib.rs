@@ -21,5 +21,6 @@ mod connection;
 mod endpoint;
 mod handshake;
 mod request;
+mod resets;
 
 pub use endpoint::{bind, serve, QuicError};

@@ -10,32 +10,81 @@ use h3::error::{Code, StreamError};
 use h3::server::{RequestResolver, RequestStream};
 use http::{header, HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt as _;
-use lb_http::{EarlyData, FrontConnection, ListenerPlan, ObservedBody, ProxyBody};
+use lb_http::{BoxError, EarlyData, FrontConnection, ListenerPlan, ObservedBody, ProxyBody};
 
 use crate::body::H3Body;
 use crate::handshake::Confirmed;
+use crate::resets::ResetBudget;
 
 type SendStream = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
-/// Serve the request arriving on `resolver`'s stream.
+/// Serve the request arriving on `resolver`'s stream; a stream its client
+/// resets or stops before the response completes counts against the
+/// connection's `resets`.
 pub(crate) async fn serve(
     resolver: RequestResolver<h3_quinn::Connection, Bytes>,
     plan: Arc<ArcSwap<ListenerPlan>>,
     front: FrontConnection,
     confirmed: Confirmed,
+    resets: Arc<ResetBudget>,
 ) {
+    if let Err(Ended::ClientReset) = exchange(resolver, plan, front, confirmed).await {
+        resets.client_reset();
+    }
+}
+
+/// Why a request stream ended before its response was complete.
+enum Ended {
+    /// The client reset the stream or stopped reading it.
+    ClientReset,
+    /// Anything else: a malformed or late head, a broken body or backend.
+    Other,
+}
+
+impl Ended {
+    fn of(e: &StreamError) -> Self {
+        match e {
+            StreamError::RemoteTerminate { .. } => Self::ClientReset,
+            _ => Self::Other,
+        }
+    }
+
+    fn of_body(e: &BoxError) -> Self {
+        e.downcast_ref::<StreamError>()
+            .map_or(Self::Other, Self::of)
+    }
+}
+
+/// The request's head, body and response.
+async fn exchange(
+    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    plan: Arc<ArcSwap<ListenerPlan>>,
+    front: FrontConnection,
+    confirmed: Confirmed,
+) -> Result<(), Ended> {
     let timeout = plan.load().request_headers_timeout();
-    let (req, stream) = match tokio::time::timeout(timeout, resolver.resolve_request()).await {
+    let (req, mut stream) = match tokio::time::timeout(timeout, resolver.resolve_request()).await {
         Ok(Ok(resolved)) => resolved,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "HTTP/3 request head not accepted");
-            return;
+            return Err(Ended::of(&e));
         }
         Err(_) => {
             tracing::debug!(?timeout, "HTTP/3 request head not received in time");
-            return;
+            return Err(Ended::Other);
         }
     };
+    if let Some(name) = connection_specific(req.headers()) {
+        // RFC 9114 §4.2: malformed, so a stream error H3_MESSAGE_ERROR
+        // (§4.1.2), as h3 answers the heads it rejects itself.
+        tracing::debug!(
+            field = name,
+            "malformed HTTP/3 request: connection-specific field"
+        );
+        stream.stop_stream(Code::H3_MESSAGE_ERROR);
+        stream.stop_sending(Code::H3_MESSAGE_ERROR);
+        return Err(Ended::Other);
+    }
     let (send, recv) = stream.split();
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
@@ -52,16 +101,38 @@ pub(crate) async fn serve(
             Some(Ok(body)) => ProxyBody::stream(Box::pin(body)),
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "HTTP/3 request body failed");
-                return;
+                return Err(Ended::of_body(&e));
             }
         },
     };
     let response = front
         .handle(plan.load_full(), Request::from_parts(parts, body))
         .await;
-    if let Err(e) = respond(send, response).await {
+    respond(send, response).await.map_err(|e| {
         tracing::debug!(error = %e, "HTTP/3 response not delivered");
+        Ended::of(&e)
+    })
+}
+
+/// The first connection-specific field of a request head (RFC 9114 §4.2):
+/// those of HTTP/1.1 connection management, and `TE` other than
+/// `trailers`.
+fn connection_specific(headers: &HeaderMap) -> Option<&'static str> {
+    const FIELDS: [&str; 5] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    if let Some(name) = FIELDS.into_iter().find(|n| headers.contains_key(*n)) {
+        return Some(name);
     }
+    let te_other = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    te_other.then_some("te")
 }
 
 /// A well-formed `Content-Length`; anything else leaves the length

@@ -215,6 +215,38 @@ receive_window = 4096
         reason: "4096 is below stream_receive_window (65536)",
     },
     Case {
+        name: "quic reset cap of zero",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+[listeners.quic]
+max_client_resets = 0
+"#,
+        path: "listeners[0].quic.max_client_resets",
+        reason: "0 is outside 1..=1000000",
+    },
+    Case {
+        name: "quic reset window out of range",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.tls]
+cert_path = "/nonexistent/cert.pem"
+key_path = "/nonexistent/key.pem"
+[listeners.quic]
+client_reset_window_ms = 600001
+"#,
+        path: "listeners[0].quic.client_reset_window_ms",
+        reason: "600001 is outside 1..=600000",
+    },
+    Case {
         name: "quic idle timeout out of range",
         toml: r#"
 [[listeners]]

@@ -396,6 +396,7 @@ async fn every_cut_reason_is_exported_at_zero() {
         "too_many_requests",
         "slow_request_body",
         "slow_response_read",
+        "reset_flood",
     ] {
         wait_for(s.admin, CUTS, &cut(reason), |v| v == 0.0).await;
     }

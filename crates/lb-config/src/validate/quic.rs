@@ -12,6 +12,12 @@ use crate::schema::*;
 /// integer, and an hour already outlives any HTTP/3 client's keep-alive.
 const MAX_IDLE_TIMEOUT_MS: u64 = 3_600_000;
 
+/// Longest window resets are counted in: a longer one would make the cap
+/// a per-connection lifetime budget that long-lived clients exhaust.
+const MAX_CLIENT_RESET_WINDOW_MS: u64 = 600_000;
+/// Most resets a window may allow: more makes the cap no cap.
+const MAX_CLIENT_RESETS: u32 = 1_000_000;
+
 /// The `[listeners.quic]` table: defaults on a `quic` listener, an error
 /// anywhere else.
 pub(super) fn quic_settings(
@@ -79,13 +85,40 @@ pub(super) fn quic_settings(
             ),
         );
     }
+    let (max_client_resets, client_reset_window) = reset_cap(raw, &qpath, errors);
     Some(QuicSettings {
         max_idle_timeout: Duration::from_millis(idle),
         max_concurrent_bidi_streams: streams,
         stream_receive_window: stream_window,
         receive_window: window,
         handshake_timeout: Duration::from_millis(handshake),
+        max_client_resets,
+        client_reset_window,
     })
+}
+
+/// `max_client_resets` per `client_reset_window_ms`: the cap on request
+/// streams a client resets before their response completes.
+fn reset_cap(raw: Option<&RawQuic>, qpath: &str, errors: &mut Errors) -> (u32, Duration) {
+    let resets = raw
+        .and_then(|q| q.max_client_resets)
+        .unwrap_or(d::QUIC_MAX_CLIENT_RESETS);
+    if !(1..=MAX_CLIENT_RESETS).contains(&resets) {
+        errors.push(
+            format!("{qpath}.max_client_resets"),
+            format!("{resets} is outside 1..={MAX_CLIENT_RESETS}"),
+        );
+    }
+    let window = raw
+        .and_then(|q| q.client_reset_window_ms)
+        .unwrap_or(d::QUIC_CLIENT_RESET_WINDOW_MS);
+    if !(1..=MAX_CLIENT_RESET_WINDOW_MS).contains(&window) {
+        errors.push(
+            format!("{qpath}.client_reset_window_ms"),
+            format!("{window} is outside 1..={MAX_CLIENT_RESET_WINDOW_MS}"),
+        );
+    }
+    (resets, Duration::from_millis(window))
 }
 
 /// Listener keys a `quic` listener does not take: their TCP, TLS-over-TCP

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod h3;
 pub mod h3client;
+pub mod h3raw;
 pub mod scrape;
 pub mod tls;
 pub mod traffic;
