@@ -171,7 +171,7 @@ fn a_listener_whose_client_cas_change_stops_resuming_earlier_sessions() {
     let changed = resumes(&pki, listen, file, || {
         std::fs::copy(&other.ca_path, &clients).unwrap();
         gw.signal("USR1");
-        wait_for_log(&gw, "session ticket keys rotated", 1);
+        wait_for_log(&gw, "session resumption state renewed", 1);
     });
     assert!(!changed, "a ticket issued under the old client CAs resumed");
 }
