@@ -30,30 +30,10 @@ impl BackendPool {
     /// connection when every open one is full and the backend's connection
     /// cap allows; otherwise wait for a slot until the connect deadline.
     pub(crate) async fn acquire_h3(self: &Arc<Self>) -> Result<H3Stream, UpstreamError> {
-        let deadline = Instant::now() + self.connect_timeout;
-        loop {
-            if let Some(taken) = self.take_h3_stream() {
-                self.metrics.reused.inc();
-                return Ok(taken);
-            }
-            // Registered before connecting, so a stream that ends meanwhile
-            // is not missed.
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if let Some((taken, fresh)) = self.connect_h3(deadline).await? {
-                if fresh {
-                    self.metrics.new.inc();
-                } else {
-                    self.metrics.reused.inc();
-                }
-                return Ok(taken);
-            }
-            tokio::select! {
-                () = released => {}
-                () = tokio::time::sleep_until(deadline) => return Err(UpstreamError::PoolExhausted),
-            }
-        }
+        self.acquire_stream(Self::take_h3_stream, |pool, deadline| async move {
+            pool.connect_h3(deadline).await
+        })
+        .await
     }
 
     /// A stream slot on the oldest open connection of the current TLS

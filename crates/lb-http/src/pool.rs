@@ -349,9 +349,28 @@ impl BackendPool {
     /// connection when every open one is full and the backend's connection
     /// cap allows; otherwise wait for a slot until the connect deadline.
     async fn acquire_h2(self: &Arc<Self>) -> Result<H2Stream, UpstreamError> {
+        self.acquire_stream(Self::take_stream, |pool, deadline| async move {
+            pool.connect_h2(deadline).await
+        })
+        .await
+    }
+
+    /// A stream slot on a multiplexed (HTTP/2 or HTTP/3) connection: taken
+    /// on an open connection with room, or on one `connect` opens when
+    /// every open one is full and the backend's connection cap allows;
+    /// otherwise wait for a slot until the connect deadline.
+    pub(crate) async fn acquire_stream<S, Connect, Fut>(
+        self: &Arc<Self>,
+        take: fn(&Arc<Self>) -> Option<S>,
+        connect: Connect,
+    ) -> Result<S, UpstreamError>
+    where
+        Connect: Fn(Arc<Self>, Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<(S, bool)>, UpstreamError>>,
+    {
         let deadline = Instant::now() + self.connect_timeout;
         loop {
-            if let Some(taken) = self.take_stream() {
+            if let Some(taken) = take(self) {
                 self.metrics.reused.inc();
                 return Ok(taken);
             }
@@ -360,7 +379,7 @@ impl BackendPool {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if let Some((taken, fresh)) = self.connect_h2(deadline).await? {
+            if let Some((taken, fresh)) = connect(Arc::clone(self), deadline).await? {
                 if fresh {
                     self.metrics.new.inc();
                 } else {

@@ -5,63 +5,18 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, Request};
 use http_body_util::BodyExt;
-use quinn::crypto::rustls::QuicClientConfig;
 
 use common::backend::{echo, gated, headers_echo, start, Backend, Proto};
 use common::body::PatternBody;
+use common::h3client::{connect, connect_with, SendRequest};
 use common::scrape::wait_value;
 use common::tls::{client_config, Issued, Pki};
 use common::{free_addr, free_udp, Gateway};
-
-type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
-
-/// An HTTP/3 client connection; `closed` resolves when the connection ends.
-struct H3Client {
-    send: SendRequest,
-    conn: quinn::Connection,
-    driver: tokio::task::JoinHandle<()>,
-    _endpoint: quinn::Endpoint,
-}
-
-async fn connect(addr: SocketAddr, sni: &str, pki: &Pki) -> H3Client {
-    connect_with(addr, sni, client_config(pki, &[b"h3"], None))
-        .await
-        .unwrap()
-}
-
-/// Connect with `tls`; the error of a handshake or HTTP/3 setup that fails.
-async fn connect_with(
-    addr: SocketAddr,
-    sni: &str,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<H3Client, String> {
-    let crypto = QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = endpoint
-        .connect(addr, sni)
-        .unwrap()
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(async move {
-        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-    });
-    Ok(H3Client {
-        send,
-        conn,
-        driver,
-        _endpoint: endpoint,
-    })
-}
 
 /// What a request got back.
 struct Answer {
