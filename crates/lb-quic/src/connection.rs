@@ -72,7 +72,7 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
     let confirmed = accepted.confirmed.clone();
     tokio::select! {
         () = serve_h3(conn.clone(), front, confirmed, &ctx) => {}
-        () = finish_handshake(accepted.pending, &accepted.confirmed, &ctx) => {}
+        () = finish_handshake(accepted.early, &accepted.confirmed, &ctx) => {}
         () = ctx.drain.aborted() => {}
     }
     conn.close(H3_NO_ERROR.into(), b"");
@@ -80,15 +80,11 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
 
 /// Wait for the rest of a handshake the connection is served before;
 /// returns (to close the connection) when it does not complete in time.
-async fn finish_handshake(
-    pending: Option<quinn::ZeroRttAccepted>,
-    confirmed: &Confirmed,
-    ctx: &Ctx,
-) {
-    let Some(pending) = pending else {
+async fn finish_handshake(early: bool, confirmed: &Confirmed, ctx: &Ctx) {
+    if !early {
         return std::future::pending().await;
-    };
-    if tokio::time::timeout(ctx.handshake_timeout, pending)
+    }
+    if tokio::time::timeout(ctx.handshake_timeout, confirmed.wait())
         .await
         .is_err()
     {
@@ -96,7 +92,6 @@ async fn finish_handshake(
         ctx.tls.quic_failed(true);
         return;
     }
-    confirmed.complete();
     ctx.tls.quic_completed();
     std::future::pending().await
 }

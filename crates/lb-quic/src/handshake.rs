@@ -4,30 +4,103 @@
 //! are answered half a round trip later; until the handshake completes,
 //! every request head received is marked as early (it may be a replay).
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use lb_tls::ServerTls;
 
 /// Whether the connection's handshake has completed; shared by its
 /// requests.
-#[derive(Debug, Clone)]
-pub(crate) struct Confirmed(Arc<AtomicBool>);
+///
+/// quinn reports completion only through a future, which the connection
+/// task waits on. A request must not depend on when that task next runs
+/// (a request the client sent after its Finished would be marked early
+/// if it were read first), so a request that finds the flag unset polls
+/// the same future itself, with the connection task's waker.
+#[derive(Clone)]
+pub(crate) struct Confirmed(Arc<State>);
+
+struct State {
+    done: AtomicBool,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// The rest of the handshake, until it completed.
+    rest: Option<quinn::ZeroRttAccepted>,
+    /// The waker of the task that waits for completion.
+    waiter: Option<Waker>,
+}
 
 impl Confirmed {
-    fn new(done: bool) -> Self {
-        Self(Arc::new(AtomicBool::new(done)))
+    fn new(rest: Option<quinn::ZeroRttAccepted>) -> Self {
+        Self(Arc::new(State {
+            done: AtomicBool::new(rest.is_none()),
+            pending: Mutex::new(Pending { rest, waiter: None }),
+        }))
     }
 
     /// Whether the handshake has completed: a request head received
     /// before then may be a replay.
     pub(crate) fn is_done(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        if self.0.done.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut pending = self.lock();
+        let Some(waker) = pending.waiter.clone() else {
+            // Nobody waits yet: the connection task registers its waker
+            // on its first poll, before any request is read.
+            return false;
+        };
+        if self.poll_rest(&mut pending, &waker) {
+            // The waiting task learns it on its next poll.
+            waker.wake();
+            return true;
+        }
+        false
     }
 
-    pub(crate) fn complete(&self) {
-        self.0.store(true, Ordering::Release);
+    /// Completes when the handshake has completed or the connection was
+    /// lost before it did.
+    pub(crate) fn wait(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            if self.0.done.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            let mut pending = self.lock();
+            pending.waiter = Some(cx.waker().clone());
+            if self.poll_rest(&mut pending, cx.waker()) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Poll the rest of the handshake with `waker`; true once it is over.
+    fn poll_rest(&self, pending: &mut Pending, waker: &Waker) -> bool {
+        let Some(rest) = pending.rest.as_mut() else {
+            return self.0.done.load(Ordering::Acquire);
+        };
+        let mut cx = std::task::Context::from_waker(waker);
+        if Pin::new(rest).poll(&mut cx).is_pending() {
+            return false;
+        }
+        pending.rest = None;
+        self.0.done.store(true, Ordering::Release);
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.0
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -35,9 +108,8 @@ impl Confirmed {
 pub(crate) struct Accepted {
     pub(crate) conn: quinn::Connection,
     pub(crate) confirmed: Confirmed,
-    /// The rest of the handshake when the connection is served before it
-    /// completes.
-    pub(crate) pending: Option<quinn::ZeroRttAccepted>,
+    /// Whether the connection is served before its handshake completed.
+    pub(crate) early: bool,
 }
 
 /// Accept `incoming` and run its handshake, within `timeout`, as far as
@@ -80,13 +152,14 @@ pub(crate) async fn accept(
     .await;
     match outcome {
         Ok(Ok((conn, pending))) => {
-            if pending.is_none() {
+            let early = pending.is_some();
+            if !early {
                 tls.quic_completed();
             }
             Some(Accepted {
                 conn,
-                confirmed: Confirmed::new(pending.is_none()),
-                pending,
+                confirmed: Confirmed::new(pending),
+                early,
             })
         }
         Ok(Err(e)) => {

@@ -38,7 +38,21 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub connections: Arc<AtomicUsize>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Backend {
+    /// Stop accepting and wait until the runtime is gone, so every
+    /// connection it served is closed when the drop returns (the listener
+    /// closes first; without the join, a test could see the port refuse
+    /// while a kept-alive connection still answers).
+    fn drop(&mut self) {
+        drop(self.shutdown.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Backend {
@@ -85,7 +99,7 @@ where
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handler = Arc::new(handler);
     let (h, c) = (hits.clone(), connections.clone());
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -129,7 +143,8 @@ where
         addr,
         hits,
         connections,
-        _shutdown: tx,
+        shutdown: Some(tx),
+        thread: Some(thread),
     }
 }
 

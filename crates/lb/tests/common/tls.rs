@@ -215,7 +215,19 @@ pub struct TlsBackend {
     pub handshakes: Arc<AtomicUsize>,
     pub resumed: Arc<AtomicUsize>,
     pub alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for TlsBackend {
+    /// Stop and wait until the runtime is gone, so no connection it
+    /// served outlives the drop.
+    fn drop(&mut self) {
+        drop(self.shutdown.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What a TLS backend saw, shared with its connections.
@@ -244,7 +256,7 @@ where
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handler = Arc::new(handler);
     let shared = seen.clone();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -274,7 +286,8 @@ where
         handshakes: seen.handshakes,
         resumed: seen.resumed,
         alpn: seen.alpn,
-        _shutdown: tx,
+        shutdown: Some(tx),
+        thread: Some(thread),
     }
 }
 
