@@ -10,7 +10,7 @@ use http_body::{Body, Frame};
 
 use crate::error::Error;
 
-type RecvStream = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
+type RecvStream = h3::client::RequestStream<crate::bounded::RecvStream, Bytes>;
 
 /// The task sending the request body; stopped when the response body is
 /// dropped (the exchange is over), which resets an unfinished request.

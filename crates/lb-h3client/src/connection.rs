@@ -14,7 +14,11 @@ use tokio::time::Instant;
 use crate::error::Error;
 
 /// The sending side of an HTTP/3 connection.
-pub(crate) type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+pub(crate) type Sender = h3::client::SendRequest<crate::bounded::OpenStreams, Bytes>;
+
+/// The largest non-DATA frame (a response head or trailers) a backend may
+/// send on a request stream; a larger one resets the stream.
+const MAX_RESPONSE_FRAME: u64 = 1 << 20;
 
 /// The task that keeps an HTTP/3 connection's control streams going; it
 /// ends when the connection closes. Spawn it.
@@ -78,7 +82,10 @@ impl Client {
             .await
             .map_err(|_| Error::Timeout)?
             .map_err(Error::handshake)?;
-        let setup = h3::client::new(h3_quinn::Connection::new(quic.clone()));
+        let setup = h3::client::new(crate::bounded::Connection::new(
+            quic.clone(),
+            MAX_RESPONSE_FRAME,
+        ));
         let (mut driver, sender) = match tokio::time::timeout_at(deadline, setup).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(Error::Setup(e)),

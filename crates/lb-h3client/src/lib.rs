@@ -18,9 +18,11 @@
 #![deny(missing_docs)]
 
 mod body;
+pub mod bounded;
 mod connection;
 mod error;
 mod exchange;
+mod framing;
 
 pub use body::ResponseBody;
 pub use connection::{Client, Connection, Driver, Transport};

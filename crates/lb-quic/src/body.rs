@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use lb_http::BoxError;
 
 /// The receiving half of a request stream.
-pub(crate) type RecvStream = RequestStream<h3_quinn::RecvStream, Bytes>;
+pub(crate) type RecvStream = RequestStream<lb_h3client::bounded::RecvStream, Bytes>;
 
 /// Where the body is in its stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

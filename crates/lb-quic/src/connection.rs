@@ -96,6 +96,14 @@ async fn finish_handshake(early: bool, confirmed: &Confirmed, ctx: &Ctx) {
     std::future::pending().await
 }
 
+/// The largest non-DATA frame (a request head or trailers) a client may
+/// send: twice the field section limit and some room, so h3 still sees
+/// (and answers 431 to) a head somewhat over the limit, while a frame far
+/// over it is refused before it is buffered whole.
+fn max_request_frame(max_field_section: u64) -> u64 {
+    max_field_section.saturating_mul(2).saturating_add(4096)
+}
+
 /// The HTTP/3 session: accept request streams, each served on its own
 /// task; on drain send GOAWAY and wait for the requests in flight.
 async fn serve_h3(
@@ -109,7 +117,10 @@ async fn serve_h3(
     let max_field_section = ctx.plan.load().max_header_bytes() as u64;
     let built = h3::server::builder()
         .max_field_section_size(max_field_section)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .build::<_, Bytes>(lb_h3client::bounded::Connection::new(
+            conn,
+            max_request_frame(max_field_section),
+        ))
         .await;
     let mut h3 = match built {
         Ok(h3) => h3,

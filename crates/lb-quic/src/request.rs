@@ -22,7 +22,7 @@ type SendStream = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 /// resets or stops before the response completes counts against the
 /// connection's `resets`.
 pub(crate) async fn serve(
-    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: RequestResolver<lb_h3client::bounded::Connection, Bytes>,
     plan: Arc<ArcSwap<ListenerPlan>>,
     front: FrontConnection,
     confirmed: Confirmed,
@@ -57,7 +57,7 @@ impl Ended {
 
 /// The request's head, body and response.
 async fn exchange(
-    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: RequestResolver<lb_h3client::bounded::Connection, Bytes>,
     plan: Arc<ArcSwap<ListenerPlan>>,
     front: FrontConnection,
     confirmed: Confirmed,

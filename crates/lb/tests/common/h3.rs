@@ -158,8 +158,11 @@ pub fn start_on(pki: &Pki, name: &'static str, addr: SocketAddr) -> H3Backend {
 }
 
 async fn serve_connection(conn: quinn::Connection, state: Arc<Shared>, name: &'static str) {
-    let Ok(mut h3) = h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(conn)).await
-    else {
+    // h3 reads ahead without bound on streams of many small frames (its
+    // issue 308): the gateway's framed transport keeps this backend from
+    // slowing down quadratically under long echoes.
+    let transport = lb_h3client::bounded::Connection::new(conn, 1 << 20);
+    let Ok(mut h3) = h3::server::Connection::<_, Bytes>::new(transport).await else {
         return;
     };
     while let Ok(Some(resolver)) = h3.accept().await {
@@ -173,7 +176,7 @@ async fn serve_connection(conn: quinn::Connection, state: Arc<Shared>, name: &'s
     }
 }
 
-type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+type Stream = RequestStream<lb_h3client::bounded::BidiStream<Bytes>, Bytes>;
 
 async fn answer(
     req: Request<()>,
