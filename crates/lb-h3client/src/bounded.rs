@@ -14,17 +14,21 @@ use crate::framing::{Framing, Step};
 /// A QUIC connection for h3 whose request streams are framed.
 pub struct Connection {
     inner: h3_quinn::Connection,
-    max_frame: u64,
+    /// Opens this connection's request streams (quinn's opener works on
+    /// the same connection).
+    opener: OpenStreams,
 }
 
 impl Connection {
     /// Wrap `conn`; a non-DATA frame on a request stream over `max_frame`
     /// payload bytes ends that stream with H3_EXCESSIVE_LOAD.
     pub fn new(conn: quinn::Connection, max_frame: u64) -> Self {
-        Self {
-            inner: h3_quinn::Connection::new(conn),
+        let inner = h3_quinn::Connection::new(conn);
+        let opener = OpenStreams {
+            inner: quic::Connection::<Bytes>::opener(&inner),
             max_frame,
-        }
+        };
+        Self { inner, opener }
     }
 }
 
@@ -44,14 +48,11 @@ impl<B: Buf> quic::Connection<B> for Connection {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, ConnectionErrorIncoming>> {
         let stream = ready!(quic::Connection::<B>::poll_accept_bidi(&mut self.inner, cx))?;
-        Poll::Ready(Ok(BidiStream::new(stream, self.max_frame)))
+        Poll::Ready(Ok(BidiStream::new(stream, self.opener.max_frame)))
     }
 
     fn opener(&self) -> Self::OpenStreams {
-        OpenStreams {
-            inner: quic::Connection::<B>::opener(&self.inner),
-            max_frame: self.max_frame,
-        }
+        self.opener.clone()
     }
 }
 
@@ -63,19 +64,18 @@ impl<B: Buf> quic::OpenStreams<B> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::BidiStream, StreamErrorIncoming>> {
-        let stream = ready!(quic::OpenStreams::<B>::poll_open_bidi(&mut self.inner, cx))?;
-        Poll::Ready(Ok(BidiStream::new(stream, self.max_frame)))
+        quic::OpenStreams::<B>::poll_open_bidi(&mut self.opener, cx)
     }
 
     fn poll_open_send(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::SendStream, StreamErrorIncoming>> {
-        quic::OpenStreams::<B>::poll_open_send(&mut self.inner, cx)
+        quic::OpenStreams::<B>::poll_open_send(&mut self.opener, cx)
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        quic::OpenStreams::<B>::close(&mut self.inner, code, reason);
+        quic::OpenStreams::<B>::close(&mut self.opener, code, reason);
     }
 }
 

@@ -12,46 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use common::backend::{echo, full, start, Backend, Proto};
-use common::h3raw::{self, Answer, DATA};
-use common::tls::Pki;
-use common::{free_udp, Gateway};
+use common::backend::{echo, full, start, Proto};
+use common::h3raw::{self, quic_gateway, Answer, DATA};
 
 const H3_EXCESSIVE_LOAD: u64 = 0x107;
-
-struct Setup {
-    pki: Pki,
-    listen: std::net::SocketAddr,
-    gw: Gateway,
-}
-
-fn setup(name: &str, backend: &Backend) -> Setup {
-    let pki = Pki::new(name);
-    let cert = pki.server("q", &["q.test"]);
-    let listen = free_udp();
-    let text = format!(
-        r#"[[clusters]]
-name = "up"
-backends = [{{ address = "{backend}", protocol = "h1" }}]
-
-[[listeners]]
-address = "{listen}"
-protocol = "quic"
-max_header_bytes = 4096
-[listeners.tls]
-cert_path = {cert:?}
-key_path = {key:?}
-[[listeners.routes]]
-path_prefix = "/"
-cluster = "up"
-"#,
-        backend = backend.addr,
-        cert = cert.cert_path,
-        key = cert.key_path,
-    );
-    let gw = Gateway::start(&text, &[listen]);
-    Setup { pki, listen, gw }
-}
 
 fn post(path: &str) -> Vec<u8> {
     let mut fields = h3raw::get("q.test", path);
@@ -82,7 +46,7 @@ async fn small_data_frames_faster_than_the_backend_reads_stay_under_flow_control
             hyper::Response::new(full("done"))
         }
     });
-    let s = setup("h3-small-frames", &backend);
+    let s = quic_gateway("h3-small-frames", backend.addr);
     let conn = h3raw::connect(s.listen, "q.test", &s.pki, &[]).await;
     let idle = s.gw.rss_kib();
 
@@ -128,7 +92,7 @@ async fn small_data_frames_faster_than_the_backend_reads_stay_under_flow_control
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_of_unknown_types_are_skipped_whatever_their_size() {
     let backend = echo(Proto::H1);
-    let s = setup("h3-unknown-frames", &backend);
+    let s = quic_gateway("h3-unknown-frames", backend.addr);
     let conn = h3raw::connect(s.listen, "q.test", &s.pki, &[]).await;
     let mut wire = post("/echo");
     wire.extend(h3raw::frame(DATA, b"hello"));
@@ -149,7 +113,7 @@ async fn frames_of_unknown_types_are_skipped_whatever_their_size() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_frame_far_over_the_limit_is_refused_unread_and_the_connection_stays_usable() {
     let backend = echo(Proto::H1);
-    let s = setup("h3-huge-head", &backend);
+    let s = quic_gateway("h3-huge-head", backend.addr);
     let conn = h3raw::connect(s.listen, "q.test", &s.pki, &[]).await;
     let idle = s.gw.rss_kib();
     // A HEADERS frame announcing 64 MiB; its first 8 MiB are sent.

@@ -6,52 +6,27 @@
 mod common;
 
 use common::backend::{headers_echo, Backend, Proto};
-use common::h3raw::{self, Answer, RawH3};
-use common::tls::Pki;
-use common::{free_udp, Gateway};
+use common::h3raw::{self, Answer, QuicGateway, RawH3};
 
 const H3_MESSAGE_ERROR: u64 = 0x10e;
 const QPACK_DECOMPRESSION_FAILED: u64 = 0x200;
 
 struct Setup {
-    pki: Pki,
     backend: Backend,
-    listen: std::net::SocketAddr,
-    _gw: Gateway,
+    quic: QuicGateway,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = QuicGateway;
+    fn deref(&self) -> &QuicGateway {
+        &self.quic
+    }
 }
 
 fn setup(name: &str) -> Setup {
-    let pki = Pki::new(name);
-    let cert = pki.server("q", &["q.test"]);
     let backend = headers_echo(Proto::H1);
-    let listen = free_udp();
-    let text = format!(
-        r#"[[clusters]]
-name = "echo"
-backends = [{{ address = "{backend}", protocol = "h1" }}]
-
-[[listeners]]
-address = "{listen}"
-protocol = "quic"
-max_header_bytes = 4096
-[listeners.tls]
-cert_path = {cert:?}
-key_path = {key:?}
-[[listeners.routes]]
-path_prefix = "/"
-cluster = "echo"
-"#,
-        backend = backend.addr,
-        cert = cert.cert_path,
-        key = cert.key_path,
-    );
-    let gw = Gateway::start(&text, &[listen]);
-    Setup {
-        pki,
-        backend,
-        listen,
-        _gw: gw,
-    }
+    let quic = h3raw::quic_gateway(name, backend.addr);
+    Setup { backend, quic }
 }
 
 /// Send `fields` as a finished request on its own stream.

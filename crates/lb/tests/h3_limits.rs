@@ -40,32 +40,10 @@ async fn get(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_header_bytes_is_advertised_as_max_field_section_size() {
-    let pki = Pki::new("h3-limits");
-    let cert = pki.server("q", &["q.test"]);
     let backend = echo(Proto::H1);
-    let listen = free_udp();
-    let text = format!(
-        r#"[[clusters]]
-name = "echo"
-backends = [{{ address = "{backend}", protocol = "h1" }}]
-
-[[listeners]]
-address = "{listen}"
-protocol = "quic"
-max_header_bytes = 4096
-[listeners.tls]
-cert_path = {cert:?}
-key_path = {key:?}
-[[listeners.routes]]
-path_prefix = "/"
-cluster = "echo"
-"#,
-        backend = backend.addr,
-        cert = cert.cert_path,
-        key = cert.key_path,
-    );
-    let _gw = Gateway::start(&text, &[listen]);
-    let crypto = QuicClientConfig::try_from(client_config(&pki, &[b"h3"], None)).unwrap();
+    let quic = common::h3raw::quic_gateway("h3-limits", backend.addr);
+    let (pki, listen) = (&quic.pki, quic.listen);
+    let crypto = QuicClientConfig::try_from(client_config(pki, &[b"h3"], None)).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     let conn = endpoint.connect(listen, "q.test").unwrap().await.unwrap();

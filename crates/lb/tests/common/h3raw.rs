@@ -9,6 +9,7 @@ use std::sync::Arc;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::tls::{client_config, Pki};
+use super::{free_udp, Gateway};
 
 /// HTTP/3 frame types (RFC 9114 §7.2).
 pub const DATA: u64 = 0x0;
@@ -17,6 +18,42 @@ const SETTINGS: u64 = 0x4;
 /// SETTINGS identifiers (RFC 9204 §5).
 pub const QPACK_MAX_TABLE_CAPACITY: u64 = 0x1;
 pub const QPACK_BLOCKED_STREAMS: u64 = 0x7;
+
+/// A gateway with one `quic` listener (certificate for `q.test`,
+/// `max_header_bytes = 4096`) routing everything to the h1 backend at
+/// `backend`.
+pub struct QuicGateway {
+    pub pki: Pki,
+    pub listen: SocketAddr,
+    pub gw: Gateway,
+}
+
+pub fn quic_gateway(name: &str, backend: SocketAddr) -> QuicGateway {
+    let pki = Pki::new(name);
+    let cert = pki.server("q", &["q.test"]);
+    let listen = free_udp();
+    let text = format!(
+        r#"[[clusters]]
+name = "up"
+backends = [{{ address = "{backend}", protocol = "h1" }}]
+
+[[listeners]]
+address = "{listen}"
+protocol = "quic"
+max_header_bytes = 4096
+[listeners.tls]
+cert_path = {cert:?}
+key_path = {key:?}
+[[listeners.routes]]
+path_prefix = "/"
+cluster = "up"
+"#,
+        cert = cert.cert_path,
+        key = cert.key_path,
+    );
+    let gw = Gateway::start(&text, &[listen]);
+    QuicGateway { pki, listen, gw }
+}
 
 /// A raw HTTP/3 connection: its control stream carries the SETTINGS it
 /// was opened with.
