@@ -18,6 +18,45 @@ use crate::metrics::GaugeUnit;
 use crate::plan::ListenerPlan;
 use crate::proxy;
 use crate::record::ObservedBody;
+use crate::watch::{ReadProgress, ReadWatch};
+
+/// How a client connection of an external front takes its responses,
+/// judged against the listener's `min_data_rate_bytes_per_s` while some
+/// response waits for the client (as on the HTTP/1.1 and HTTP/2 front).
+pub struct ResponseWatch {
+    watch: ReadWatch,
+    cuts: prometheus_client::metrics::counter::Counter,
+}
+
+impl std::fmt::Debug for ResponseWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseWatch")
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseWatch {
+    /// Resolves when the client took its responses below the minimum rate
+    /// over a window in which some response waited for it (counted in
+    /// `http_client_cut{reason="slow_response_read"}`; the requests'
+    /// records say so); the caller then closes the connection. No timer
+    /// runs while no response waits.
+    pub async fn too_slow(&mut self) {
+        loop {
+            match self.watch.next_check() {
+                None => self.watch.first_waiting().await,
+                Some(wait) => {
+                    tokio::time::sleep(wait).await;
+                    if self.watch.too_slow() {
+                        self.cuts.inc();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// One listener of an external front: its per-client request counts live
 /// as long as the listener, across reloads of its plan.
@@ -66,6 +105,24 @@ pub struct FrontConnection {
 }
 
 impl FrontConnection {
+    /// Judge how the client takes its responses when `plan` sets a
+    /// minimum data rate; `taken` says how many bytes the connection has
+    /// written to the client so far. Call before the first request; drive
+    /// the returned watch beside the connection.
+    pub fn watch_responses(
+        &mut self,
+        plan: &ListenerPlan,
+        taken: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Option<ResponseWatch> {
+        let rate = plan.http.clients.min_data_rate?;
+        let progress = Arc::new(ReadProgress::default());
+        self.info.read = Some(Arc::clone(&progress));
+        Some(ResponseWatch {
+            watch: ReadWatch::new(progress, Box::new(taken), rate),
+            cuts: plan.metrics.cuts.slow_response_read.clone(),
+        })
+    }
+
     /// Serve one request through the proxy core under `plan`. The
     /// response body's end (or drop) writes the request's metrics and
     /// access log line.

@@ -27,7 +27,7 @@ use crate::io::{Activity, FrontIo};
 use crate::metrics::GaugeUnit;
 use crate::plan::ListenerPlan;
 use crate::proxy;
-use crate::watch::{ReadProgress, ReadWatch};
+use crate::watch::{ReadProgress, ReadWatch, Taken};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -135,7 +135,9 @@ async fn serve_http<S>(
         let progress = Arc::new(ReadProgress::default());
         info.read = Some(Arc::clone(&progress));
         let cuts = settings.metrics.cuts.slow_response_read.clone();
-        (ReadWatch::new(progress, Arc::clone(&activity), rate), cuts)
+        let written = Arc::clone(&activity);
+        let taken: Taken = Box::new(move || written.written());
+        (ReadWatch::new(progress, taken, rate), cuts)
     });
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Read as hyper hands the request over: a head parsed before the

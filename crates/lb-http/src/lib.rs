@@ -41,7 +41,7 @@ mod watch;
 pub use body::{BoxError, ProxyBody, RequestBodyTooSlow, StreamBody};
 pub use early::EarlyData;
 pub use error::UpstreamError;
-pub use external::{FrontConnection, FrontListener};
+pub use external::{FrontConnection, FrontListener, ResponseWatch};
 pub use front::serve;
 pub use metrics::register_metrics;
 pub use plan::{upstreams, ListenerPlan, Upstream};

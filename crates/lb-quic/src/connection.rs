@@ -7,7 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use lb_core::Drain;
-use lb_http::{FrontConnection, FrontListener, ListenerPlan};
+use lb_http::{FrontConnection, FrontListener, ListenerPlan, ResponseWatch};
 use lb_tls::ServerTls;
 use quinn::crypto::rustls::HandshakeData;
 use rustls::pki_types::CertificateDer;
@@ -64,18 +64,37 @@ pub(crate) async fn serve(incoming: quinn::Incoming, ctx: Ctx) {
     let session = ctx
         .tls
         .quic_session(sni, chain.as_deref().map(Vec::as_slice));
-    let Some(front) = ctx.front.admit(&ctx.plan.load(), peer, session) else {
+    let plan = ctx.plan.load_full();
+    let Some(mut front) = ctx.front.admit(&plan, peer, session) else {
         tracing::debug!(%peer, "connection limit reached; closing");
         conn.close(H3_EXCESSIVE_LOAD.into(), b"connection limit reached");
         return;
     };
+    // What the client has taken: every byte the connection sent it.
+    let sent = conn.clone();
+    let watch = front.watch_responses(&plan, move || sent.stats().udp_tx.bytes);
+    drop(plan);
     let confirmed = accepted.confirmed.clone();
     tokio::select! {
         () = serve_h3(conn.clone(), front, confirmed, &ctx) => {}
         () = finish_handshake(accepted.early, &accepted.confirmed, &ctx) => {}
         () = ctx.drain.aborted() => {}
+        () = close_if_too_slow(watch, &conn) => {}
     }
     conn.close(H3_NO_ERROR.into(), b"");
+}
+
+/// Close the connection when the client takes its responses below the
+/// listener's minimum data rate; never resolves without one. The close
+/// comes first: the HTTP/3 session, dropped after, would close with
+/// H3_NO_ERROR.
+async fn close_if_too_slow(watch: Option<ResponseWatch>, conn: &quinn::Connection) {
+    let Some(mut watch) = watch else {
+        return std::future::pending().await;
+    };
+    watch.too_slow().await;
+    tracing::debug!(peer = %conn.remote_address(), "client too slow reading its responses; closing");
+    conn.close(H3_EXCESSIVE_LOAD.into(), b"responses taken too slowly");
 }
 
 /// Wait for the rest of a handshake the connection is served before;
