@@ -30,6 +30,18 @@ struct Window {
     closed: bool,
 }
 
+impl Window {
+    /// Count a reset at `now`: whether it is over `limit` in its window.
+    fn over(&mut self, now: Instant, limit: u32, window: Duration) -> bool {
+        if now.duration_since(self.start) >= window {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count > limit
+    }
+}
+
 impl ResetBudget {
     pub(crate) fn new(
         conn: quinn::Connection,
@@ -55,15 +67,7 @@ impl ResetBudget {
     pub(crate) fn client_reset(&self) {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.closed {
-            return;
-        }
-        if now.duration_since(state.start) >= self.window {
-            state.start = now;
-            state.count = 0;
-        }
-        state.count = state.count.saturating_add(1);
-        if state.count <= self.limit {
+        if state.closed || !state.over(now, self.limit, self.window) {
             return;
         }
         state.closed = true;
@@ -77,5 +81,40 @@ impl ResetBudget {
         self.plan.load().count_reset_flood();
         self.conn
             .close(H3_EXCESSIVE_LOAD.into(), b"too many request streams reset");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_restarts_with_each_window() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(10);
+        let mut w = Window {
+            start: t0,
+            count: 0,
+            closed: false,
+        };
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for s in 0..3 {
+            assert!(!w.over(at(s), 3, window));
+        }
+        // A fourth within the window is over.
+        assert!(w.over(at(9), 3, window));
+        // The next window starts at the first reset after this one ended,
+        // and counts from zero.
+        let mut w = Window {
+            start: t0,
+            count: 3,
+            closed: false,
+        };
+        for s in [12, 15, 21] {
+            assert!(!w.over(at(s), 3, window), "reset at {s} s");
+        }
+        assert!(w.over(at(21), 3, window));
+        // Past that window, the count restarts again.
+        assert!(!w.over(at(23), 3, window));
     }
 }
