@@ -192,3 +192,7 @@ pub const REDIRECT_STATUS: u16 = 302;
 /// Rate limit: keys remembered per limit before the least recently used
 /// is evicted.
 pub const RATE_LIMIT_MAX_KEYS: usize = 10_000;
+
+/// Inactivity after which an open WebSocket tunnel is closed: long, as
+/// such connections idle between messages.
+pub const TUNNEL_IDLE_MS: u64 = 3_600_000;

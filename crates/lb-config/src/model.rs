@@ -306,6 +306,17 @@ pub struct HttpListener {
     pub clients: ClientLimits,
     /// HTTP/2 server settings.
     pub h2: H2Settings,
+    /// WebSocket tunnels.
+    pub tunnels: TunnelSettings,
+}
+
+/// What a listener allows WebSocket tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSettings {
+    /// Inactivity (no byte either way) after which a tunnel is closed.
+    pub idle_timeout: Duration,
+    /// Tunnels open at once; one more is refused `503`.
+    pub max: u32,
 }
 
 /// Limits that keep one client from holding backend capacity.
@@ -398,6 +409,8 @@ pub struct Route {
     pub retries: Option<Retries>,
     /// Rewrites, header rules and the rate limit.
     pub rules: RouteRules,
+    /// Whether WebSocket requests are carried (otherwise refused `501`).
+    pub websocket: bool,
 }
 
 /// How a route matches the normalised request path (without the query).

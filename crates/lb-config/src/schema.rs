@@ -149,6 +149,8 @@ pub struct RawListener {
     pub routes: Option<Vec<RawRoute>>,
     /// Concurrent connection cap.
     pub max_connections: Option<u32>,
+    /// Concurrent WebSocket tunnels (HTTP over TCP).
+    pub max_tunnels: Option<u32>,
     /// Maximum request header fields (HTTP).
     pub max_header_count: Option<usize>,
     /// Maximum request head size in bytes (HTTP).
@@ -244,6 +246,8 @@ pub struct RawListenerTimeouts {
     pub idle_ms: Option<u64>,
     /// Whole request deadline, 0 = off (HTTP).
     pub total_ms: Option<u64>,
+    /// Inactivity of an open WebSocket tunnel (HTTP over TCP).
+    pub tunnel_idle_ms: Option<u64>,
 }
 
 /// `[listeners.forwarding]`.
@@ -292,6 +296,8 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderRules>,
     /// Token bucket per key.
     pub rate_limit: Option<RawRateLimit>,
+    /// Carry WebSocket requests (default true).
+    pub websocket: Option<bool>,
 }
 
 /// `direct = { ... }`.

@@ -553,6 +553,11 @@ fn tcp_only_checks(rl: &RawListener, protocol: ListenerProtocol, path: &str, err
             rl.timeouts.request_headers_ms.is_some(),
         ),
         ("timeouts.total_ms", rl.timeouts.total_ms.is_some()),
+        ("max_tunnels", rl.max_tunnels.is_some()),
+        (
+            "timeouts.tunnel_idle_ms",
+            rl.timeouts.tunnel_idle_ms.is_some(),
+        ),
         ("forwarding", rl.forwarding.is_some()),
         ("request_headers", rl.request_headers.is_some()),
         ("response_headers", rl.response_headers.is_some()),
@@ -691,6 +696,50 @@ fn http_listener(
         },
         clients: clients::client_limits(rl, path, errors),
         h2: clients::h2_settings(rl, path, errors),
+        tunnels: tunnel_settings(rl, path, protocol, errors),
+    }
+}
+
+/// `max_tunnels` and `timeouts.tunnel_idle_ms`. A `quic` listener carries
+/// no tunnel (h3 refuses extended CONNECT), so both are errors there.
+fn tunnel_settings(
+    rl: &RawListener,
+    path: &str,
+    protocol: ListenerProtocol,
+    errors: &mut Errors,
+) -> TunnelSettings {
+    if protocol == ListenerProtocol::Quic {
+        for (key, given) in [
+            ("max_tunnels", rl.max_tunnels.is_some()),
+            (
+                "timeouts.tunnel_idle_ms",
+                rl.timeouts.tunnel_idle_ms.is_some(),
+            ),
+        ] {
+            if given {
+                errors.push(
+                    format!("{path}.{key}"),
+                    "quic listeners carry no WebSocket tunnels (HTTP/3 extended CONNECT is not supported)",
+                );
+            }
+        }
+    }
+    let max_connections = rl.max_connections.unwrap_or(d::LISTENER_MAX_CONNECTIONS);
+    let max = rl.max_tunnels.unwrap_or(max_connections);
+    if max == 0 {
+        errors.push(
+            format!("{path}.max_tunnels"),
+            "must be greater than 0 (set websocket = false on routes to refuse WebSocket)",
+        );
+    }
+    TunnelSettings {
+        idle_timeout: millis(
+            rl.timeouts.tunnel_idle_ms,
+            d::TUNNEL_IDLE_MS,
+            &format!("{path}.timeouts.tunnel_idle_ms"),
+            errors,
+        ),
+        max,
     }
 }
 

@@ -22,6 +22,9 @@ pub(crate) struct ConnInfo {
     /// How the client takes its responses; `None` when no minimum data
     /// rate applies.
     pub(crate) read: Option<Arc<ReadProgress>>,
+    /// The drain WebSocket tunnels opened on this connection follow;
+    /// `None` on fronts that open none.
+    pub(crate) drain: Option<Arc<lb_core::Drain>>,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,7 @@ impl ConnInfo {
             tls: None,
             clients,
             read: None,
+            drain: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl ConnInfo {
             tls: Some(Arc::new(TlsConn { session, identity })),
             clients,
             read: None,
+            drain: None,
         }
     }
 

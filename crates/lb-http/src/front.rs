@@ -98,7 +98,8 @@ async fn serve_connection(
         let Ok(Ok((prefix, is_h2))) = sniffed else {
             return;
         };
-        let info = ConnInfo::plain(peer, clients);
+        let mut info = ConnInfo::plain(peer, clients);
+        info.drain = Some(Arc::clone(&drain));
         return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
     };
     // Boxed, as the connections below: the task then holds only the state
@@ -111,7 +112,8 @@ async fn serve_connection(
         }
     };
     let is_h2 = session.is_h2();
-    let info = ConnInfo::tls(peer, session, clients);
+    let mut info = ConnInfo::tls(peer, session, clients);
+    info.drain = Some(Arc::clone(&drain));
     serve_http(stream, Bytes::new(), is_h2, info, plan, &drain).await;
 }
 
@@ -162,6 +164,7 @@ async fn serve_http<S>(
             .max_concurrent_streams(h2.max_concurrent_streams)
             .initial_stream_window_size(h2.initial_stream_window)
             .initial_connection_window_size(h2.initial_connection_window)
+            .enable_connect_protocol()
             .serve_connection(io, service);
         Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
     } else {
@@ -170,7 +173,8 @@ async fn serve_http<S>(
             .header_read_timeout(http.request_headers_timeout)
             .max_headers(http.max_header_count)
             .max_header_size(http.max_header_bytes)
-            .serve_connection(io, service);
+            .serve_connection(io, service)
+            .with_upgrades();
         Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
     }
 }

@@ -36,6 +36,7 @@ mod record;
 mod retry;
 mod rules;
 mod target;
+mod tunnel;
 mod watch;
 
 pub use body::{BoxError, ProxyBody, RequestBodyTooSlow, StreamBody};

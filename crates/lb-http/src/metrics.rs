@@ -120,6 +120,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
 pub fn register_metrics(metrics: &Metrics) {
     crate::rate_limit::register(metrics);
     crate::early::register(metrics);
+    crate::tunnel::register(metrics);
     let f = &*FAMILIES;
     metrics.register(|r| {
         r.register(
@@ -256,6 +257,7 @@ pub(crate) struct ListenerMetrics {
     /// Requests answered before any route was chosen (400, 404, 421, 431).
     pub(crate) unrouted: StatusCounters,
     pub(crate) cuts: ClientCuts,
+    pub(crate) tunnels: crate::tunnel::TunnelMetrics,
 }
 
 /// What a listener cut to keep one client from holding backends.
@@ -312,6 +314,7 @@ impl ListenerMetrics {
             response_body: f.response_body.get_or_create_owned(&by_listener),
             unrouted: StatusCounters::new(listener, "", ""),
             cuts: ClientCuts::new(listener),
+            tunnels: crate::tunnel::TunnelMetrics::new(listener),
         }
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct Routed {
     /// Rewrites, header rules and the rate limit.
     pub(crate) rules: lb_config::RouteRules,
     pub(crate) limiter: Option<crate::rate_limit::Limiter>,
+    /// Whether WebSocket requests are carried.
+    pub(crate) websocket: bool,
 }
 
 /// What is counted and logged per route.
@@ -203,6 +205,7 @@ impl ListenerPlan {
                 },
                 rules: route.rules.clone(),
                 limiter,
+                websocket: route.websocket,
             };
             Some((route.host.clone(), route.path.clone(), routed))
         });

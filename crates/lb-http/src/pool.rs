@@ -341,7 +341,9 @@ impl BackendPool {
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        self.spawn_driver((permit, slot, None), log_end(conn));
+        // With upgrades: a `101` hands the connection to a WebSocket
+        // tunnel, and the driver ends.
+        self.spawn_driver((permit, slot, None), log_end(conn.with_upgrades()));
         Ok((sender, tls_generation))
     }
 

@@ -17,11 +17,12 @@ use crate::body::{ProxyBody, SlowBody};
 use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
 use crate::headers;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, GaugeUnit};
 use crate::plan::{Direct, ListenerPlan, Routed, Target, Upstream};
 use crate::record::{ObservedBody, Record};
 use crate::retry;
 use crate::rules::{self, Vars};
+use crate::tunnel::{self, Asked};
 
 /// Serve one request under `plan`; what it leaves behind (metrics, access
 /// log line) is written when its response body is done.
@@ -33,14 +34,38 @@ pub(crate) async fn handle(
     let mut record = Record::start(Arc::clone(&plan), &conn, &req);
     let version = req.version();
     record.request_id = request_id(&plan, &req);
-    let refused = check(&plan, &req).or_else(|| crate::early::screen(&plan.address, &mut req));
+    // A WebSocket request: the client's side of the tunnel, should the
+    // backend switch protocols (fronts without tunnels open none).
+    let ws = tunnel::asked(&req)
+        .filter(|_| conn.drain.is_some())
+        .map(|asked| (asked, hyper::upgrade::on(&mut req)));
+    let asked = ws.as_ref().map(|(a, _)| *a);
+    let refused =
+        check(&plan, &req, asked).or_else(|| crate::early::screen(&plan.address, &mut req));
     let (mut response, routed) = match refused {
         Some((status, reason)) => {
             record.fail(reason);
             (status_response(status, reason), None)
         }
-        None => route(&plan, conn.clone(), req, &mut record).await,
+        None => route(&plan, conn.clone(), req, asked, &mut record).await,
     };
+    if let (Some((asked, client)), Some(drain)) = (ws, conn.drain.as_ref()) {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(slot) = record.tunnel_slot.take() {
+                let backend = hyper::upgrade::on(&mut response);
+                tunnel::to_client(&mut response, asked);
+                let open = tunnel::Open {
+                    client,
+                    backend,
+                    record: record.for_tunnel(response.status().as_u16()),
+                    slot,
+                    idle: plan.http.tunnels.idle_timeout,
+                    drain: Arc::clone(drain),
+                };
+                tokio::spawn(tunnel::run(open));
+            }
+        }
+    }
     let vars = Vars {
         client_ip: conn.peer.ip(),
         request_id: &record.request_id,
@@ -88,7 +113,11 @@ fn request_id(plan: &ListenerPlan, req: &Request<ProxyBody>) -> String {
 /// status and reason to answer with. (hyper's HTTP/1.1 parser already
 /// rejects conflicting Content-Lengths, malformed heads and oversized
 /// heads; HTTP/2 forbids Transfer-Encoding.)
-fn check(plan: &ListenerPlan, req: &Request<ProxyBody>) -> Option<(StatusCode, &'static str)> {
+fn check(
+    plan: &ListenerPlan,
+    req: &Request<ProxyBody>,
+    asked: Option<Asked>,
+) -> Option<(StatusCode, &'static str)> {
     let h = req.headers();
     if h.len() > plan.http.max_header_count
         || headers::header_list_size(h) > plan.http.max_header_bytes
@@ -98,7 +127,7 @@ fn check(plan: &ListenerPlan, req: &Request<ProxyBody>) -> Option<(StatusCode, &
             "request headers too large",
         ));
     }
-    if req.method() == Method::CONNECT {
+    if req.method() == Method::CONNECT && asked.is_none() {
         return Some((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"));
     }
     if req.version() == Version::HTTP_11
@@ -126,6 +155,7 @@ async fn route<'p>(
     plan: &'p ListenerPlan,
     conn: ConnInfo,
     mut req: Request<ProxyBody>,
+    asked: Option<Asked>,
     record: &mut Record,
 ) -> (Response<ProxyBody>, Option<&'p Routed>) {
     let authority = match req.uri().authority() {
@@ -181,6 +211,9 @@ async fn route<'p>(
             }
         }
         Target::Upstream(up, retries) => {
+            if let Some(refused) = asked.and_then(|_| tunnel_refused(plan, routed, up, record)) {
+                return (refused, Some(routed));
+            }
             if let Err(refused) = crate::clients::admit(plan, &conn, record) {
                 return (*refused, Some(routed));
             }
@@ -195,7 +228,7 @@ async fn route<'p>(
                 up,
                 retries.as_ref(),
                 conn,
-                req,
+                (req, asked),
                 authority,
                 deadline,
                 record,
@@ -231,6 +264,53 @@ async fn route<'p>(
         }
     };
     (response, Some(routed))
+}
+
+/// Why a WebSocket request cannot be carried on `routed` to `up`, as the
+/// response to give; otherwise its place under the listener's
+/// `max_tunnels` is taken (held by the record until the tunnel ends).
+fn tunnel_refused(
+    plan: &ListenerPlan,
+    routed: &Routed,
+    up: &Upstream,
+    record: &mut Record,
+) -> Option<Response<ProxyBody>> {
+    let refuse = |record: &mut Record, status, reason: &'static str| {
+        record.fail(reason);
+        Some(status_response(status, reason))
+    };
+    if !routed.websocket {
+        return refuse(
+            record,
+            StatusCode::NOT_IMPLEMENTED,
+            "WebSocket is not enabled on this route",
+        );
+    }
+    let h1_only = up
+        .cluster
+        .spec
+        .backends
+        .iter()
+        .all(|b| b.protocol == lb_config::BackendProtocol::H1);
+    if !h1_only {
+        return refuse(
+            record,
+            StatusCode::NOT_IMPLEMENTED,
+            "WebSocket is carried to h1 backends only",
+        );
+    }
+    let cap = i64::from(plan.http.tunnels.max);
+    match GaugeUnit::hold_below(&plan.metrics.tunnels.open, cap) {
+        Some(slot) => {
+            record.tunnel_slot = Some(slot);
+            None
+        }
+        None => refuse(
+            record,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the listener's WebSocket tunnel limit is reached",
+        ),
+    }
 }
 
 /// `Some(429)` when `limiter` has no token left for this request.
@@ -282,7 +362,7 @@ async fn forward(
     up: &Upstream,
     retries: Option<&Retries>,
     conn: ConnInfo,
-    req: Request<ProxyBody>,
+    (req, asked): (Request<ProxyBody>, Option<Asked>),
     authority: Option<HeaderValue>,
     deadline: Option<Instant>,
     record: &mut Record,
@@ -290,6 +370,13 @@ async fn forward(
     use http_body::Body as _;
     let front_version = req.version();
     let (mut parts, body) = req.into_parts();
+    // A WebSocket's bytes flow through the tunnel, never as a body.
+    let body = if asked.is_some() {
+        drop(body);
+        ProxyBody::empty()
+    } else {
+        body
+    };
     let body = if body.is_end_stream() {
         body
     } else {
@@ -303,6 +390,9 @@ async fn forward(
     let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);
     let fw = &plan.http.forwarding;
     headers::strip_hop_by_hop(&mut parts.headers, fw, true);
+    if let Some(asked) = asked {
+        tunnel::to_backend(&mut parts, asked);
+    }
     headers::add_forwarded(
         &mut parts.headers,
         fw,

@@ -52,6 +52,9 @@ pub(crate) struct Record {
     permit: Option<ClientPermit>,
     /// How the client takes responses on this connection.
     read: Option<Arc<ReadProgress>>,
+    /// The place under the listener's `max_tunnels` of a WebSocket
+    /// request, taken before it is forwarded.
+    pub(crate) tunnel_slot: Option<crate::metrics::GaugeUnit>,
 }
 
 const TOO_SLOW_READING: &str = "client too slow reading the response";
@@ -91,12 +94,21 @@ impl Record {
                     .map(str::to_owned),
             })
         });
+        let mut record = Self::blank(plan, conn.peer, req.version());
+        record.head_request = req.method() == Method::HEAD;
+        record.logged = logged;
+        record.read = conn.read.clone();
+        record
+    }
+
+    /// A record of nothing yet: no route, status, bytes or log line.
+    fn blank(plan: Arc<ListenerPlan>, client: SocketAddr, version: Version) -> Self {
         Self {
             plan,
             started: Instant::now(),
-            client: conn.peer,
-            version: req.version(),
-            head_request: req.method() == Method::HEAD,
+            client,
+            version,
+            head_request: false,
             route: None,
             trace: Trace::default(),
             status: None,
@@ -105,10 +117,32 @@ impl Record {
             error: None,
             request_id: String::new(),
             upstream_path: None,
-            logged,
+            logged: None,
             permit: None,
-            read: conn.read.clone(),
+            read: None,
+            tunnel_slot: None,
         }
+    }
+
+    /// The plan the request runs on.
+    pub(crate) fn plan(&self) -> Arc<ListenerPlan> {
+        Arc::clone(&self.plan)
+    }
+
+    /// Hand the record over to the tunnel the request opened (written
+    /// when it ends); what stays behind records nothing.
+    pub(crate) fn for_tunnel(&mut self, status: u16) -> Self {
+        let silent = Self::blank(Arc::clone(&self.plan), self.client, self.version);
+        let mut tunnel = std::mem::replace(self, silent);
+        tunnel.status = Some(status);
+        tunnel
+    }
+
+    /// A tunnel ended having carried `up` bytes from the client and
+    /// `down` bytes to it.
+    pub(crate) fn tunnel_ended(&mut self, up: u64, down: u64) {
+        self.request_bytes = Some(Arc::new(AtomicU64::new(up)));
+        self.response_bytes = down;
     }
 
     /// Keep the request counted under its client's cap until it ends.

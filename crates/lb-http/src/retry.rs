@@ -427,6 +427,9 @@ fn respond(
     fw: &lb_config::Forwarding,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = res.into_parts();
+    // A connection that switched protocols belongs to its tunnel: never
+    // back to the pool.
+    let checkout = checkout.filter(|_| parts.status != http::StatusCode::SWITCHING_PROTOCOLS);
     headers::strip_hop_by_hop(&mut parts.headers, fw, false);
     if fw.via {
         headers::append_via(&mut parts.headers, parts.version);

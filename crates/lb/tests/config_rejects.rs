@@ -174,6 +174,71 @@ tls = { cert_path = "a.pem", key_path = "a.key", client_ca_path = "ca.pem", earl
         reason: "cannot be combined with client_ca_path",
     },
     Case {
+        name: "websocket on a quic listener's route",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+tls = { cert_path = "a.pem", key_path = "a.key" }
+[[listeners.routes]]
+direct = { status = 200 }
+websocket = true
+"#,
+        path: "listeners[0].routes[0].websocket",
+        reason: "quic listeners carry no WebSocket",
+    },
+    Case {
+        name: "websocket on a direct route",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.routes]]
+direct = { status = 200 }
+websocket = false
+"#,
+        path: "listeners[0].routes[0].websocket",
+        reason: "applies to routes with a cluster only",
+    },
+    Case {
+        name: "tunnel settings on a quic listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "quic"
+max_tunnels = 10
+tls = { cert_path = "a.pem", key_path = "a.key" }
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].max_tunnels",
+        reason: "quic listeners carry no WebSocket tunnels",
+    },
+    Case {
+        name: "tunnel idle timeout on a tcp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001" }]
+[listeners.timeouts]
+tunnel_idle_ms = 1000
+"#,
+        path: "listeners[0].timeouts.tunnel_idle_ms",
+        reason: "applies to HTTP listeners only; this is a tcp listener",
+    },
+    Case {
+        name: "zero tunnels",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+max_tunnels = 0
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].max_tunnels",
+        reason: "must be greater than 0",
+    },
+    Case {
         name: "quic listener without a tls table",
         toml: r#"
 [[listeners]]

@@ -28,6 +28,7 @@ pub(super) fn routes(
             action: RouteAction::Cluster(name),
             retries: None,
             rules: RouteRules::default(),
+            websocket: protocol != ListenerProtocol::Quic,
         });
     }
     let Some(raw_routes) = &rl.routes else {
@@ -157,12 +158,24 @@ fn route(
         });
         balancing::retries(Some(raw), cluster.map(|c| &c.retries), path, tcp, errors)
     });
+    if rr.websocket.is_some() && protocol == ListenerProtocol::Quic {
+        errors.push(
+            format!("{path}.websocket"),
+            "quic listeners carry no WebSocket (HTTP/3 extended CONNECT is not supported)",
+        );
+    } else if rr.websocket.is_some() && rr.cluster.is_none() {
+        errors.push(
+            format!("{path}.websocket"),
+            "applies to routes with a cluster only (a direct or redirect answer never opens a WebSocket)",
+        );
+    }
     Some(Route {
         host: host?,
         path: path_match?,
         action: action?,
         retries,
         rules,
+        websocket: rr.websocket.unwrap_or(protocol != ListenerProtocol::Quic),
     })
 }
 

@@ -65,8 +65,11 @@ fn inline_backends_become_an_anonymous_round_robin_cluster() {
             action: RouteAction::Cluster("listener:127.0.0.1:8081".into()),
             retries: None,
             rules: RouteRules::default(),
+            websocket: true,
         }]
     );
+    assert_eq!(http.tunnels.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(http.tunnels.max, d::LISTENER_MAX_CONNECTIONS);
 }
 
 #[test]

@@ -1,0 +1,617 @@
+//! WebSocket tunnels. A front turns its way of opening a WebSocket
+//! (HTTP/1.1 `Upgrade: websocket`, HTTP/2 extended CONNECT with
+//! `:protocol websocket`) into one request through the proxy core, sent to
+//! an h1 backend as an HTTP/1.1 upgrade. Once the backend switched
+//! protocols, the two upgraded connections are joined here: bytes flow
+//! both ways through a bounded buffer each until both sides closed (a
+//! side's end of stream is passed on as a half-close), the tunnel idles
+//! out, or the drain runs out of time. A tunnel runs on the plan it
+//! started with, whatever reloads come after.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use lb_core::Drain;
+use lb_observability::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Unit;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::metrics::GaugeUnit;
+use crate::record::Record;
+
+/// How the client asked for its WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// HTTP/1.1 `GET` with `Upgrade: websocket` (RFC 6455 §4.1).
+    Upgrade,
+    /// HTTP/2 `CONNECT` with `:protocol websocket` (RFC 8441 §4).
+    ExtendedConnect,
+}
+
+/// Whether `req` opens a WebSocket, and how.
+pub(crate) fn asked<B>(req: &Request<B>) -> Option<Asked> {
+    match req.version() {
+        Version::HTTP_11 => {
+            let upgrade = has_token(req.headers(), header::UPGRADE, "websocket");
+            let connection = has_token(req.headers(), header::CONNECTION, "upgrade");
+            (req.method() == Method::GET && upgrade && connection).then_some(Asked::Upgrade)
+        }
+        Version::HTTP_2 => {
+            let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+            (req.method() == Method::CONNECT && protocol.as_str().eq_ignore_ascii_case("websocket"))
+                .then_some(Asked::ExtendedConnect)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a comma-separated header carries `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// Shape a WebSocket request for an h1 backend after the hop-by-hop
+/// headers were removed: an HTTP/1.1 upgrade. An extended CONNECT becomes
+/// a `GET` with a fresh `Sec-WebSocket-Key` (HTTP/2 has none).
+pub(crate) fn to_backend(parts: &mut http::request::Parts, asked: Asked) {
+    if asked == Asked::ExtendedConnect {
+        parts.method = Method::GET;
+        parts.extensions.remove::<hyper::ext::Protocol>();
+        let key = fastrand::u128(..).to_be_bytes();
+        if let Ok(key) = HeaderValue::from_str(&base64(&key)) {
+            parts.headers.insert("sec-websocket-key", key);
+        }
+    }
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Shape the backend's `101 Switching Protocols` for the client: `101`
+/// with the upgrade headers on HTTP/1.1, `200` without
+/// `Sec-WebSocket-Accept` on HTTP/2 (RFC 8441 §5).
+pub(crate) fn to_client(response: &mut Response<ProxyBody>, asked: Asked) {
+    let headers = response.headers_mut();
+    match asked {
+        Asked::Upgrade => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        Asked::ExtendedConnect => {
+            headers.remove("sec-websocket-accept");
+            *response.status_mut() = StatusCode::OK;
+        }
+    }
+}
+
+/// Standard base64 with padding, for a 16-byte key.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                let index = ((n >> shift) & 0x3f) as usize;
+                out.push(char::from(ALPHABET.get(index).copied().unwrap_or(b'A')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    listener: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+struct Families {
+    open: Family<ListenerLabels, Gauge>,
+    opened: Family<ListenerLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    closed: Family<ReasonLabels, Counter>,
+}
+
+static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
+    open: Family::default(),
+    opened: Family::default(),
+    bytes: Family::default(),
+    closed: Family::default(),
+});
+
+/// Register the tunnel families with `metrics`.
+pub(crate) fn register(metrics: &Metrics) {
+    let f = &*FAMILIES;
+    metrics.register(|r| {
+        r.register(
+            "http_tunnels_open",
+            "WebSocket tunnels open on an HTTP listener",
+            f.open.clone(),
+        );
+        r.register(
+            "http_tunnels_opened",
+            "WebSocket tunnels opened (the backend switched protocols)",
+            f.opened.clone(),
+        );
+        r.register_with_unit(
+            "http_tunnel",
+            "Bytes carried by WebSocket tunnels, by direction",
+            Unit::Bytes,
+            f.bytes.clone(),
+        );
+        r.register(
+            "http_tunnels_closed",
+            "WebSocket tunnels ended, by reason: client or backend closed first, idle, drain \
+             (close frame 1001 sent where a frame boundary allowed), error",
+            f.closed.clone(),
+        );
+    });
+}
+
+/// Why a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Client,
+    Backend,
+    Idle,
+    Drain,
+    Error,
+}
+
+impl Ended {
+    const ALL: [Self; 5] = [
+        Self::Client,
+        Self::Backend,
+        Self::Idle,
+        Self::Drain,
+        Self::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Backend => "backend",
+            Self::Idle => "idle",
+            Self::Drain => "drain",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One listener's tunnel metrics, resolved when its plan is built.
+#[derive(Debug)]
+pub(crate) struct TunnelMetrics {
+    pub(crate) open: Gauge,
+    opened: Counter,
+    to_backend: Counter,
+    to_client: Counter,
+    closed: [Counter; 5],
+}
+
+impl TunnelMetrics {
+    pub(crate) fn new(listener: &str) -> Self {
+        let f = &*FAMILIES;
+        let by_listener = ListenerLabels {
+            listener: listener.to_owned(),
+        };
+        let bytes = |direction| {
+            f.bytes.get_or_create_owned(&DirectionLabels {
+                listener: listener.to_owned(),
+                direction,
+            })
+        };
+        Self {
+            open: f.open.get_or_create_owned(&by_listener),
+            opened: f.opened.get_or_create_owned(&by_listener),
+            to_backend: bytes("client_to_backend"),
+            to_client: bytes("backend_to_client"),
+            closed: Ended::ALL.map(|reason| {
+                f.closed.get_or_create_owned(&ReasonLabels {
+                    listener: listener.to_owned(),
+                    reason: reason.as_str(),
+                })
+            }),
+        }
+    }
+
+    fn closed(&self, reason: Ended) {
+        if let Some(c) = self.closed.get(reason as usize) {
+            c.inc();
+        }
+    }
+}
+
+/// What a tunnel needs once the backend switched protocols.
+pub(crate) struct Open {
+    pub(crate) client: OnUpgrade,
+    pub(crate) backend: OnUpgrade,
+    /// The request's record: written when the tunnel ends.
+    pub(crate) record: Record,
+    /// The tunnel's place under the listener's `max_tunnels`.
+    pub(crate) slot: GaugeUnit,
+    pub(crate) idle: Duration,
+    pub(crate) drain: Arc<Drain>,
+}
+
+/// Join the two sides of an opened tunnel until it ends; its record is
+/// written with the bytes each way and the duration.
+pub(crate) async fn run(open: Open) {
+    let Open {
+        client,
+        backend,
+        mut record,
+        slot,
+        idle,
+        drain,
+    } = open;
+    let _tracked = drain.track();
+    let plan = record.plan();
+    let metrics = &plan.metrics.tunnels;
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(pair) => pair,
+        Err(e) => {
+            record.fail(format!("tunnel not established: {e}"));
+            metrics.closed(Ended::Error);
+            return;
+        }
+    };
+    metrics.opened.inc();
+    let mut client = TokioIo::new(client);
+    let mut backend = TokioIo::new(backend);
+    let moved = Moved::default();
+    let ended = join(&mut client, &mut backend, idle, &drain, &moved).await;
+    let (up, down) = (
+        moved.up.load(Ordering::Relaxed),
+        moved.down.load(Ordering::Relaxed),
+    );
+    metrics.to_backend.inc_by(up);
+    metrics.to_client.inc_by(down);
+    metrics.closed(ended);
+    record.tunnel_ended(up, down);
+    if ended != Ended::Client && ended != Ended::Backend {
+        record.fail(format!("tunnel closed: {}", ended.as_str()));
+    }
+    // The line is written before the tunnel stops counting as open.
+    drop(record);
+    drop(slot);
+}
+
+/// Bytes moved each way, and when the last one moved.
+#[derive(Debug, Default)]
+struct Moved {
+    up: AtomicU64,
+    down: AtomicU64,
+    /// Milliseconds since `epoch` of the last byte either way.
+    last: AtomicU64,
+}
+
+/// One direction's copy: where its frames stand on the bytes written.
+#[derive(Debug, Default)]
+struct Direction {
+    frames: Frames,
+    /// A write was under way when the copy stopped: the position in the
+    /// frame stream is unknown.
+    torn: bool,
+    /// The source ended (and the destination was half-closed).
+    done: bool,
+}
+
+/// Copy both ways until both sides closed, the tunnel idles out, or the
+/// drain aborts (then close frames 1001 where a frame boundary allows).
+async fn join<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    idle: Duration,
+    drain: &Drain,
+    moved: &Moved,
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let epoch = Instant::now();
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut backend_rd, mut backend_wr) = tokio::io::split(backend);
+    let mut up = Direction::default();
+    let mut down = Direction::default();
+    let mut first_end = None;
+    let outcome = {
+        let up_copy = copy(
+            &mut client_rd,
+            &mut backend_wr,
+            &mut up,
+            &moved.up,
+            &moved.last,
+            epoch,
+        );
+        let down_copy = copy(
+            &mut backend_rd,
+            &mut client_wr,
+            &mut down,
+            &moved.down,
+            &moved.last,
+            epoch,
+        );
+        tokio::pin!(up_copy, down_copy);
+        let mut up_open = true;
+        let mut down_open = true;
+        loop {
+            let since = Duration::from_millis(moved.last.load(Ordering::Relaxed));
+            let idle_at = epoch + since + idle;
+            tokio::select! {
+                r = &mut up_copy, if up_open => {
+                    up_open = false;
+                    if r.is_err() { break Ended::Error; }
+                    first_end.get_or_insert(Ended::Client);
+                }
+                r = &mut down_copy, if down_open => {
+                    down_open = false;
+                    if r.is_err() { break Ended::Error; }
+                    first_end.get_or_insert(Ended::Backend);
+                }
+                () = tokio::time::sleep_until(idle_at) => {
+                    let since = Duration::from_millis(moved.last.load(Ordering::Relaxed));
+                    if Instant::now() >= epoch + since + idle {
+                        break Ended::Idle;
+                    }
+                }
+                () = drain.aborted() => break Ended::Drain,
+            }
+            if !up_open && !down_open {
+                break first_end.unwrap_or(Ended::Client);
+            }
+        }
+    };
+    if outcome == Ended::Drain {
+        // 1001 going away, each way a frame can start.
+        if !down.torn && !down.done && down.frames.at_boundary() {
+            let _ = client_wr.write_all(&close_frame(false)).await;
+        }
+        if !up.torn && !up.done && up.frames.at_boundary() {
+            let _ = backend_wr.write_all(&close_frame(true)).await;
+        }
+    }
+    let _ = client_wr.shutdown().await;
+    let _ = backend_wr.shutdown().await;
+    outcome
+}
+
+/// Copy `from` to `to` until `from` ends (then half-close `to`), tracking
+/// frame boundaries on what was written.
+async fn copy<R, W>(
+    from: &mut R,
+    to: &mut W,
+    dir: &mut Direction,
+    count: &AtomicU64,
+    last: &AtomicU64,
+    epoch: Instant,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        let stamp = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.fetch_max(stamp, Ordering::Relaxed);
+        let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else {
+            dir.done = true;
+            to.shutdown().await?;
+            return Ok(());
+        };
+        dir.torn = true;
+        to.write_all(data).await?;
+        dir.torn = false;
+        dir.frames.advance(data);
+        count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A close frame with status 1001 (going away): masked when it goes to the
+/// backend (a client's frame, RFC 6455 §5.3).
+fn close_frame(to_backend: bool) -> Vec<u8> {
+    let code = 1001u16.to_be_bytes();
+    if !to_backend {
+        return vec![0x88, 0x02, code[0], code[1]];
+    }
+    let mask = fastrand::u32(..).to_be_bytes();
+    let mut frame = vec![0x88, 0x82];
+    frame.extend_from_slice(&mask);
+    frame.extend(code.iter().zip(mask.iter()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// Where a stream of WebSocket frames stands: inside a frame head, inside
+/// a payload, or between frames.
+#[derive(Debug, Default)]
+struct Frames {
+    head: [u8; 14],
+    head_len: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+}
+
+impl Frames {
+    fn at_boundary(&self) -> bool {
+        self.head_len == 0 && self.payload_left == 0
+    }
+
+    /// Bytes of the frame head needed, as far as what is read tells.
+    fn head_needed(&self) -> usize {
+        let Some(&second) = self.head.get(1).filter(|_| self.head_len >= 2) else {
+            return 2;
+        };
+        let mask = if second & 0x80 != 0 { 4 } else { 0 };
+        let len = match second & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        2 + len + mask
+    }
+
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let n = usize::try_from(self.payload_left)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.payload_left -= n as u64;
+                data = data.get(n..).unwrap_or_default();
+                continue;
+            }
+            let need = self.head_needed();
+            let take = need.saturating_sub(self.head_len).min(data.len());
+            if let (Some(dst), Some(src)) = (
+                self.head.get_mut(self.head_len..self.head_len + take),
+                data.get(..take),
+            ) {
+                dst.copy_from_slice(src);
+            }
+            self.head_len += take;
+            data = data.get(take..).unwrap_or_default();
+            if self.head_len < self.head_needed() {
+                continue;
+            }
+            let second = self.head.get(1).copied().unwrap_or(0);
+            let ext = self.head.get(2..self.head_len).unwrap_or_default();
+            self.payload_left = match second & 0x7f {
+                126 => ext
+                    .get(..2)
+                    .map_or(0, |b| b.iter().fold(0, |v, x| (v << 8) | u64::from(*x))),
+                127 => ext
+                    .get(..8)
+                    .map_or(0, |b| b.iter().fold(0, |v, x| (v << 8) | u64::from(*x))),
+                n => u64::from(n),
+            };
+            self.head_len = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(masked: bool, len: usize) -> Vec<u8> {
+        let mut f = vec![0x82];
+        let m = if masked { 0x80 } else { 0 };
+        match len {
+            0..=125 => f.push(m | len as u8),
+            126..=65535 => {
+                f.push(m | 126);
+                f.extend((len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(m | 127);
+                f.extend((len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend([1, 2, 3, 4]);
+        }
+        f.extend(vec![0xaa; len]);
+        f
+    }
+
+    #[test]
+    fn boundaries_are_found_whatever_the_read_sizes() {
+        let mut wire = Vec::new();
+        let mut ends = Vec::new();
+        for (masked, len) in [
+            (true, 5),
+            (false, 300),
+            (true, 70_000),
+            (false, 0),
+            (true, 125),
+        ] {
+            wire.extend(frame(masked, len));
+            ends.push(wire.len());
+        }
+        for step in [1, 3, 7, 1000, wire.len()] {
+            let mut f = Frames::default();
+            let mut at = 0;
+            for piece in wire.chunks(step) {
+                f.advance(piece);
+                at += piece.len();
+                assert_eq!(f.at_boundary(), ends.contains(&at), "step {step} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn close_frames_carry_1001() {
+        assert_eq!(close_frame(false), vec![0x88, 0x02, 0x03, 0xe9]);
+        let masked = close_frame(true);
+        assert_eq!(&masked[..2], &[0x88, 0x82]);
+        let (mask, payload) = (&masked[2..6], &masked[6..]);
+        let code: Vec<u8> = payload.iter().zip(mask).map(|(b, m)| b ^ m).collect();
+        assert_eq!(code, vec![0x03, 0xe9]);
+    }
+
+    #[test]
+    fn base64_matches_the_rfc_example() {
+        // RFC 4648 §10 test vectors.
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(&[0u8; 16]).len(), 24);
+    }
+
+    #[test]
+    fn websocket_requests_are_recognised() {
+        let mut req = Request::get("/chat")
+            .header("upgrade", "WebSocket")
+            .header("connection", "keep-alive, Upgrade")
+            .body(())
+            .unwrap();
+        assert_eq!(asked(&req), Some(Asked::Upgrade));
+        req.headers_mut().remove("connection");
+        assert_eq!(asked(&req), None);
+        let mut connect = Request::connect("https://a.test/chat").body(()).unwrap();
+        *connect.version_mut() = Version::HTTP_2;
+        assert_eq!(asked(&connect), None);
+        connect
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        assert_eq!(asked(&connect), Some(Asked::ExtendedConnect));
+    }
+}
