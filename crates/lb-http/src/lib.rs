@@ -23,6 +23,7 @@ mod early;
 mod error;
 mod external;
 mod front;
+mod grpc;
 mod h3pool;
 mod headers;
 mod io;

@@ -16,6 +16,7 @@ use crate::balance;
 use crate::body::{ProxyBody, SlowBody};
 use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
+use crate::grpc;
 use crate::headers;
 use crate::metrics::{ErrorKind, GaugeUnit};
 use crate::plan::{Direct, ListenerPlan, Routed, Target, Upstream};
@@ -40,6 +41,8 @@ pub(crate) async fn handle(
         .filter(|_| conn.drain.is_some())
         .map(|asked| (asked, hyper::upgrade::on(&mut req)));
     let asked = ws.as_ref().map(|(a, _)| *a);
+    let grpc_call = grpc::is_call(req.headers());
+    record.grpc = grpc_call;
     let refused =
         check(&plan, &req, asked).or_else(|| crate::early::screen(&plan.address, &mut req));
     let (mut response, routed) = match refused {
@@ -80,6 +83,15 @@ pub(crate) async fn handle(
             .as_ref()
             .map_or("", |b| b.spec.address.as_str()),
     };
+    if grpc_call {
+        // What the gateway answered itself, a gRPC client must read as a
+        // gRPC status.
+        if let Some(grpc::Answered(reason)) = response.extensions().get::<grpc::Answered>().cloned()
+        {
+            response = grpc::error_response(grpc::code_for(response.status()), &reason);
+        }
+        record.grpc_status = grpc::status_in(response.headers());
+    }
     let headers = response.headers_mut();
     // The gateway answers for the origin's alternative services where it
     // serves HTTP/3 itself: a backend's own would point clients at ports
@@ -221,7 +233,15 @@ async fn route<'p>(
                 req.version(),
                 Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
             );
-            let deadline = plan.http.total_timeout.map(|t| Instant::now() + t);
+            // A gRPC call's own deadline bounds it too.
+            let call = grpc::is_call(req.headers())
+                .then(|| grpc::timeout(req.headers()))
+                .flatten();
+            let bound = match (plan.http.total_timeout, call) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let deadline = bound.map(|t| Instant::now() + t);
             let forwarded = forward(
                 plan,
                 routed,
@@ -349,6 +369,8 @@ pub(crate) fn status_response(status: StatusCode, reason: &str) -> Response<Prox
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    res.extensions_mut()
+        .insert(grpc::Answered(reason.to_owned()));
     res
 }
 
@@ -390,6 +412,13 @@ async fn forward(
     let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);
     let fw = &plan.http.forwarding;
     headers::strip_hop_by_hop(&mut parts.headers, fw, true);
+    if let Some(deadline) = deadline.filter(|_| grpc::is_call(&parts.headers)) {
+        // The backend learns what is left of the call's time.
+        let left = deadline.saturating_duration_since(Instant::now());
+        parts
+            .headers
+            .insert("grpc-timeout", grpc::timeout_value(left));
+    }
     if let Some(asked) = asked {
         tunnel::to_backend(&mut parts, asked);
     }

@@ -55,6 +55,10 @@ pub(crate) struct Record {
     /// The place under the listener's `max_tunnels` of a WebSocket
     /// request, taken before it is forwarded.
     pub(crate) tunnel_slot: Option<crate::metrics::GaugeUnit>,
+    /// A gRPC call: its status is looked for in the trailers.
+    pub(crate) grpc: bool,
+    /// The call's `grpc-status`, once seen.
+    pub(crate) grpc_status: Option<u8>,
 }
 
 const TOO_SLOW_READING: &str = "client too slow reading the response";
@@ -121,6 +125,8 @@ impl Record {
             permit: None,
             read: None,
             tunnel_slot: None,
+            grpc: false,
+            grpc_status: None,
         }
     }
 
@@ -217,6 +223,7 @@ impl Record {
             request_id: Some(self.request_id.as_str()).filter(|id| !id.is_empty()),
             traceparent: logged.traceparent.as_deref(),
             upstream_path: self.upstream_path.as_deref(),
+            grpc_status: self.grpc_status,
         });
     }
 }
@@ -277,6 +284,9 @@ impl Body for ObservedBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref().filter(|_| this.record.grpc) {
+                    this.record.grpc_status = crate::grpc::status_in(trailers);
+                }
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     this.record.response_bytes += n;

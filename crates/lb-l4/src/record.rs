@@ -89,6 +89,7 @@ impl Drop for FlowRecord {
             request_id: None,
             traceparent: None,
             upstream_path: None,
+            grpc_status: None,
         });
     }
 }

@@ -86,6 +86,9 @@ pub struct AccessRecord<'a> {
     /// The path sent to the backend, when a rewrite changed it (HTTP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_path: Option<&'a str>,
+    /// A gRPC call's status, from the response head or its trailers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u8>,
 }
 
 impl AccessRecord<'_> {
@@ -433,6 +436,7 @@ mod tests {
             request_id: None,
             traceparent: None,
             upstream_path: None,
+            grpc_status: None,
         }
     }
 

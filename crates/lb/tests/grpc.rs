@@ -1,0 +1,212 @@
+//! gRPC through the gateway with grpcio (Python) on both ends, over h2c
+//! to an h2 backend: the four call kinds stream through with binary
+//! trailers; what the gateway answers itself reaches the client as the
+//! right gRPC status; `grpc-timeout` and the listener's deadline bound a
+//! call and the backend learns what is left; the access log carries the
+//! status.
+mod common;
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::{free_addr, workspace_root, Gateway};
+
+fn script() -> std::path::PathBuf {
+    workspace_root().join("crates/lb/tests/tools/grpc_peer.py")
+}
+
+/// A grpcio server of test.Echo; killed on drop.
+struct Backend {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn backend() -> Backend {
+    let addr = free_addr();
+    let mut child = Command::new("python3")
+        .arg(script())
+        .args(["serve", &addr.port().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test installs grpcio for it)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        panic!("the grpcio server did not start (scripts/test installs grpcio): {line:?}");
+    }
+    Backend { child, addr }
+}
+
+/// Run `calls` with grpcio's client through `target`; one result each.
+fn call(target: SocketAddr, calls: Value) -> Vec<Value> {
+    let out = Command::new("python3")
+        .arg(script())
+        .args(["call", &target.to_string(), &calls.to_string()])
+        .output()
+        .expect("python3 (scripts/test installs grpcio for it)");
+    assert!(
+        out.status.success(),
+        "grpc client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn config(listen: SocketAddr, backend: SocketAddr, listener_extra: &str) -> String {
+    format!(
+        r#"[[clusters]]
+name = "echo"
+backends = [{{ address = "{backend}", protocol = "h2" }}]
+
+[[clusters]]
+name = "dead"
+backends = [{{ address = "{dead}", protocol = "h2" }}]
+
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+{listener_extra}
+[[listeners.routes]]
+path_prefix = "/test.Echo/"
+cluster = "echo"
+[[listeners.routes]]
+path_prefix = "/dead.Svc/"
+cluster = "dead"
+[[listeners.routes]]
+path_prefix = "/limited.Svc/"
+cluster = "echo"
+rate_limit = {{ requests_per_second = 1, burst = 1 }}
+"#,
+        dead = free_addr(),
+    )
+}
+
+#[test]
+fn every_call_kind_streams_through_with_binary_trailers() {
+    let b = backend();
+    let listen = free_addr();
+    let _gw = Gateway::start(&config(listen, b.addr, ""), &[listen]);
+    let results = call(
+        listen,
+        json!([
+            {"method": "/test.Echo/Unary", "kind": "unary", "requests": ["ping"]},
+            {"method": "/test.Echo/ServerStream", "kind": "server_stream", "requests": ["3"]},
+            {"method": "/test.Echo/ClientStream", "kind": "client_stream", "requests": ["a", "b", "c"]},
+            {"method": "/test.Echo/Bidi", "kind": "bidi", "requests": ["x", "y"]},
+        ]),
+    );
+    let replies: Vec<Value> = results.iter().map(|r| r["replies"].clone()).collect();
+    assert_eq!(
+        replies,
+        vec![
+            json!(["ping"]),
+            json!(["m0", "m1", "m2"]),
+            json!(["abc"]),
+            json!(["x", "y"])
+        ],
+        "{results:?}"
+    );
+    for r in &results {
+        assert_eq!(r["code"], "OK", "{r}");
+        assert_eq!(r["trailers"]["x-trace-bin"], "000102ff", "{r}");
+    }
+}
+
+#[test]
+fn gateway_answers_reach_grpc_clients_as_grpc_statuses() {
+    let b = backend();
+    let listen = free_addr();
+    let gw = Gateway::start(&config(listen, b.addr, ""), &[listen]);
+    let results = call(
+        listen,
+        json!([
+            {"method": "/nowhere.Svc/Call", "kind": "unary", "requests": ["x"]},
+            {"method": "/dead.Svc/Call", "kind": "unary", "requests": ["x"]},
+            {"method": "/limited.Svc/Call", "kind": "unary", "requests": ["x"]},
+            {"method": "/limited.Svc/Call", "kind": "unary", "requests": ["x"]},
+        ]),
+    );
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    // The first limited call reaches the backend, which has no such
+    // method: grpcio's own UNIMPLEMENTED; the second is the gateway's.
+    assert_eq!(
+        codes,
+        [
+            "UNIMPLEMENTED",
+            "UNAVAILABLE",
+            "UNIMPLEMENTED",
+            "RESOURCE_EXHAUSTED"
+        ],
+        "{results:?}"
+    );
+    assert_eq!(results[0]["details"], "no route");
+    assert_eq!(results[3]["details"], "rate limit exceeded");
+    // The access log carries the statuses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses: Vec<Value> = gw
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["log"] == "access")
+            .map(|v| v["grpc_status"].clone())
+            .collect();
+        if statuses.len() == 4 {
+            assert_eq!(statuses, vec![json!(12), json!(14), json!(12), json!(8)]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "access lines: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn deadlines_bound_calls_and_the_backend_learns_what_is_left() {
+    let b = backend();
+    let listen = free_addr();
+    let extra = "[listeners.timeouts]\ntotal_ms = 800";
+    let _gw = Gateway::start(&config(listen, b.addr, extra), &[listen]);
+    let started = Instant::now();
+    let results = call(
+        listen,
+        json!([
+            // The listener's 800 ms end a call the client gives 10 s.
+            {"method": "/test.Echo/Slow", "kind": "unary", "requests": ["x"], "timeout": 10.0},
+            // The backend sees at most what is left of 800 ms.
+            {"method": "/test.Echo/Remaining", "kind": "unary", "requests": ["x"], "timeout": 10.0},
+            // The client's own 300 ms, shorter, is what it sees.
+            {"method": "/test.Echo/Remaining", "kind": "unary", "requests": ["x"], "timeout": 0.3},
+        ]),
+    );
+    assert_eq!(results[0]["code"], "DEADLINE_EXCEEDED", "{results:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the slow call was not cut at the deadline"
+    );
+    let left = |r: &Value| -> f64 { r["replies"][0].as_str().unwrap().parse().unwrap() };
+    let a = left(&results[1]);
+    assert!(a > 0.0 && a <= 0.8, "backend saw {a} s left of 0.8 s");
+    let b = left(&results[2]);
+    assert!(b > 0.0 && b <= 0.3, "backend saw {b} s left of 0.3 s");
+}
