@@ -304,6 +304,14 @@ fn cluster(
         }
     }
     let b = balancing::balancing(rc, path, is_tcp, &backends, errors);
+    if matches!(&b.health_check, Some(hc) if matches!(hc.kind, HealthCheckKind::Grpc { .. }))
+        && backends.iter().any(|b| b.protocol != BackendProtocol::H2)
+    {
+        errors.push(
+            format!("{path}.health_check.kind"),
+            "grpc checks need h2 backends (gRPC runs over HTTP/2)",
+        );
+    }
     if matches!(&b.health_check, Some(hc) if hc.kind == HealthCheckKind::Tcp)
         && backends.iter().any(|b| b.protocol == BackendProtocol::H3)
     {

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod active;
+mod grpc;
 mod metrics;
 mod passive;
 mod probe;

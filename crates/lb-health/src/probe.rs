@@ -36,6 +36,9 @@ pub(crate) enum ProbeError {
     /// The backend answered with a status outside the expected range.
     #[error("status {0} is not expected")]
     Status(u16),
+    /// A gRPC health check's answer was not SERVING with status OK.
+    #[error("grpc health: {0}")]
+    Grpc(String),
     /// The probe took longer than `timeout_ms`.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -124,6 +127,16 @@ async fn run(
     tls: Option<&UpstreamTls>,
 ) -> Result<(), ProbeError> {
     let stream = connect(backend).await?;
+    if let HealthCheckKind::Grpc { service, host } = kind {
+        let authority = host.as_deref().unwrap_or(&backend.spec.address);
+        return match tls {
+            None => crate::grpc::check(stream, "http", authority, service).await,
+            Some(tls) => {
+                let stream = tls.connect(stream).await.map_err(ProbeError::Tls)?;
+                crate::grpc::check(stream, "https", authority, service).await
+            }
+        };
+    }
     let HealthCheckKind::Http {
         path,
         host,

@@ -239,6 +239,28 @@ backends = [{ address = "127.0.0.1:9001" }]
         reason: "must be greater than 0",
     },
     Case {
+        name: "grpc health check on h1 backends",
+        toml: r#"
+[[clusters]]
+name = "svc"
+health_check = { kind = "grpc" }
+backends = [{ address = "127.0.0.1:9001", protocol = "h1" }]
+"#,
+        path: "clusters[0].health_check.kind",
+        reason: "grpc checks need h2 backends",
+    },
+    Case {
+        name: "grpc health check with a path",
+        toml: r#"
+[[clusters]]
+name = "svc"
+health_check = { kind = "grpc", path = "/healthz" }
+backends = [{ address = "127.0.0.1:9001", protocol = "h2" }]
+"#,
+        path: "clusters[0].health_check.path",
+        reason: "does not apply to grpc checks",
+    },
+    Case {
         name: "quic listener without a tls table",
         toml: r#"
 [[listeners]]

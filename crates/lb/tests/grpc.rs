@@ -37,6 +37,7 @@ fn backend() -> Backend {
     let mut child = Command::new("python3")
         .arg(script())
         .args(["serve", &addr.port().to_string()])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 (scripts/test installs grpcio for it)");
@@ -209,4 +210,58 @@ fn deadlines_bound_calls_and_the_backend_learns_what_is_left() {
     assert!(a > 0.0 && a <= 0.8, "backend saw {a} s left of 0.8 s");
     let b = left(&results[2]);
     assert!(b > 0.0 && b <= 0.3, "backend saw {b} s left of 0.3 s");
+}
+
+impl Backend {
+    /// Have the backend's health service report `status` ("serving" or
+    /// "not_serving").
+    fn set_health(&mut self, status: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{status}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+/// Wait until the gateway logged `n` lines holding every one of `words`.
+fn wait_log(gw: &Gateway, words: &[&str], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = gw.log();
+        let seen = log
+            .lines()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .count();
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{words:?} x{n} not logged in:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn grpc_health_checks_take_a_not_serving_backend_out_and_back() {
+    let mut b = backend();
+    let listen = free_addr();
+    let text = config(listen, b.addr, "").replace(
+        "name = \"echo\"\n",
+        "name = \"echo\"\npanic_threshold_percent = 0\nhealth_check = { kind = \"grpc\", service = \"test.Echo\", interval_ms = 200, timeout_ms = 500, healthy_threshold = 1, unhealthy_threshold = 1 }\n",
+    );
+    let gw = Gateway::start(&text, &[listen]);
+    let unary = json!([{"method": "/test.Echo/Unary", "kind": "unary", "requests": ["x"]}]);
+    assert_eq!(call(listen, unary.clone())[0]["code"], "OK");
+    let name = b.addr.to_string();
+    b.set_health("not_serving");
+    wait_log(&gw, &["backend unhealthy", &name], 1);
+    // The only backend is out (no panic routing): the gateway's own
+    // UNAVAILABLE.
+    let out = call(listen, unary.clone());
+    assert_eq!(out[0]["code"], "UNAVAILABLE", "{out:?}");
+    b.set_health("serving");
+    wait_log(&gw, &["backend healthy", &name], 1);
+    assert_eq!(call(listen, unary)[0]["code"], "OK");
 }

@@ -125,6 +125,14 @@ pub enum HealthCheckKind {
         /// Inclusive range of passing statuses.
         expected_status: (u16, u16),
     },
+    /// Passes when a grpc.health.v1 `Check` call for `service` answers
+    /// SERVING with status OK.
+    Grpc {
+        /// The service asked about; empty = the whole server.
+        service: String,
+        /// `:authority`; the backend's address when `None`.
+        host: Option<String>,
+    },
 }
 
 /// Passive health: ejection of backends that keep failing requests.

@@ -10,6 +10,8 @@ pub enum RawHealthCheckKind {
     Tcp,
     /// An HTTP request in the backend's protocol.
     Http,
+    /// A grpc.health.v1 `Check` call.
+    Grpc,
 }
 
 /// `[clusters.health_check]`.
@@ -24,6 +26,8 @@ pub struct RawHealthCheck {
     pub host: Option<String>,
     /// `"200-399"` or `"200"`.
     pub expected_status: Option<String>,
+    /// The gRPC service asked about (grpc); `""` = the whole server.
+    pub service: Option<String>,
     /// Time between checks.
     pub interval_ms: Option<u64>,
     /// Time one check may take.

@@ -237,16 +237,46 @@ fn health_check(
     });
     let kind = match kind {
         RawHealthCheckKind::Tcp => {
-            for (key, set) in [
-                ("path", raw.path.is_some()),
-                ("host", raw.host.is_some()),
-                ("expected_status", raw.expected_status.is_some()),
+            for (key, set, reason) in [
+                ("path", raw.path.is_some(), "applies to http checks only"),
+                (
+                    "host",
+                    raw.host.is_some(),
+                    "applies to http and grpc checks only",
+                ),
+                (
+                    "expected_status",
+                    raw.expected_status.is_some(),
+                    "applies to http checks only",
+                ),
+                (
+                    "service",
+                    raw.service.is_some(),
+                    "applies to grpc checks only",
+                ),
             ] {
                 if set {
-                    errors.push(format!("{path}.{key}"), "applies to http checks only");
+                    errors.push(format!("{path}.{key}"), reason);
                 }
             }
             HealthCheckKind::Tcp
+        }
+        RawHealthCheckKind::Grpc => {
+            for (key, set) in [
+                ("path", raw.path.is_some()),
+                ("expected_status", raw.expected_status.is_some()),
+            ] {
+                if set {
+                    errors.push(
+                        format!("{path}.{key}"),
+                        "does not apply to grpc checks (they call grpc.health.v1.Health/Check and pass on SERVING)",
+                    );
+                }
+            }
+            HealthCheckKind::Grpc {
+                service: raw.service.clone().unwrap_or_default(),
+                host: raw.host.clone(),
+            }
         }
         RawHealthCheckKind::Http => {
             if tcp {
@@ -254,6 +284,9 @@ fn health_check(
                     format!("{path}.kind"),
                     "http checks need HTTP backends; this cluster's backends are tcp",
                 );
+            }
+            if raw.service.is_some() {
+                errors.push(format!("{path}.service"), "applies to grpc checks only");
             }
             http_check(raw, &path, errors)
         }

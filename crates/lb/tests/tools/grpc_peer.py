@@ -1,8 +1,12 @@
 """A gRPC peer for the gateway's tests, on grpcio (Python), with raw-bytes
 methods so no protobuf code is generated.
 
-  grpc_peer.py serve PORT        serve test.Echo on 127.0.0.1:PORT (h2c);
-                                 prints "ready" once listening
+  grpc_peer.py serve PORT        serve test.Echo on 127.0.0.1:PORT (h2c),
+                                 with grpc.health.v1 (grpcio-health-checking)
+                                 reporting SERVING for "" and "test.Echo"
+                                 until a line "not_serving" on standard input
+                                 ("serving" turns it back); prints "ready"
+                                 once listening
   grpc_peer.py call TARGET JSON  run the calls JSON lists (each
                                  {"method", "kind", "requests", "timeout"})
                                  through TARGET, print one JSON result each
@@ -18,7 +22,10 @@ import sys
 import time
 from concurrent import futures
 
+import threading
+
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 TRAILER = (("x-trace-bin", b"\x00\x01\x02\xff"),)
 
@@ -66,9 +73,26 @@ def serve(port):
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
+    checks = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", "test.Echo"):
+        checks.set(name, serving)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("ready", flush=True)
+
+    def control():
+        for line in sys.stdin:
+            status = {
+                "serving": serving,
+                "not_serving": health_pb2.HealthCheckResponse.NOT_SERVING,
+            }.get(line.strip())
+            if status is not None:
+                for name in ("", "test.Echo"):
+                    checks.set(name, status)
+
+    threading.Thread(target=control, daemon=True).start()
     server.wait_for_termination()
 
 
