@@ -5,12 +5,71 @@
 //! call and tells the backend what is left of it, and the call's status
 //! (from the response head or its trailers) reaches the access log.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
+use lb_observability::Metrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::body::ProxyBody;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    listener: String,
+    grpc_status: &'static str,
+}
+
+static CALLS: LazyLock<Family<CallLabels, Counter>> = LazyLock::new(Family::default);
+
+/// The label values of the 17 gRPC status codes, then a call that ended
+/// without one (cut off, client gone).
+const STATUS_LABELS: [&str; 18] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "none",
+];
+
+/// Register `expressgateway_grpc_calls_total`.
+pub(crate) fn register(metrics: &Metrics) {
+    metrics.register(|r| {
+        r.register(
+            "grpc_calls",
+            "gRPC calls ended, by listener and grpc-status (none: no status, the call was cut \
+             off); a status above 16 counts as 2 UNKNOWN",
+            CALLS.clone(),
+        );
+    });
+}
+
+/// One listener's gRPC call counters, one per status, exported at 0.
+#[derive(Debug)]
+pub(crate) struct CallMetrics([Counter; 18]);
+
+impl CallMetrics {
+    pub(crate) fn new(listener: &str) -> Self {
+        Self(STATUS_LABELS.map(|grpc_status| {
+            CALLS.get_or_create_owned(&CallLabels {
+                listener: listener.to_owned(),
+                grpc_status,
+            })
+        }))
+    }
+
+    /// Count a call that ended with `status`.
+    pub(crate) fn ended(&self, status: Option<u8>) {
+        let index = match status {
+            Some(code) if code <= 16 => usize::from(code),
+            Some(_) => usize::from(code::UNKNOWN),
+            None => 17,
+        };
+        if let Some(counter) = self.0.get(index) {
+            counter.inc();
+        }
+    }
+}
 
 /// A response the gateway made itself, and why.
 #[derive(Debug, Clone)]

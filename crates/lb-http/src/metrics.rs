@@ -121,6 +121,7 @@ pub fn register_metrics(metrics: &Metrics) {
     crate::rate_limit::register(metrics);
     crate::early::register(metrics);
     crate::tunnel::register(metrics);
+    crate::grpc::register(metrics);
     let f = &*FAMILIES;
     metrics.register(|r| {
         r.register(
@@ -258,6 +259,7 @@ pub(crate) struct ListenerMetrics {
     pub(crate) unrouted: StatusCounters,
     pub(crate) cuts: ClientCuts,
     pub(crate) tunnels: crate::tunnel::TunnelMetrics,
+    pub(crate) grpc: crate::grpc::CallMetrics,
 }
 
 /// What a listener cut to keep one client from holding backends.
@@ -315,6 +317,7 @@ impl ListenerMetrics {
             unrouted: StatusCounters::new(listener, "", ""),
             cuts: ClientCuts::new(listener),
             tunnels: crate::tunnel::TunnelMetrics::new(listener),
+            grpc: crate::grpc::CallMetrics::new(listener),
         }
     }
 }

@@ -241,6 +241,9 @@ impl Drop for Record {
                 .duration
                 .observe(self.started.elapsed().as_secs_f64());
         }
+        if self.grpc {
+            plan.metrics.grpc.ended(self.grpc_status);
+        }
         if let (Some(log), Some(logged)) = (&plan.access_log, &self.logged) {
             self.write_log(log, logged);
         }

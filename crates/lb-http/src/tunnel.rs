@@ -39,13 +39,16 @@ pub(crate) enum Asked {
     ExtendedConnect,
 }
 
-/// Whether `req` opens a WebSocket, and how.
+/// Whether `req` opens a WebSocket, and how. An HTTP/1.1 upgrade without
+/// `Sec-WebSocket-Key` is no WebSocket handshake (RFC 6455 §4.1): it is
+/// served as plain HTTP, `Upgrade` removed as a hop-by-hop header.
 pub(crate) fn asked<B>(req: &Request<B>) -> Option<Asked> {
     match req.version() {
         Version::HTTP_11 => {
             let upgrade = has_token(req.headers(), header::UPGRADE, "websocket");
             let connection = has_token(req.headers(), header::CONNECTION, "upgrade");
-            (req.method() == Method::GET && upgrade && connection).then_some(Asked::Upgrade)
+            let key = req.headers().contains_key("sec-websocket-key");
+            (req.method() == Method::GET && upgrade && connection && key).then_some(Asked::Upgrade)
         }
         Version::HTTP_2 => {
             let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
@@ -601,9 +604,13 @@ mod tests {
         let mut req = Request::get("/chat")
             .header("upgrade", "WebSocket")
             .header("connection", "keep-alive, Upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
             .body(())
             .unwrap();
         assert_eq!(asked(&req), Some(Asked::Upgrade));
+        let mut keyless = req.clone();
+        keyless.headers_mut().remove("sec-websocket-key");
+        assert_eq!(asked(&keyless), None);
         req.headers_mut().remove("connection");
         assert_eq!(asked(&req), None);
         let mut connect = Request::connect("https://a.test/chat").body(()).unwrap();

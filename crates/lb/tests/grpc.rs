@@ -131,11 +131,16 @@ fn every_call_kind_streams_through_with_binary_trailers() {
     }
 }
 
-#[test]
-fn gateway_answers_reach_grpc_clients_as_grpc_statuses() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_reach_grpc_clients_as_grpc_statuses() {
     let b = backend();
-    let listen = free_addr();
-    let gw = Gateway::start(&config(listen, b.addr, ""), &[listen]);
+    let (listen, admin) = (free_addr(), free_addr());
+    let text = format!(
+        "[observability]\nmetrics_bind = \"{admin}\"\n\n{}",
+        config(listen, b.addr, "")
+    );
+    let gw = Gateway::start(&text, &[listen]);
+    common::scrape::wait_admin(admin).await;
     let results = call(
         listen,
         json!([
@@ -163,7 +168,11 @@ fn gateway_answers_reach_grpc_clients_as_grpc_statuses() {
     );
     assert_eq!(results[0]["details"], "no route");
     assert_eq!(results[3]["details"], "rate limit exceeded");
-    // The access log carries the statuses.
+    // So do the metrics, and the access log.
+    const CALLS: &str = "expressgateway_grpc_calls_total";
+    for (code, n) in [("12", 2.0), ("14", 1.0), ("8", 1.0), ("0", 0.0)] {
+        common::scrape::wait_value(admin, CALLS, &[("grpc_status", code)], n).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let statuses: Vec<Value> = gw
@@ -178,7 +187,7 @@ fn gateway_answers_reach_grpc_clients_as_grpc_statuses() {
             break;
         }
         assert!(Instant::now() < deadline, "access lines: {statuses:?}");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -264,4 +273,76 @@ fn grpc_health_checks_take_a_not_serving_backend_out_and_back() {
     b.set_health("serving");
     wait_log(&gw, &["backend healthy", &name], 1);
     assert_eq!(call(listen, unary)[0]["code"], "OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_http3_reach_an_h2_backend_and_gateway_errors_stay_grpc() {
+    use bytes::{Buf, Bytes};
+    use common::h3client;
+    use common::tls::Pki;
+
+    let b = backend();
+    let pki = Pki::new("grpc-h3");
+    let cert = pki.server("q", &["q.test"]);
+    let listen = common::free_udp();
+    let text = format!(
+        r#"[[clusters]]
+name = "echo"
+backends = [{{ address = "{backend}", protocol = "h2" }}]
+
+[[listeners]]
+address = "{listen}"
+protocol = "quic"
+[listeners.tls]
+cert_path = {cert:?}
+key_path = {key:?}
+[[listeners.routes]]
+path_prefix = "/test.Echo/"
+cluster = "echo"
+"#,
+        backend = b.addr,
+        cert = cert.cert_path,
+        key = cert.key_path,
+    );
+    let _gw = Gateway::start(&text, &[listen]);
+    let mut client = h3client::connect(listen, "q.test", &pki).await;
+    // One gRPC message: uncompressed, 4-byte length, then "ping".
+    let message = Bytes::from_static(b"\x00\x00\x00\x00\x04ping");
+    let unary = |path: &'static str| {
+        http::Request::post(format!("https://q.test{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    let mut stream = client
+        .send
+        .send_request(unary("/test.Echo/Unary"))
+        .await
+        .unwrap();
+    stream.send_data(message.clone()).await.unwrap();
+    stream.finish().await.unwrap();
+    let res = stream.recv_response().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut got = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    assert_eq!(got, message);
+    let trailers = stream.recv_trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert!(trailers.contains_key("x-trace-bin"), "{trailers:?}");
+
+    // No route: a trailers-only UNIMPLEMENTED, in the response head.
+    let mut stream = client
+        .send
+        .send_request(unary("/other.Svc/Call"))
+        .await
+        .unwrap();
+    stream.send_data(message).await.unwrap();
+    stream.finish().await.unwrap();
+    let res = stream.recv_response().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["grpc-status"], "12");
+    assert_eq!(res.headers()["grpc-message"], "no route");
 }
