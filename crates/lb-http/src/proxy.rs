@@ -40,6 +40,9 @@ pub(crate) async fn handle(
     let ws = tunnel::asked(&req)
         .filter(|_| conn.drain.is_some())
         .map(|asked| (asked, hyper::upgrade::on(&mut req)));
+    let client_key = ws
+        .as_ref()
+        .and_then(|_| req.headers().get("sec-websocket-key").cloned());
     let asked = ws.as_ref().map(|(a, _)| *a);
     let grpc_call = grpc::is_call(req.headers());
     record.grpc = grpc_call;
@@ -53,10 +56,17 @@ pub(crate) async fn handle(
         None => route(&plan, conn.clone(), req, asked, &mut record).await,
     };
     if let (Some((asked, client)), Some(drain)) = (ws, conn.drain.as_ref()) {
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // An h1 backend switches protocols with 101, an h2 one accepts
+        // the extended CONNECT with 2xx.
+        let via = record.trace.backend.as_ref().map(|b| b.spec.protocol);
+        let opened = match via {
+            Some(lb_config::BackendProtocol::H2) => response.status().is_success(),
+            _ => response.status() == StatusCode::SWITCHING_PROTOCOLS,
+        };
+        if opened {
             if let Some(slot) = record.tunnel_slot.take() {
                 let backend = hyper::upgrade::on(&mut response);
-                tunnel::to_client(&mut response, asked);
+                tunnel::to_client(&mut response, asked, client_key.as_ref());
                 let open = tunnel::Open {
                     client,
                     backend,
@@ -306,17 +316,17 @@ fn tunnel_refused(
             "WebSocket is not enabled on this route",
         );
     }
-    let h1_only = up
-        .cluster
-        .spec
-        .backends
-        .iter()
-        .all(|b| b.protocol == lb_config::BackendProtocol::H1);
-    if !h1_only {
+    let carried = up.cluster.spec.backends.iter().all(|b| {
+        matches!(
+            b.protocol,
+            lb_config::BackendProtocol::H1 | lb_config::BackendProtocol::H2
+        )
+    });
+    if !carried {
         return refuse(
             record,
             StatusCode::NOT_IMPLEMENTED,
-            "WebSocket is carried to h1 backends only",
+            "WebSocket is carried to h1 and h2 backends only",
         );
     }
     let cap = i64::from(plan.http.tunnels.max);
@@ -419,9 +429,6 @@ async fn forward(
             .headers
             .insert("grpc-timeout", grpc::timeout_value(left));
     }
-    if let Some(asked) = asked {
-        tunnel::to_backend(&mut parts, asked);
-    }
     headers::add_forwarded(
         &mut parts.headers,
         fw,
@@ -466,6 +473,7 @@ async fn forward(
         deadline,
         forwarding: fw,
         secure: conn.is_tls(),
+        tunnel: asked,
     };
     exchange.run(parts, body, &mut record.trace).await
 }

@@ -34,6 +34,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) forwarding: &'a lb_config::Forwarding,
     /// The client connection is TLS: a session cookie set on it is `Secure`.
     pub(crate) secure: bool,
+    /// A WebSocket request: shaped for each backend's protocol.
+    pub(crate) tunnel: Option<crate::tunnel::Asked>,
 }
 
 /// What the exchange did, for the request's access log line.
@@ -265,6 +267,9 @@ impl Exchange<'_> {
         };
         drop(pending);
         shape(&mut req, &backend.spec, self.authority);
+        if let Some(asked) = self.tunnel {
+            crate::tunnel::to_backend(&mut req, asked, backend.spec.protocol);
+        }
         let timeout = self
             .retries
             .per_try_timeout

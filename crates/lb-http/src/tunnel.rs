@@ -16,6 +16,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use lb_config::BackendProtocol;
 use lb_core::Drain;
 use lb_observability::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -67,41 +68,69 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
     })
 }
 
-/// Shape a WebSocket request for an h1 backend after the hop-by-hop
-/// headers were removed: an HTTP/1.1 upgrade. An extended CONNECT becomes
-/// a `GET` with a fresh `Sec-WebSocket-Key` (HTTP/2 has none).
-pub(crate) fn to_backend(parts: &mut http::request::Parts, asked: Asked) {
+/// Shape a WebSocket request (its hop-by-hop headers already removed, its
+/// URI and version shaped for the backend) for the backend's protocol: an
+/// HTTP/1.1 upgrade for an h1 backend (an extended CONNECT becomes a `GET`
+/// with a fresh `Sec-WebSocket-Key`, which HTTP/2 has none of), an
+/// extended CONNECT for an h2 backend (RFC 8441; an upgrade's key has no
+/// use there).
+pub(crate) fn to_backend<B>(req: &mut Request<B>, asked: Asked, backend: BackendProtocol) {
+    if backend == BackendProtocol::H2 {
+        *req.method_mut() = Method::CONNECT;
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        req.headers_mut().remove("sec-websocket-key");
+        return;
+    }
     if asked == Asked::ExtendedConnect {
-        parts.method = Method::GET;
-        parts.extensions.remove::<hyper::ext::Protocol>();
+        *req.method_mut() = Method::GET;
+        req.extensions_mut().remove::<hyper::ext::Protocol>();
         let key = fastrand::u128(..).to_be_bytes();
         if let Ok(key) = HeaderValue::from_str(&base64(&key)) {
-            parts.headers.insert("sec-websocket-key", key);
+            req.headers_mut().insert("sec-websocket-key", key);
         }
     }
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts
-        .headers
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let headers = req.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
 }
 
-/// Shape the backend's `101 Switching Protocols` for the client: `101`
-/// with the upgrade headers on HTTP/1.1, `200` without
-/// `Sec-WebSocket-Accept` on HTTP/2 (RFC 8441 §5).
-pub(crate) fn to_client(response: &mut Response<ProxyBody>, asked: Asked) {
-    let headers = response.headers_mut();
+/// Shape the backend's acceptance for the client: `101` with the upgrade
+/// headers on HTTP/1.1 (with `Sec-WebSocket-Accept` computed from the
+/// client's key when the backend spoke HTTP/2 and sent none), `200`
+/// without `Sec-WebSocket-Accept` on HTTP/2 (RFC 8441 §5).
+pub(crate) fn to_client(
+    response: &mut Response<ProxyBody>,
+    asked: Asked,
+    client_key: Option<&HeaderValue>,
+) {
     match asked {
         Asked::Upgrade => {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            if !headers.contains_key("sec-websocket-accept") {
+                if let Some(accept) = client_key.and_then(|k| accept(k.as_bytes())) {
+                    headers.insert("sec-websocket-accept", accept);
+                }
+            }
         }
         Asked::ExtendedConnect => {
-            headers.remove("sec-websocket-accept");
+            response.headers_mut().remove("sec-websocket-accept");
             *response.status_mut() = StatusCode::OK;
         }
     }
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2): base64 of the
+/// SHA-1 of the key and the protocol's GUID.
+fn accept(key: &[u8]) -> Option<HeaderValue> {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    HeaderValue::from_str(&base64(ctx.finish().as_ref())).ok()
 }
 
 /// Standard base64 with padding, for a 16-byte key.
@@ -587,6 +616,13 @@ mod tests {
         let (mask, payload) = (&masked[2..6], &masked[6..]);
         let code: Vec<u8> = payload.iter().zip(mask).map(|(b, m)| b ^ m).collect();
         assert_eq!(code, vec![0x03, 0xe9]);
+    }
+
+    #[test]
+    fn accept_matches_the_rfc_6455_example() {
+        // RFC 6455 §1.3.
+        let accept = accept(b"dGhlIHNhbXBsZSBub25jZQ==").unwrap();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

@@ -252,7 +252,9 @@ backends = [{{ address = "{}", protocol = "h2" }}]
     );
     let _gw = Gateway::start(&config(admin, listen, echo.addr, &extra), &[listen]);
     wait_admin(admin).await;
-    for (path, status) in [("/off", 501), ("/h2", 501)] {
+    // The h2 backend does not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL:
+    // its extended CONNECT cannot be sent, a 502.
+    for (path, status) in [("/off", 501), ("/h2", 502)] {
         let stream = TcpStream::connect(listen).await.unwrap();
         let url = format!("ws://{listen}{path}");
         match tokio_tungstenite::client_async(url, stream).await {
@@ -300,4 +302,84 @@ async fn an_http2_extended_connect_reaches_an_http1_backend() {
     ws.close(None).await.unwrap();
     wait_value(admin, OPENED, &[], 1.0).await;
     assert_eq!(echo.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A WebSocket echo backend over HTTP/2 (RFC 8441): hyper's server with
+/// extended CONNECT enabled, tokio-tungstenite on the upgraded stream.
+async fn h2_echo_backend() -> SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|mut req: http::Request<hyper::body::Incoming>| {
+                        let websocket = req.method() == http::Method::CONNECT
+                            && req
+                                .extensions()
+                                .get::<hyper::ext::Protocol>()
+                                .is_some_and(|p| p.as_str() == "websocket");
+                        let upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+                        async move {
+                            let Some(upgrade) = upgrade else {
+                                let mut res = http::Response::new(http_body_util::Empty::<
+                                    bytes::Bytes,
+                                >::new(
+                                ));
+                                *res.status_mut() = http::StatusCode::BAD_REQUEST;
+                                return Ok::<_, std::convert::Infallible>(res);
+                            };
+                            tokio::spawn(async move {
+                                let Ok(upgraded) = upgrade.await else { return };
+                                let mut ws = WebSocketStream::from_raw_socket(
+                                    TokioIo::new(upgraded),
+                                    Role::Server,
+                                    None,
+                                )
+                                .await;
+                                while let Some(Ok(msg)) = ws.next().await {
+                                    if msg.is_text() || msg.is_binary() {
+                                        let sent = ws.send(msg).await;
+                                        if sent.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                            });
+                            Ok(http::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .enable_connect_protocol()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_upgrade_reaches_an_h2_backend_as_an_extended_connect() {
+    let backend = h2_echo_backend().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let text =
+        config(admin, listen, backend, "").replace("protocol = \"h1\" }]", "protocol = \"h2\" }]");
+    let _gw = Gateway::start(&text, &[listen]);
+    wait_admin(admin).await;
+    // tokio-tungstenite checks Sec-WebSocket-Accept: the gateway computes
+    // it, as the h2 backend sends none.
+    let mut ws = connect(listen, "/chat").await;
+    ws.send(Message::text("to h2")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("to h2"));
+    let big = vec![3u8; 200_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.close(None).await.unwrap();
+    wait_value(admin, OPENED, &[], 1.0).await;
 }
