@@ -383,3 +383,36 @@ async fn an_http1_upgrade_reaches_an_h2_backend_as_an_extended_connect() {
     ws.close(None).await.unwrap();
     wait_value(admin, OPENED, &[], 1.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tunnels_refuses_one_more_and_an_idle_tunnel_is_closed() {
+    let echo = echo_backend().await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let text = config(admin, listen, echo.addr, "").replace(
+        "protocol = \"h1\"\n[[listeners.routes]]",
+        "protocol = \"h1\"\nmax_tunnels = 1\n[listeners.timeouts]\ntunnel_idle_ms = 400\n[[listeners.routes]]",
+    );
+    let _gw = Gateway::start(&text, &[listen]);
+    wait_admin(admin).await;
+    let mut ws = connect(listen, "/chat").await;
+    ws.send(Message::text("one")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("one"));
+    // The listener's one tunnel is taken: the next is refused before any
+    // backend is asked.
+    let stream = TcpStream::connect(listen).await.unwrap();
+    match tokio_tungstenite::client_async(format!("ws://{listen}/chat"), stream).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 503),
+        other => panic!("a second tunnel: {:?}", other.map(|(_, r)| r.status())),
+    }
+    assert_eq!(echo.accepted.load(Ordering::SeqCst), 1);
+    // Nothing moves for 400 ms: the tunnel is closed.
+    let ended = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the idle tunnel was not closed");
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))),
+        "{ended:?}"
+    );
+    wait_value(admin, CLOSED, &[("reason", "idle")], 1.0).await;
+    wait_value(admin, OPEN, &[], 0.0).await;
+}
