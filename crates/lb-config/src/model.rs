@@ -411,6 +411,9 @@ pub struct Route {
     pub rules: RouteRules,
     /// Whether WebSocket requests are carried (otherwise refused `501`).
     pub websocket: bool,
+    /// Whether gRPC-Web calls are translated to gRPC towards the backend
+    /// (otherwise they pass as they are).
+    pub grpc_web: bool,
 }
 
 /// How a route matches the normalised request path (without the query).

@@ -298,6 +298,8 @@ pub struct RawRoute {
     pub rate_limit: Option<RawRateLimit>,
     /// Carry WebSocket requests (default true).
     pub websocket: Option<bool>,
+    /// Translate gRPC-Web calls to gRPC (default false).
+    pub grpc_web: Option<bool>,
 }
 
 /// `direct = { ... }`.

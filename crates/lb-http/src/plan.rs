@@ -50,6 +50,8 @@ pub(crate) struct Routed {
     pub(crate) limiter: Option<crate::rate_limit::Limiter>,
     /// Whether WebSocket requests are carried.
     pub(crate) websocket: bool,
+    /// Whether gRPC-Web calls are translated to gRPC.
+    pub(crate) grpc_web: bool,
 }
 
 /// What is counted and logged per route.
@@ -206,6 +208,7 @@ impl ListenerPlan {
                 rules: route.rules.clone(),
                 limiter,
                 websocket: route.websocket,
+                grpc_web: route.grpc_web,
             };
             Some((route.host.clone(), route.path.clone(), routed))
         });

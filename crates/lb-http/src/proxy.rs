@@ -17,6 +17,7 @@ use crate::body::{ProxyBody, SlowBody};
 use crate::conn::ConnInfo;
 use crate::error::UpstreamError;
 use crate::grpc;
+use crate::grpc_web;
 use crate::headers;
 use crate::metrics::{ErrorKind, GaugeUnit};
 use crate::plan::{Direct, ListenerPlan, Routed, Target, Upstream};
@@ -93,12 +94,15 @@ pub(crate) async fn handle(
             .as_ref()
             .map_or("", |b| b.spec.address.as_str()),
     };
-    if grpc_call {
+    if grpc_call || record.grpc_web.is_some() {
         // What the gateway answered itself, a gRPC client must read as a
         // gRPC status.
         if let Some(grpc::Answered(reason)) = response.extensions().get::<grpc::Answered>().cloned()
         {
             response = grpc::error_response(grpc::code_for(response.status()), &reason);
+        }
+        if let Some(web) = &record.grpc_web {
+            response = web.to_web(response);
         }
         record.grpc_status = grpc::status_in(response.headers());
     }
@@ -211,6 +215,10 @@ async fn route<'p>(
         return (status_response(StatusCode::NOT_FOUND, "no route"), None);
     };
     record.route = Some(routed.index);
+    if routed.grpc_web && asked.is_none() && matches!(routed.target, Target::Upstream(..)) {
+        record.grpc_web = grpc_web::asked(req.headers());
+        record.grpc |= record.grpc_web.is_some();
+    }
     if let Some(limited) = rate_limited(routed.limiter.as_ref(), &conn, &req, record) {
         return (limited, Some(routed));
     }
@@ -244,7 +252,7 @@ async fn route<'p>(
                 Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
             );
             // A gRPC call's own deadline bounds it too.
-            let call = grpc::is_call(req.headers())
+            let call = (grpc::is_call(req.headers()) || record.grpc_web.is_some())
                 .then(|| grpc::timeout(req.headers()))
                 .flatten();
             let bound = match (plan.http.total_timeout, call) {
@@ -422,6 +430,10 @@ async fn forward(
     let ctx = balance::pick_context(&up.cluster, conn.peer, &parts);
     let fw = &plan.http.forwarding;
     headers::strip_hop_by_hop(&mut parts.headers, fw, true);
+    let body = match &record.grpc_web {
+        Some(web) => web.to_grpc(&mut parts, body),
+        None => body,
+    };
     if let Some(deadline) = deadline.filter(|_| grpc::is_call(&parts.headers)) {
         // The backend learns what is left of the call's time.
         let left = deadline.saturating_duration_since(Instant::now());

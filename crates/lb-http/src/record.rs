@@ -59,6 +59,9 @@ pub(crate) struct Record {
     pub(crate) grpc: bool,
     /// The call's `grpc-status`, once seen.
     pub(crate) grpc_status: Option<u8>,
+    /// A gRPC-Web call translated on its way: its status is read from the
+    /// response body it rewrites.
+    pub(crate) grpc_web: Option<crate::grpc_web::Web>,
 }
 
 const TOO_SLOW_READING: &str = "client too slow reading the response";
@@ -127,6 +130,7 @@ impl Record {
             tunnel_slot: None,
             grpc: false,
             grpc_status: None,
+            grpc_web: None,
         }
     }
 
@@ -230,6 +234,9 @@ impl Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
+        if let Some(web) = &self.grpc_web {
+            self.grpc_status = self.grpc_status.or_else(|| web.status());
+        }
         let plan = &self.plan;
         if let Some(status) = self.status {
             let statuses = match self.route.and_then(|i| plan.routes.get(i)) {

@@ -20,9 +20,11 @@ use tokio::time::Instant;
 use crate::balance;
 use crate::body::{ProxyBody, Received};
 use crate::error::UpstreamError;
+use crate::grpc;
 use crate::headers;
 use crate::plan::Upstream;
 use crate::pool::{BackendPool, Checkout, Conn};
+use crate::tape::Tape;
 
 /// Everything the retry loop needs besides the request itself.
 pub(crate) struct Exchange<'a> {
@@ -64,23 +66,40 @@ enum Tried {
     Stale(UpstreamError),
 }
 
-/// The head of a request whose body is empty, kept to send it again after
-/// the first copy went out.
+/// The head of a request whose body is empty or recorded, kept to send it
+/// again after the first copy went out.
 struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
+    /// The recorded body; none is an empty one.
+    tape: Option<Tape>,
 }
 
 impl Replay {
-    fn request(&self) -> Request<ProxyBody> {
-        let mut req = Request::new(ProxyBody::empty());
+    fn new(parts: &Parts, tape: Option<Tape>) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            tape,
+        }
+    }
+
+    /// The request again; `None` when its body was not recorded whole.
+    fn request(&self) -> Option<Request<ProxyBody>> {
+        let body = match &self.tape {
+            Some(tape) => tape.replay()?,
+            None => ProxyBody::empty(),
+        };
+        let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
-        req
+        Some(req)
     }
 }
 
@@ -98,15 +117,22 @@ impl Exchange<'_> {
         let idempotent = idempotent(&parts.method);
         // Only an idempotent request without a body can be sent twice: a
         // body is streamed, never buffered, so once sent it is gone.
-        let replay = (idempotent && body.is_end_stream()).then(|| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
-        });
+        let replay = (idempotent && body.is_end_stream()).then(|| Replay::new(&parts, None));
         // A request body cut for its client's slowness fails the exchange;
         // that failure is the client's, not the backend's.
         let body_cut = body.cut_flag();
+        // A gRPC call refused trailers-only may go again when the policy
+        // names its status: its body (up to the tape's limit) is recorded
+        // as it streams.
+        let grpc_replay = (self.retries.attempts > 0
+            && self.retries.on_grpc()
+            && self.tunnel.is_none()
+            && grpc::is_call(&parts.headers))
+        .then(|| Replay::new(&parts, Some(Tape::default())));
+        let body = match grpc_replay.as_ref().and_then(|r| r.tape.as_ref()) {
+            Some(tape) => tape.record(body),
+            None => body,
+        };
         let mut req = Request::from_parts(parts, body);
         cluster.retry_budget.record_request();
         let mut exclude = None;
@@ -144,13 +170,19 @@ impl Exchange<'_> {
                         Outcome::Success
                     };
                     lb_health::record(cluster, index, outcome);
-                    let again = replay
-                        .as_ref()
-                        .filter(|_| self.retries.on(RetryOn::Status(status)));
+                    let again = match refused_call(&res) {
+                        Some(code) if self.retries.on(RetryOn::Grpc(code)) => {
+                            grpc_replay.as_ref().and_then(Replay::request)
+                        }
+                        _ => replay
+                            .as_ref()
+                            .filter(|_| self.retries.on(RetryOn::Status(status)))
+                            .and_then(Replay::request),
+                    };
                     match again {
                         Some(r) if self.may_retry(&mut attempts, index, false) => {
                             tracing::debug!(backend = %backend.spec.address, status, "retrying on status");
-                            req = r.request();
+                            req = r;
                             exclude = Some(index);
                             trace.retries += 1;
                             continue;
@@ -163,11 +195,11 @@ impl Exchange<'_> {
                     let condition = e.retry_condition();
                     (e, condition, None)
                 }
-                Tried::Stale(e) => match replay.as_ref() {
-                    // Nothing of the response came: as if never sent.
-                    Some(r) => (e, Some(RetryOn::RefusedStream), Some(Box::new(r.request()))),
-                    None => (e, Some(RetryOn::RefusedStream), None),
-                },
+                // Nothing of the response came: as if never sent.
+                Tried::Stale(e) => {
+                    let again = replay.as_ref().and_then(Replay::request).map(Box::new);
+                    (e, Some(RetryOn::RefusedStream), again)
+                }
             };
             if body_cut
                 .as_ref()
@@ -192,9 +224,7 @@ impl Exchange<'_> {
             // request can be replayed.
             let next = match unsent {
                 Some(back) => condition.map(|c| (c, *back)),
-                None => condition
-                    .zip(replay.as_ref())
-                    .map(|(c, r)| (c, r.request())),
+                None => condition.zip(replay.as_ref().and_then(Replay::request)),
             };
             match next {
                 Some((c, again))
@@ -295,6 +325,15 @@ impl Exchange<'_> {
         }
         response
     }
+}
+
+/// The `grpc-status` of a trailers-only gRPC error response (HTTP 200, the
+/// status in the head).
+fn refused_call(res: &Response<Received>) -> Option<u8> {
+    if res.status() != http::StatusCode::OK {
+        return None;
+    }
+    grpc::status_in(res.headers()).filter(|code| *code != 0)
 }
 
 fn idempotent(method: &Method) -> bool {

@@ -188,6 +188,38 @@ websocket = true
         reason: "quic listeners carry no WebSocket",
     },
     Case {
+        name: "grpc_web to a cluster with an h1 backend",
+        toml: r#"
+[[clusters]]
+name = "web"
+backends = [{ address = "127.0.0.1:9000", protocol = "h2" }, { address = "127.0.0.1:9001" }]
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "web"
+grpc_web = true
+"#,
+        path: "listeners[0].routes[0].grpc_web",
+        reason: "gRPC-Web is translated to gRPC, which needs h2 or h3 backends",
+    },
+    Case {
+        name: "an unknown gRPC retry status",
+        toml: r#"
+[[clusters]]
+name = "api"
+backends = [{ address = "127.0.0.1:9000", protocol = "h2" }]
+retries = { on = ["unavailable", "not-found"] }
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "api"
+"#,
+        path: "clusters[0].retries.on[1]",
+        reason: "is not a retry condition",
+    },
+    Case {
         name: "websocket on a direct route",
         toml: r#"
 [[listeners]]

@@ -346,3 +346,261 @@ cluster = "echo"
     assert_eq!(res.headers()["grpc-status"], "12");
     assert_eq!(res.headers()["grpc-message"], "no route");
 }
+
+#[test]
+fn calls_refused_unavailable_go_again_to_another_backend() {
+    let mut refusing = backend();
+    let serving = backend();
+    refusing.set_health("unavailable");
+    std::thread::sleep(Duration::from_millis(300));
+    let (retrying, once) = (free_addr(), free_addr());
+    let text = format!(
+        r#"[[clusters]]
+name = "pair"
+policy = "round_robin"
+retries = {{ attempts = 1, on = ["unavailable"] }}
+backends = [{{ address = "{a}", protocol = "h2" }}, {{ address = "{b}", protocol = "h2" }}]
+
+[[listeners]]
+address = "{retrying}"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "pair"
+
+[[listeners]]
+address = "{once}"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "pair"
+retries = {{ attempts = 0 }}
+"#,
+        a = refusing.addr,
+        b = serving.addr,
+    );
+    let gw = Gateway::start(&text, &[retrying, once]);
+    let calls: Vec<Value> = (0..8)
+        .map(|i| json!({"method": "/test.Echo/Unary", "kind": "unary", "requests": [format!("call {i}")]}))
+        .collect();
+    // Every call the refusing backend answered UNAVAILABLE went again, with
+    // its body, to the other.
+    let results = call(retrying, Value::Array(calls.clone()));
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["code"], "OK", "{results:?}");
+        assert_eq!(r["replies"], json!([format!("call {i}")]));
+    }
+    let retried = gw
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["log"] == "access" && v["retries"] == 1)
+        .count();
+    assert!(
+        retried >= 3,
+        "round robin sent half the calls to the refusing backend; {retried} retried"
+    );
+    // Without retries, the backend's status reaches the client.
+    let results = call(once, Value::Array(calls));
+    let refused: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["code"] == "UNAVAILABLE")
+        .collect();
+    assert!(refused.len() >= 3, "{results:?}");
+    assert_eq!(refused[0]["details"], "backend unavailable");
+}
+
+/// gRPC-Web frames of a body: (flag, payload) each.
+fn web_frames(mut body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while !body.is_empty() {
+        assert!(body.len() >= 5, "truncated frame head: {body:?}");
+        let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        frames.push((body[0], body[5..5 + len].to_vec()));
+        body = &body[5 + len..];
+    }
+    frames
+}
+
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut f = vec![0];
+    f.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    f.extend_from_slice(message);
+    f
+}
+
+/// One gRPC-Web call over HTTP/1.1 with hyper: (status, head, body).
+async fn web_call(
+    listen: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    use common::backend::Proto;
+    use common::client::{request, Client};
+    use http_body_util::BodyExt;
+
+    let mut c = Client::connect(Proto::H1, listen).await;
+    let mut req = request(
+        Proto::H1,
+        "POST",
+        "web.test",
+        path,
+        http_body_util::Full::new(bytes::Bytes::from(body)),
+    );
+    req.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    req.headers_mut().insert("x-grpc-web", "1".parse().unwrap());
+    let res = c.send(req).await.unwrap();
+    let (head, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes().to_vec();
+    (head.status.as_u16(), head.headers, bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_from_http1_clients_reach_grpc_backends() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    let b = backend();
+    let listen = free_addr();
+    let text = config(listen, b.addr, "").replace(
+        "cluster = \"echo\"\n[[listeners.routes]]\npath_prefix = \"/dead.Svc/\"\ncluster = \"dead\"\n",
+        "cluster = \"echo\"\ngrpc_web = true\n[[listeners.routes]]\npath_prefix = \"/dead.Svc/\"\ncluster = \"dead\"\ngrpc_web = true\n",
+    );
+    assert!(text.contains("grpc_web"), "{text}");
+    let gw = Gateway::start(&text, &[listen]);
+
+    // Unary, binary: the message, then the trailers as the last frame.
+    let (status, head, body) = web_call(
+        listen,
+        "/test.Echo/Unary",
+        "application/grpc-web+proto",
+        grpc_frame(b"ping"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(head["content-type"], "application/grpc-web+proto");
+    let frames = web_frames(&body);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0], (0, b"ping".to_vec()));
+    assert_eq!(frames[1].0, 0x80);
+    let trailers = String::from_utf8(frames[1].1.clone()).unwrap();
+    assert!(trailers.contains("grpc-status:0\r\n"), "{trailers:?}");
+    assert!(trailers.contains("x-trace-bin:AAEC/w"), "{trailers:?}");
+
+    // Server streaming, text: base64 both ways.
+    let (status, head, body) = web_call(
+        listen,
+        "/test.Echo/ServerStream",
+        "application/grpc-web-text",
+        b64.encode(grpc_frame(b"3")).into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(head["content-type"], "application/grpc-web-text");
+    let decoded = b64.decode(&body).unwrap();
+    let frames = web_frames(&decoded);
+    let messages: Vec<&[u8]> = frames.iter().map(|(_, m)| m.as_slice()).collect();
+    assert_eq!(&messages[..3], [&b"m0"[..], b"m1", b"m2"], "{frames:?}");
+    assert_eq!(frames[3].0, 0x80);
+    assert!(String::from_utf8_lossy(&frames[3].1).contains("grpc-status:0"));
+
+    // What the gateway answers itself is a gRPC-Web status too.
+    let (status, head, body) = web_call(
+        listen,
+        "/dead.Svc/Call",
+        "application/grpc-web",
+        grpc_frame(b"x"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(head["content-type"], "application/grpc-web");
+    assert_eq!(head["grpc-status"], "14");
+    assert!(body.is_empty());
+
+    // A backend's error status, from its trailers.
+    let (_, _, body) = web_call(
+        listen,
+        "/test.Echo/Missing",
+        "application/grpc-web",
+        grpc_frame(b"x"),
+    )
+    .await;
+    let trailers_only = web_frames(&body).is_empty();
+    assert!(trailers_only || String::from_utf8_lossy(&body).contains("grpc-status:12"));
+
+    // The access log carries each call's status.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let statuses: Vec<Value> = gw
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["log"] == "access")
+            .map(|v| v["grpc_status"].clone())
+            .collect();
+        if statuses.len() == 4 {
+            assert_eq!(statuses, vec![json!(0), json!(0), json!(14), json!(12)]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "access lines: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_reach_an_h3_backend_from_grpc_and_grpc_web_clients() {
+    use common::tls::Pki;
+
+    let pki = Pki::new("grpc-h3-backend");
+    // The test's HTTP/3 backend echoes a gRPC call's messages as its
+    // replies, then trailers with grpc-status 0.
+    let h3 = common::h3::start(&pki, "echo");
+    let listen = free_addr();
+    let text = format!(
+        r#"[[clusters]]
+name = "echo"
+[[clusters.backends]]
+address = "{backend}"
+protocol = "h3"
+tls_ca_path = {ca:?}
+tls_server_name = "h3.test"
+
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+[[listeners.routes]]
+cluster = "echo"
+grpc_web = true
+"#,
+        backend = h3.addr,
+        ca = pki.ca_path,
+    );
+    let _gw = Gateway::start(&text, &[listen]);
+    let results = call(
+        listen,
+        json!([
+            {"method": "/test.Echo/Unary", "kind": "unary", "requests": ["ping"]},
+            {"method": "/test.Echo/Bidi", "kind": "bidi", "requests": ["x", "y", "z"]},
+        ]),
+    );
+    assert_eq!(results[0]["code"], "OK", "{results:?}");
+    assert_eq!(results[0]["replies"], json!(["ping"]));
+    assert_eq!(results[1]["code"], "OK", "{results:?}");
+    assert_eq!(results[1]["replies"], json!(["x", "y", "z"]));
+    assert_eq!(h3.hits(), 2);
+
+    let (status, head, body) = web_call(
+        listen,
+        "/test.Echo/Unary",
+        "application/grpc-web+proto",
+        grpc_frame(b"over h3"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(head["content-type"], "application/grpc-web+proto");
+    let frames = web_frames(&body);
+    assert_eq!(frames[0], (0, b"over h3".to_vec()), "{frames:?}");
+    let trailers = String::from_utf8_lossy(&frames[1].1).into_owned();
+    assert_eq!(frames[1].0, 0x80);
+    assert!(trailers.contains("grpc-status:0\r\n"), "{trailers:?}");
+}

@@ -177,7 +177,19 @@ pub enum RetryOn {
     Timeout,
     /// The backend answered with this status.
     Status(u16),
+    /// A gRPC backend answered trailers-only with this `grpc-status`
+    /// (one of [`GRPC_RETRY_CODES`]).
+    Grpc(u8),
 }
+
+/// The gRPC statuses a retry may follow, with their config tokens.
+pub const GRPC_RETRY_CODES: [(&str, u8); 5] = [
+    ("cancelled", 1),
+    ("deadline-exceeded", 4),
+    ("resource-exhausted", 8),
+    ("internal", 13),
+    ("unavailable", 14),
+];
 
 impl RetryOn {
     /// The config token.
@@ -188,6 +200,10 @@ impl RetryOn {
             Self::Reset => "reset".into(),
             Self::Timeout => "timeout".into(),
             Self::Status(s) => s.to_string(),
+            Self::Grpc(code) => GRPC_RETRY_CODES
+                .iter()
+                .find(|(_, c)| *c == code)
+                .map_or_else(|| format!("grpc-{code}"), |(token, _)| (*token).to_owned()),
         }
     }
 }
@@ -210,5 +226,10 @@ impl Retries {
     /// Whether `condition` allows a retry.
     pub fn on(&self, condition: RetryOn) -> bool {
         self.on.contains(&condition)
+    }
+
+    /// Whether any gRPC status allows a retry.
+    pub fn on_grpc(&self) -> bool {
+        self.on.iter().any(|c| matches!(c, RetryOn::Grpc(_)))
     }
 }

@@ -551,6 +551,10 @@ fn retry_on(tokens: &[String], path: &str, tcp: bool, errors: &mut Errors) -> Ve
             "refused-stream" => Some(RetryOn::RefusedStream),
             "reset" => Some(RetryOn::Reset),
             "timeout" => Some(RetryOn::Timeout),
+            other if other.chars().all(|c| c.is_ascii_lowercase() || c == '-') => GRPC_RETRY_CODES
+                .iter()
+                .find(|(t, _)| *t == other)
+                .map(|(_, code)| RetryOn::Grpc(*code)),
             other => other
                 .parse::<u16>()
                 .ok()
@@ -560,7 +564,7 @@ fn retry_on(tokens: &[String], path: &str, tcp: bool, errors: &mut Errors) -> Ve
         match condition {
             None => errors.push(
                 format!("{path}[{i}]"),
-                format!("{token:?} is not a retry condition: expected \"connect-failure\", \"refused-stream\", \"reset\", \"timeout\" or a status 500..=599 such as \"503\""),
+                format!("{token:?} is not a retry condition: expected \"connect-failure\", \"refused-stream\", \"reset\", \"timeout\", a status 500..=599 such as \"503\", or a gRPC status: \"unavailable\", \"resource-exhausted\", \"cancelled\", \"deadline-exceeded\", \"internal\""),
             ),
             Some(c) if tcp && c != RetryOn::ConnectFailure => errors.push(
                 format!("{path}[{i}]"),

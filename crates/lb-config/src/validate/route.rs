@@ -29,6 +29,7 @@ pub(super) fn routes(
             retries: None,
             rules: RouteRules::default(),
             websocket: protocol != ListenerProtocol::Quic,
+            grpc_web: false,
         });
     }
     let Some(raw_routes) = &rl.routes else {
@@ -169,6 +170,9 @@ fn route(
             "applies to routes with a cluster only (a direct or redirect answer never opens a WebSocket)",
         );
     }
+    if rr.grpc_web == Some(true) {
+        grpc_web_target(rr, path, clusters, errors);
+    }
     Some(Route {
         host: host?,
         path: path_match?,
@@ -176,7 +180,37 @@ fn route(
         retries,
         rules,
         websocket: rr.websocket.unwrap_or(protocol != ListenerProtocol::Quic),
+        grpc_web: rr.grpc_web.unwrap_or(false),
     })
+}
+
+/// `grpc_web = true` needs a cluster whose backends speak gRPC: HTTP/2 or
+/// HTTP/3, the protocols that carry trailers.
+fn grpc_web_target(rr: &RawRoute, path: &str, clusters: &[Cluster], errors: &mut Errors) {
+    let key = format!("{path}.grpc_web");
+    let Some(name) = &rr.cluster else {
+        errors.push(
+            key,
+            "applies to routes with a cluster only (a direct or redirect answer is no gRPC call)",
+        );
+        return;
+    };
+    let cluster = clusters.iter().find(|c| c.name == *name);
+    let plain = cluster.and_then(|c| {
+        c.backends
+            .iter()
+            .find(|b| !matches!(b.protocol, BackendProtocol::H2 | BackendProtocol::H3))
+    });
+    if let Some(b) = plain {
+        errors.push(
+            key,
+            format!(
+                "cluster {name:?} has backend {:?} with protocol {:?}; gRPC-Web is translated to gRPC, which needs h2 or h3 backends",
+                b.address,
+                b.protocol.as_str()
+            ),
+        );
+    }
 }
 
 fn host_match(h: &str) -> Result<HostMatch, String> {

@@ -66,6 +66,7 @@ fn inline_backends_become_an_anonymous_round_robin_cluster() {
             retries: None,
             rules: RouteRules::default(),
             websocket: true,
+            grpc_web: false,
         }]
     );
     assert_eq!(http.tunnels.idle_timeout, Duration::from_secs(3600));

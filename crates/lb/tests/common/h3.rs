@@ -3,7 +3,8 @@
 //! and runtime, stopped on drop. What it answers depends on the path:
 //! `/hold` waits until the test opens the gate, `/stall` never answers,
 //! `/health` answers the health status the test sets, a request with a
-//! body is echoed back (data and trailers), anything else answers the
+//! body is echoed back (data and trailers; a gRPC call's messages come
+//! back with `grpc-status` 0, a gRPC echo service), anything else answers the
 //! status the test sets with the backend's name and what it saw of the
 //! request head in `x-seen-*` headers.
 
@@ -214,6 +215,14 @@ async fn answer(
             let value = HeaderValue::from_str(&format!("{declared}, x-received")).unwrap();
             head.headers_mut().insert("trailer", value);
         }
+        let grpc = req
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let ct = req.headers()["content-type"].clone();
+            head.headers_mut().insert("content-type", ct);
+        }
         stream.send_response(head).await?;
         let mut received = 0usize;
         while let Some(mut chunk) = stream.recv_data().await? {
@@ -223,6 +232,9 @@ async fn answer(
         }
         let mut trailers = stream.recv_trailers().await?.unwrap_or_default();
         trailers.insert("x-received", HeaderValue::from(received));
+        if grpc {
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        }
         stream.send_trailers(trailers).await?;
         return stream.finish().await;
     }

@@ -5,8 +5,10 @@ methods so no protobuf code is generated.
                                  with grpc.health.v1 (grpcio-health-checking)
                                  reporting SERVING for "" and "test.Echo"
                                  until a line "not_serving" on standard input
-                                 ("serving" turns it back); prints "ready"
-                                 once listening
+                                 ("serving" turns it back); a line
+                                 "unavailable" makes Unary fail with
+                                 UNAVAILABLE ("available" turns it back);
+                                 prints "ready" once listening
   grpc_peer.py call TARGET JSON  run the calls JSON lists (each
                                  {"method", "kind", "requests", "timeout"})
                                  through TARGET, print one JSON result each
@@ -28,9 +30,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 TRAILER = (("x-trace-bin", b"\x00\x01\x02\xff"),)
+STATE = {"unavailable": False}
 
 
 def unary(request, context):
+    if STATE["unavailable"]:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "backend unavailable")
     context.set_trailing_metadata(TRAILER)
     return request
 
@@ -84,6 +89,9 @@ def serve(port):
 
     def control():
         for line in sys.stdin:
+            if line.strip() in ("unavailable", "available"):
+                STATE["unavailable"] = line.strip() == "unavailable"
+                continue
             status = {
                 "serving": serving,
                 "not_serving": health_pb2.HealthCheckResponse.NOT_SERVING,
