@@ -276,7 +276,7 @@ fn grpc_health_checks_take_a_not_serving_backend_out_and_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_over_http3_reach_an_h2_backend_and_gateway_errors_stay_grpc() {
+async fn every_call_kind_over_http3_reaches_an_h2_backend_and_gateway_errors_stay_grpc() {
     use bytes::{Buf, Bytes};
     use common::h3client;
     use common::tls::Pki;
@@ -332,6 +332,41 @@ cluster = "echo"
     let trailers = stream.recv_trailers().await.unwrap().expect("trailers");
     assert_eq!(trailers["grpc-status"], "0");
     assert!(trailers.contains_key("x-trace-bin"), "{trailers:?}");
+
+    // The streaming kinds: messages each way, then the trailers.
+    for (path, sent, expected) in [
+        (
+            "/test.Echo/ServerStream",
+            &["3"][..],
+            &["m0", "m1", "m2"][..],
+        ),
+        (
+            "/test.Echo/ClientStream",
+            &["a", "b", "c"][..],
+            &["abc"][..],
+        ),
+        ("/test.Echo/Bidi", &["x", "y"][..], &["x", "y"][..]),
+    ] {
+        let mut stream = client.send.send_request(unary(path)).await.unwrap();
+        for m in sent {
+            stream
+                .send_data(Bytes::from(grpc_frame(m.as_bytes())))
+                .await
+                .unwrap();
+        }
+        stream.finish().await.unwrap();
+        let res = stream.recv_response().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let mut got = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            got.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        let replies: Vec<Vec<u8>> = web_frames(&got).into_iter().map(|(_, m)| m).collect();
+        let expected: Vec<Vec<u8>> = expected.iter().map(|e| e.as_bytes().to_vec()).collect();
+        assert_eq!(replies, expected, "{path}");
+        let trailers = stream.recv_trailers().await.unwrap().expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0", "{path}");
+    }
 
     // No route: a trailers-only UNIMPLEMENTED, in the response head.
     let mut stream = client

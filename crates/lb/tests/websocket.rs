@@ -416,3 +416,52 @@ async fn max_tunnels_refuses_one_more_and_an_idle_tunnel_is_closed() {
     wait_value(admin, CLOSED, &[("reason", "idle")], 1.0).await;
     wait_value(admin, OPEN, &[], 0.0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_over_the_tls_front_reaches_an_http1_backend() {
+    let echo = echo_backend().await;
+    let pki = common::tls::Pki::new("ws-tls");
+    let cert = pki.server("front", &["ws.test"]);
+    let (admin, listen) = (free_addr(), free_addr());
+    let text = config(admin, listen, echo.addr, "").replace(
+        "protocol = \"h1\"\n[[listeners.routes]]",
+        &format!(
+            "protocol = \"h1s\"\n[listeners.tls]\ncert_path = {:?}\nkey_path = {:?}\n[[listeners.routes]]",
+            cert.cert_path, cert.key_path
+        ),
+    );
+    assert!(text.contains("h1s"), "{text}");
+    let _gw = Gateway::start(&text, &[listen]);
+    wait_admin(admin).await;
+    let script = common::workspace_root().join("crates/lb/tests/tools/ws_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(listen.port().to_string())
+        .arg(&pki.ca_path)
+        .arg("ws.test")
+        .arg((512 * 1024).to_string())
+        .output()
+        .await
+        .expect("python3 (scripts/test installs websockets for it)");
+    assert!(
+        out.status.success(),
+        "websockets client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["text"], "hello through tls", "{result}");
+    assert_eq!(result["binary_ok"], true, "{result}");
+    assert_eq!(result["pong"], true, "{result}");
+    assert_eq!(result["close_code"], 4000, "{result}");
+    // The client's close code reached the backend.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while echo.closes.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no close reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*echo.closes.lock().unwrap(), vec![4000]);
+    wait_value(admin, OPENED, &[], 1.0).await;
+}
