@@ -1,5 +1,7 @@
-//! Load for the side-by-side benchmark: fixed-rate HTTP/1.1 (below), or
-//! closed-loop HTTP/3 with `eg-loadgen h3 ...` (see `h3.rs`).
+//! Load for the side-by-side benchmark: fixed-rate HTTP/1.1 (below),
+//! closed-loop HTTP/3 with `eg-loadgen h3 ...` (see `h3.rs`), closed-loop
+//! WebSocket messages with `eg-loadgen ws ...` (see `ws.rs`), and the gRPC
+//! and WebSocket echo backends (`grpc-echo`, `ws-echo`: see `echo.rs`).
 //!
 //! Requests arrive on a schedule, `rate` per second, evenly spaced, whether
 //! or not earlier ones have been answered (an open loop). A pacer thread
@@ -25,7 +27,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
 
+mod echo;
 mod h3;
+mod ws;
 
 struct Args {
     rate: f64,
@@ -274,9 +278,28 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let mut it = std::env::args().skip(1).peekable();
-    if it.peek().map(String::as_str) == Some("h3") {
-        it.next();
-        return h3::main(it);
+    match it.peek().map(String::as_str) {
+        Some("h3") => {
+            it.next();
+            return h3::main(it);
+        }
+        Some("ws") => {
+            it.next();
+            return ws::main(it);
+        }
+        Some("grpc-echo") => {
+            it.next();
+            return echo::grpc(it);
+        }
+        Some("ws-echo") => {
+            it.next();
+            return echo::websocket(it);
+        }
+        Some("h2-floor") => {
+            it.next();
+            return echo::h2_floor(it);
+        }
+        _ => {}
     }
     let args = Arc::new(parse_args(it)?);
     let runtime = tokio::runtime::Builder::new_current_thread()

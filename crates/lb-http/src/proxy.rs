@@ -117,11 +117,21 @@ pub(crate) async fn handle(
     if let Some(routed) = routed {
         rules::apply(&routed.rules.response_headers, headers, &vars);
     }
-    if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+    if let Some(id) = id_value(&record.request_id) {
         headers.insert(plan.request_id.clone(), id);
     }
     *response.version_mut() = version;
     Ok(record.respond(response))
+}
+
+/// The request ID as a header value, marked never to be indexed: a value
+/// unique to each request would only churn an HTTP/2 HPACK table (each
+/// insertion evicts an entry and lengthens the name's chain every later
+/// lookup walks).
+fn id_value(id: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(id).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The request's ID: the client's own when the listener trusts it and it
@@ -463,7 +473,7 @@ async fn forward(
     };
     rules::apply(&plan.http.rules.request_headers, &mut parts.headers, &vars);
     rules::apply(&rules.request_headers, &mut parts.headers, &vars);
-    if let Ok(id) = HeaderValue::from_str(&record.request_id) {
+    if let Some(id) = id_value(&record.request_id) {
         parts.headers.insert(plan.request_id.clone(), id);
     }
     if let Some(change) = &rules.rewrite {
@@ -487,5 +497,8 @@ async fn forward(
         secure: conn.is_tls(),
         tunnel: asked,
     };
-    exchange.run(parts, body, &mut record.trace).await
+    // Boxed: the exchange's state (retries, the upstream send, its
+    // timeouts) is most of a request's future, which would otherwise be
+    // copied whole each time the request's task is created and moved.
+    Box::pin(exchange.run(parts, body, &mut record.trace)).await
 }

@@ -125,10 +125,24 @@ fn install_panic_hook() {
 }
 
 fn run(path: String, config: Config, tls: TlsState) -> anyhow::Result<()> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
+    let workers = match config.runtime.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    // One worker: a current-thread runtime. The work-stealing scheduler
+    // runs a task the moment it is woken (its LIFO slot), so a connection
+    // task woken by each stream's first frame writes that frame alone;
+    // on one thread the woken connections run after the ready streams and
+    // write their frames together (an HTTP/2-to-HTTP/2 proxy on hyper:
+    // 0.09 instead of 1.15 write calls per request, 10.5 instead of 17.3
+    // CPU µs, measured with bench/loadgen's h2-floor).
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
     let runtime = builder
         .enable_all()
         .build()

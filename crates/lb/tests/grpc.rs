@@ -72,8 +72,12 @@ fn call(target: SocketAddr, calls: Value) -> Vec<Value> {
 }
 
 fn config(listen: SocketAddr, backend: SocketAddr, listener_extra: &str) -> String {
+    // One worker: the current-thread runtime carries these calls.
     format!(
-        r#"[[clusters]]
+        r#"[runtime]
+worker_threads = 1
+
+[[clusters]]
 name = "echo"
 backends = [{{ address = "{backend}", protocol = "h2" }}]
 

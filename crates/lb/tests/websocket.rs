@@ -76,6 +76,8 @@ metrics_bind = "{admin}"
 
 [runtime]
 drain_timeout_ms = 1000
+# One worker: the current-thread runtime carries these tunnels.
+worker_threads = 1
 
 [[clusters]]
 name = "ws"

@@ -1,0 +1,145 @@
+//! Backends for the gRPC and WebSocket scenarios, each on one thread:
+//!
+//! ```text
+//! eg-loadgen grpc-echo PORT   h2c: every call's request messages come back
+//!                             as its response, then grpc-status 0
+//! eg-loadgen ws-echo PORT     WebSocket over HTTP/1.1: every text or binary
+//!                             message is sent back
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt as _, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+fn port(mut it: impl Iterator<Item = String>) -> anyhow::Result<SocketAddr> {
+    let port: u16 = it.next().context("a port is required")?.parse()?;
+    if it.next().is_some() {
+        bail!("unexpected arguments after the port");
+    }
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+type EchoBody =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+async fn call(req: Request<Incoming>) -> Result<Response<EchoBody>, hyper::Error> {
+    let data = req.into_body().collect().await?.to_bytes();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = vec![Ok(Frame::data(data)), Ok(Frame::trailers(trailers))];
+    let mut res = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    Ok(res)
+}
+
+pub fn grpc(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let addr = port(it)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(call);
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1024)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+pub fn websocket(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let addr = port(it)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
+/// The floor of hyper's HTTP/2 on the gRPC path: a proxy with nothing but
+/// hyper's h2c server in front of one hyper h2c client connection per
+/// client connection, forwarding each request as it is.
+///
+/// ```text
+/// eg-loadgen h2-floor PORT BACKEND_PORT
+/// ```
+pub fn h2_floor(mut it: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let listen = port(it.next().into_iter())?;
+    let backend = port(it)?;
+    let rt = if std::env::var_os("EG_FLOOR_MT").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+    } else {
+        runtime()?
+    };
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let Ok(up) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = up.set_nodelay(true);
+                let Ok((sender, conn)) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(up))
+                        .await
+                else {
+                    return;
+                };
+                tokio::spawn(conn);
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let mut sender = sender.clone();
+                    async move {
+                        let (mut parts, body) = req.into_parts();
+                        parts.uri = http::Uri::builder()
+                            .scheme("http")
+                            .authority(backend.to_string())
+                            .path_and_query(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+                            .build()
+                            .unwrap_or_default();
+                        sender.send_request(Request::from_parts(parts, body)).await
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1024)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}

@@ -1,0 +1,147 @@
+//! Closed-loop WebSocket load: `connections` WebSockets, each sending one
+//! binary message of `size` bytes and waiting for its echo before the
+//! next, until the run's time is spent. Latency runs from sending a
+//! message to receiving its echo.
+//!
+//! ```text
+//! eg-loadgen ws --connections 64 --size 128 --duration 8 [--warmup 1] ws://127.0.0.1:8080/ws
+//! ```
+//!
+//! Prints the line the fixed-rate mode prints, plus `completed=N`: every
+//! message echoed, the warm-up's included.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{report, Seen};
+
+struct Args {
+    connections: usize,
+    size: usize,
+    duration: Duration,
+    warmup: Duration,
+    addr: SocketAddr,
+    url: String,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let mut connections = 64;
+    let mut size = 128;
+    let mut duration = Duration::from_secs(8);
+    let mut warmup = Duration::from_secs(1);
+    let mut url = None;
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--connections" => connections = value("--connections")?.parse()?,
+            "--size" => size = value("--size")?.parse()?,
+            "--duration" => duration = Duration::from_secs_f64(value("--duration")?.parse()?),
+            "--warmup" => warmup = Duration::from_secs_f64(value("--warmup")?.parse()?),
+            other if other.starts_with("ws://") => url = Some(other.to_owned()),
+            other => bail!("unexpected argument {other:?}"),
+        }
+    }
+    let url = url.context("a ws:// URL is required")?;
+    let uri: http::Uri = url.parse().context("the URL")?;
+    let addr = uri
+        .authority()
+        .context("the URL needs host:port")?
+        .as_str()
+        .parse()
+        .context("the URL's authority must be an IP address and port")?;
+    if connections == 0 {
+        bail!("--connections must be positive");
+    }
+    Ok(Args {
+        connections,
+        size,
+        duration,
+        warmup,
+        addr,
+        url,
+    })
+}
+
+async fn connection(
+    args: Arc<Args>,
+    measure_from: Instant,
+    end: Instant,
+    completed: Arc<AtomicU64>,
+) -> Seen {
+    let mut seen = Seen::default();
+    let stream = match tokio::net::TcpStream::connect(args.addr).await {
+        Ok(s) => s,
+        Err(_) => {
+            seen.errors += 1;
+            return seen;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok((mut ws, _)) = tokio_tungstenite::client_async(args.url.as_str(), stream).await else {
+        seen.errors += 1;
+        return seen;
+    };
+    let payload = bytes::Bytes::from(vec![0x5a; args.size]);
+    while Instant::now() < end {
+        let sent = Instant::now();
+        if ws.send(Message::Binary(payload.clone())).await.is_err() {
+            seen.errors += 1;
+            break;
+        }
+        match ws.next().await {
+            Some(Ok(Message::Binary(echo))) if echo.len() == args.size => {
+                completed.fetch_add(1, Ordering::Relaxed);
+                if sent >= measure_from {
+                    let us = sent.elapsed().as_micros();
+                    seen.latencies_us
+                        .push(u32::try_from(us).unwrap_or(u32::MAX));
+                }
+            }
+            _ => {
+                seen.errors += 1;
+                break;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    seen
+}
+
+pub fn main(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let args = Arc::new(parse_args(it)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let start = Instant::now();
+        let measure_from = start + args.warmup;
+        let end = measure_from + args.duration;
+        let completed = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|_| {
+                tokio::spawn(connection(
+                    Arc::clone(&args),
+                    measure_from,
+                    end,
+                    Arc::clone(&completed),
+                ))
+            })
+            .collect();
+        let mut all = Seen::default();
+        for t in tasks {
+            let seen = t.await?;
+            all.errors += seen.errors;
+            all.latencies_us.extend(seen.latencies_us);
+        }
+        let finished = Instant::now().min(end);
+        let extra = format!(" completed={}", completed.load(Ordering::Relaxed));
+        report(all, measure_from, finished, &extra);
+        Ok(())
+    })
+}
