@@ -8,8 +8,11 @@
 //! out, or the drain runs out of time. A tunnel runs on the plan it
 //! started with, whatever reloads come after.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -24,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Unit;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -344,28 +347,115 @@ pub(crate) async fn run(open: Open) {
     drop(slot);
 }
 
-/// Bytes moved each way, and when the last one moved.
+/// Bytes moved each way.
 #[derive(Debug, Default)]
 struct Moved {
     up: AtomicU64,
     down: AtomicU64,
-    /// Milliseconds since `epoch` of the last byte either way.
-    last: AtomicU64,
 }
 
-/// One direction's copy: where its frames stand on the bytes written.
-#[derive(Debug, Default)]
+/// One direction of the tunnel: bytes read from one side and not yet
+/// written to the other, and where the frames stand on what was written.
 struct Direction {
+    buf: Box<[u8]>,
+    /// `buf[start..end]` is still to be written.
+    start: usize,
+    end: usize,
+    /// Written since the last flush.
+    unflushed: bool,
     frames: Frames,
-    /// A write was under way when the copy stopped: the position in the
-    /// frame stream is unknown.
-    torn: bool,
-    /// The source ended (and the destination was half-closed).
+    /// The source ended.
+    eof: bool,
+    /// The source ended and the destination was half-closed.
     done: bool,
+    /// Bytes written.
+    moved: u64,
 }
+
+impl Direction {
+    fn new() -> Self {
+        Self {
+            buf: vec![0u8; TUNNEL_BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            unflushed: false,
+            frames: Frames::default(),
+            eof: false,
+            done: false,
+            moved: 0,
+        }
+    }
+
+    /// Move bytes from `from` to `to` until either would block; `Ready`
+    /// once `from` ended and `to` was half-closed. `read` is set when a
+    /// read returned (data or the end).
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        read: &mut bool,
+    ) -> Poll<std::io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.start < self.end {
+                let pending = self.buf.get(self.start..self.end).unwrap_or_default();
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, pending))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                self.frames.advance(pending.get(..n).unwrap_or_default());
+                self.start += n;
+                self.moved += n as u64;
+                self.unflushed = true;
+                if self.start == self.end {
+                    (self.start, self.end) = (0, 0);
+                }
+                continue;
+            }
+            if !self.eof {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match Pin::new(&mut *from).poll_read(cx, &mut rb) {
+                    Poll::Ready(result) => {
+                        result?;
+                        *read = true;
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.eof = true;
+                        } else {
+                            self.end = n;
+                        }
+                        continue;
+                    }
+                    Poll::Pending => {
+                        // Nothing more to read for now: what was written
+                        // goes out (a TLS stream may hold it).
+                        if self.unflushed {
+                            ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+            self.done = true;
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
+/// Bytes buffered each way of a tunnel.
+const TUNNEL_BUFFER: usize = 16 * 1024;
 
 /// Copy both ways until both sides closed, the tunnel idles out, or the
 /// drain aborts (then close frames 1001 where a frame boundary allows).
+/// Both directions are polled in this one task, on the two connections
+/// directly (no split halves, no select over them on every wake-up); the
+/// idle timer is re-armed only when it fires.
 async fn join<C, B>(
     client: &mut C,
     backend: &mut B,
@@ -377,103 +467,67 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let epoch = Instant::now();
-    let (mut client_rd, mut client_wr) = tokio::io::split(client);
-    let (mut backend_rd, mut backend_wr) = tokio::io::split(backend);
-    let mut up = Direction::default();
-    let mut down = Direction::default();
+    let mut up = Direction::new();
+    let mut down = Direction::new();
     let mut first_end = None;
-    let outcome = {
-        let up_copy = copy(
-            &mut client_rd,
-            &mut backend_wr,
-            &mut up,
-            &moved.up,
-            &moved.last,
-            epoch,
-        );
-        let down_copy = copy(
-            &mut backend_rd,
-            &mut client_wr,
-            &mut down,
-            &moved.down,
-            &moved.last,
-            epoch,
-        );
-        tokio::pin!(up_copy, down_copy);
-        let mut up_open = true;
-        let mut down_open = true;
-        loop {
-            let since = Duration::from_millis(moved.last.load(Ordering::Relaxed));
-            let idle_at = epoch + since + idle;
-            tokio::select! {
-                r = &mut up_copy, if up_open => {
-                    up_open = false;
-                    if r.is_err() { break Ended::Error; }
+    let mut last_read = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    let aborted = drain.aborted();
+    tokio::pin!(idle_timer, aborted);
+    let outcome = std::future::poll_fn(|cx| {
+        let mut read = false;
+        if !up.done {
+            match up.poll_copy(cx, client, backend, &mut read) {
+                Poll::Ready(Ok(())) => {
                     first_end.get_or_insert(Ended::Client);
                 }
-                r = &mut down_copy, if down_open => {
-                    down_open = false;
-                    if r.is_err() { break Ended::Error; }
+                Poll::Ready(Err(_)) => return Poll::Ready(Ended::Error),
+                Poll::Pending => {}
+            }
+        }
+        if !down.done {
+            match down.poll_copy(cx, backend, client, &mut read) {
+                Poll::Ready(Ok(())) => {
                     first_end.get_or_insert(Ended::Backend);
                 }
-                () = tokio::time::sleep_until(idle_at) => {
-                    let since = Duration::from_millis(moved.last.load(Ordering::Relaxed));
-                    if Instant::now() >= epoch + since + idle {
-                        break Ended::Idle;
-                    }
-                }
-                () = drain.aborted() => break Ended::Drain,
-            }
-            if !up_open && !down_open {
-                break first_end.unwrap_or(Ended::Client);
+                Poll::Ready(Err(_)) => return Poll::Ready(Ended::Error),
+                Poll::Pending => {}
             }
         }
-    };
+        if up.done && down.done {
+            return Poll::Ready(first_end.unwrap_or(Ended::Client));
+        }
+        if read {
+            last_read = Instant::now();
+        }
+        if aborted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ended::Drain);
+        }
+        while idle_timer.as_mut().poll(cx).is_ready() {
+            let due = last_read + idle;
+            if Instant::now() >= due {
+                return Poll::Ready(Ended::Idle);
+            }
+            idle_timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    })
+    .await;
+    moved.up.store(up.moved, Ordering::Relaxed);
+    moved.down.store(down.moved, Ordering::Relaxed);
     if outcome == Ended::Drain {
-        // 1001 going away, each way a frame can start.
-        if !down.torn && !down.done && down.frames.at_boundary() {
-            let _ = client_wr.write_all(&close_frame(false)).await;
+        // 1001 going away, each way a frame can start on what was written
+        // (bytes read and not yet written are dropped).
+        if !down.done && down.frames.at_boundary() {
+            let _ = client.write_all(&close_frame(false)).await;
         }
-        if !up.torn && !up.done && up.frames.at_boundary() {
-            let _ = backend_wr.write_all(&close_frame(true)).await;
+        if !up.done && up.frames.at_boundary() {
+            let _ = backend.write_all(&close_frame(true)).await;
         }
     }
-    let _ = client_wr.shutdown().await;
-    let _ = backend_wr.shutdown().await;
+    let _ = client.shutdown().await;
+    let _ = backend.shutdown().await;
     outcome
-}
-
-/// Copy `from` to `to` until `from` ends (then half-close `to`), tracking
-/// frame boundaries on what was written.
-async fn copy<R, W>(
-    from: &mut R,
-    to: &mut W,
-    dir: &mut Direction,
-    count: &AtomicU64,
-    last: &AtomicU64,
-    epoch: Instant,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        let stamp = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.fetch_max(stamp, Ordering::Relaxed);
-        let Some(data) = buf.get(..n).filter(|d| !d.is_empty()) else {
-            dir.done = true;
-            to.shutdown().await?;
-            return Ok(());
-        };
-        dir.torn = true;
-        to.write_all(data).await?;
-        dir.torn = false;
-        dir.frames.advance(data);
-        count.fetch_add(n as u64, Ordering::Relaxed);
-    }
 }
 
 /// A close frame with status 1001 (going away): masked when it goes to the
