@@ -10,9 +10,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -347,6 +347,56 @@ pub(crate) async fn run(open: Open) {
     drop(slot);
 }
 
+/// A waker for one of a task's futures that records that it fired before
+/// waking the task, so the task polls that future only then. Bound to
+/// the first task that polls it (a tunnel's futures stay in its task).
+struct Flag {
+    raised: AtomicBool,
+    task: OnceLock<Waker>,
+}
+
+impl Flag {
+    /// Raised: the first poll goes through and registers.
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            raised: AtomicBool::new(true),
+            task: OnceLock::new(),
+        })
+    }
+
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+    }
+
+    /// Poll `fut` with `waker` (this flag's) when the flag was raised;
+    /// otherwise it stays pending without being polled.
+    fn poll<F: Future>(
+        &self,
+        cx: &Context<'_>,
+        fut: Pin<&mut F>,
+        waker: &Waker,
+    ) -> Poll<F::Output> {
+        self.task.get_or_init(|| cx.waker().clone());
+        if !self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        fut.poll(&mut Context::from_waker(waker))
+    }
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raise();
+        if let Some(task) = self.task.get() {
+            task.wake_by_ref();
+        }
+    }
+}
+
 /// Bytes moved each way.
 #[derive(Debug, Default)]
 struct Moved {
@@ -474,6 +524,13 @@ where
     let idle_timer = tokio::time::sleep(idle);
     let aborted = drain.aborted();
     tokio::pin!(idle_timer, aborted);
+    // The timer and the drain are polled only when they woke the task,
+    // not on each of the many wake-ups the two connections cause.
+    let (idle_flag, drain_flag) = (Flag::new(), Flag::new());
+    let (idle_waker, drain_waker) = (
+        Waker::from(Arc::clone(&idle_flag)),
+        Waker::from(Arc::clone(&drain_flag)),
+    );
     let outcome = std::future::poll_fn(|cx| {
         let mut read = false;
         if !up.done {
@@ -500,15 +557,23 @@ where
         if read {
             last_read = Instant::now();
         }
-        if aborted.as_mut().poll(cx).is_ready() {
+        if drain_flag
+            .poll(cx, aborted.as_mut(), &drain_waker)
+            .is_ready()
+        {
             return Poll::Ready(Ended::Drain);
         }
-        while idle_timer.as_mut().poll(cx).is_ready() {
+        while idle_flag
+            .poll(cx, idle_timer.as_mut(), &idle_waker)
+            .is_ready()
+        {
             let due = last_read + idle;
             if Instant::now() >= due {
                 return Poll::Ready(Ended::Idle);
             }
             idle_timer.as_mut().reset(due);
+            // Polled again at once, to register for the new deadline.
+            idle_flag.raise();
         }
         Poll::Pending
     })
@@ -544,6 +609,23 @@ fn close_frame(to_backend: bool) -> Vec<u8> {
     frame
 }
 
+/// The size of the frame head at the start of `data` and its payload
+/// length, when `data` holds the whole head.
+fn whole_head(data: &[u8]) -> Option<(usize, u64)> {
+    let second = *data.get(1)?;
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    let (ext, payload) = match second & 0x7f {
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes(data.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (8, u64::from_be_bytes(data.get(2..10)?.try_into().ok()?)),
+        n => (0, u64::from(n)),
+    };
+    let head = 2 + ext + mask;
+    (data.len() >= head).then_some((head, payload))
+}
+
 /// Where a stream of WebSocket frames stands: inside a frame head, inside
 /// a payload, or between frames.
 #[derive(Debug, Default)]
@@ -575,6 +657,14 @@ impl Frames {
 
     fn advance(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
+            // A whole head in hand (the usual case): read it in place.
+            if self.payload_left == 0 && self.head_len == 0 {
+                if let Some((head, payload)) = whole_head(data) {
+                    data = data.get(head..).unwrap_or_default();
+                    self.payload_left = payload;
+                    continue;
+                }
+            }
             if self.payload_left > 0 {
                 let n = usize::try_from(self.payload_left)
                     .unwrap_or(usize::MAX)
