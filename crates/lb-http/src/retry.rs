@@ -116,7 +116,8 @@ impl Exchange<'_> {
         let metrics = &self.up.metrics;
         let idempotent = idempotent(&parts.method);
         // Only an idempotent request without a body can be sent twice: a
-        // body is streamed, never buffered, so once sent it is gone.
+        // body is streamed, never buffered, so once sent it is gone (a
+        // gRPC call's is recorded for its own retries, below).
         let replay = (idempotent && body.is_end_stream()).then(|| Replay::new(&parts, None));
         // A request body cut for its client's slowness fails the exchange;
         // that failure is the client's, not the backend's.
