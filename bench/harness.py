@@ -110,6 +110,12 @@ class Backend:
             f.write(b"x" * 65536)
         with open(os.path.join(self.dir, "www", "bulk"), "wb") as f:
             f.truncate(bulk_bytes)
+        # Read once, so the page cache holds it before any target fetches
+        # it: the first reader of a new sparse file pays for filling the
+        # cache and moves a fraction of what later readers do.
+        with open(os.path.join(self.dir, "www", "bulk"), "rb") as f:
+            while f.read(1 << 20):
+                pass
         self.port = free_port()
         self.h2c_port = free_port()
         conf = f"""
@@ -304,6 +310,7 @@ class Haproxy(Target):
 global
     nbthread 1
     maxconn {MAXCONN}
+    maxpipes 64
 defaults
     mode http
     timeout connect 5s
@@ -319,6 +326,7 @@ backend be
     server s1 127.0.0.1:{b.port}
 listen tcp
     mode tcp
+    option splice-auto
     bind 127.0.0.1:{self.tcp}
     server s1 127.0.0.1:{b.port}
 """
@@ -474,6 +482,22 @@ def measure(target, backend, fn):
     return res
 
 
+def merge_rounds(rs):
+    """One row from a target's rounds: the median of every figure, errors
+    and request counts summed, and each round's CPU per request kept."""
+    merged = {}
+    for k in rs[0]:
+        vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
+        if k in ("errors", "requests", "upstream_conns"):
+            merged[k] = sum(vals)
+        elif vals:
+            merged[k] = sorted(vals)[len(vals) // 2]
+        else:
+            merged[k] = rs[0][k]
+    merged["cpu_runs"] = [r.get("cpu_us_per_req") for r in rs]
+    return merged
+
+
 def fmt(v, digits=1):
     if v is None:
         return "–"
@@ -527,6 +551,7 @@ def main():
     seconds = 2 if args.quick else 8
     idle_count = 1000 if args.quick else IDLE_CONNECTIONS
     bulk_bytes = (256 if args.quick else 2048) * 1024 * 1024
+    rounds = 1 if args.quick else 3
     work = tempfile.mkdtemp(prefix="eg-bench-")
     # nginx workers drop privileges and must read the backend's files.
     os.chmod(work, 0o755)
@@ -540,29 +565,35 @@ def main():
         only = set(filter(None, args.only.split(",")))
         want = lambda key: not only or key in only  # noqa: E731
         per_target = any(want(k) for k in ("small", "64k", "close", "h2c", "tcp", "idle"))
-        for t in targets if per_target else []:
-            t.start()
-            try:
-                r = results.setdefault
-                if want("small"):
-                    r("h1 keep-alive small (c=64)", []).append(
-                        (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 64))))
-                if want("64k"):
-                    r("h1 keep-alive 64 KiB (c=64)", []).append(
-                        (t.name, measure(t, backend, lambda: wrk(t.h1, "/64k", seconds, 64))))
-                if want("close"):
-                    r("h1 new connection per request (c=32)", []).append(
-                        (t.name, measure(t, backend, lambda: wrk(t.h1, "/", seconds, 32, ["-H", "Connection: close"]))))
-                if want("h2c"):
-                    r("h2c multiplexed (c=16, m=32) to h1 backend", []).append(
-                        (t.name, measure(t, backend, lambda: h2load(t.h2c, seconds, 16, 32))))
-                if want("tcp"):
-                    r(f"tcp bulk ({bulk_bytes >> 20} MiB download)", []).append(
-                        (t.name, measure(t, backend, lambda: bulk(t.tcp, bulk_bytes))))
-                if want("idle") and t.name != "direct":
-                    r(f"{idle_count:,} idle keep-alive connections", []).append((t.name, idle_memory(t, idle_count)))
-            finally:
-                t.stop()
+        # Every target runs each scenario once per round, in an order that
+        # rotates between rounds, so neither a noisy moment on the machine
+        # nor going first lands on one target only; the tables give medians.
+        per = {}  # scenario -> {target: [result per round]}
+        for rnd in range(rounds if per_target else 0):
+            shift = rnd % len(targets)
+            for t in targets[shift:] + targets[:shift]:
+                t.start()
+                try:
+                    r = lambda name, res: per.setdefault(name, {}).setdefault(t.name, []).append(res)  # noqa: E731
+                    if want("small"):
+                        r("h1 keep-alive small (c=64)", measure(t, backend, lambda: wrk(t.h1, "/", seconds, 64)))
+                    if want("64k"):
+                        r("h1 keep-alive 64 KiB (c=64)", measure(t, backend, lambda: wrk(t.h1, "/64k", seconds, 64)))
+                    if want("close"):
+                        r("h1 new connection per request (c=32)", measure(
+                            t, backend, lambda: wrk(t.h1, "/", seconds, 32, ["-H", "Connection: close"])))
+                    if want("h2c"):
+                        r("h2c multiplexed (c=16, m=32) to h1 backend", measure(
+                            t, backend, lambda: h2load(t.h2c, seconds, 16, 32)))
+                    if want("tcp"):
+                        r(f"tcp bulk ({bulk_bytes >> 20} MiB download)", measure(
+                            t, backend, lambda: bulk(t.tcp, bulk_bytes)))
+                    if want("idle") and t.name != "direct":
+                        r(f"{idle_count:,} idle keep-alive connections", idle_memory(t, idle_count))
+                finally:
+                    t.stop()
+        for scenario, by_target in per.items():
+            results[scenario] = [(t.name, merge_rounds(by_target[t.name])) for t in targets if t.name in by_target]
         if not want("rate"):
             targets = []
         nginx_max = dict(results.get("h1 keep-alive small (c=64)", [])).get("nginx", {}).get("rps", 20000.0)
@@ -571,7 +602,6 @@ def main():
         # and the latencies would then measure the load side.
         rate = max(1000.0, nginx_max * 0.25)
         conns = 64
-        rounds = 3
         name = f"h1 small at a fixed {int(rate):,} req/s (25% of nginx max, c={conns}), median of {rounds} rounds"
         rate_seconds = 2 if args.quick else 4
         runs = {t.name: [] for t in targets}
@@ -625,11 +655,13 @@ def main():
             for t, r in rows:
                 lines.append(f"| {t} | {fmt(r['rss_before'])} | {fmt(r['rss_after'])} | {fmt(r['kib_per_conn'], 2)} |")
         elif scenario.startswith("tcp bulk"):
-            lines.append("| target | MB/s | CPU µs per MB | errors |")
-            lines.append("|---|---:|---:|---:|")
+            lines.append("| target | MB/s | CPU µs per MB | CPU µs per MB, each round | errors |")
+            lines.append("|---|---:|---:|---:|---:|")
             for t, r in rows:
-                cpu_per_mb = (r["cpu_us_per_req"] / (r["bytes"] / 1e6)) if r.get("cpu_us_per_req") and r["bytes"] else None
-                lines.append(f"| {t} | {fmt(r['mbps'])} | {fmt(cpu_per_mb)} | {r['errors']} |")
+                mb = r["bytes"] / 1e6 if r.get("bytes") else None
+                cpu_per_mb = (r["cpu_us_per_req"] / mb) if r.get("cpu_us_per_req") and mb else None
+                each = ", ".join(fmt(v / mb) if v and mb else "–" for v in r.get("cpu_runs", []))
+                lines.append(f"| {t} | {fmt(r['mbps'])} | {fmt(cpu_per_mb)} | {each} | {r['errors']} |")
         elif scenario.startswith("h3 front"):
             import h3bench
             lines.extend(h3bench.table(rows))
@@ -650,12 +682,15 @@ def main():
                              f"{fmt(r['p999'], 3)} | {each} | {fmt(r['cpu_us_per_req'], 2)} | {r['errors']} |")
             panels.append(svg_panel(rows, scenario, "p99", "p99 latency ms"))
         else:
-            lines.append("| target | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS KiB | upstream conns / req | errors |")
-            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            lines.append("| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU µs/req, each round | peak RSS KiB "
+                         "| upstream conns / req | errors |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for t, r in rows:
                 reuse = (r["upstream_conns"] / r["requests"]) if r["requests"] and t != "direct" else None
+                each = ", ".join(fmt(v, 2) for v in r.get("cpu_runs", []))
                 lines.append(f"| {t} | {fmt(r['rps'])} | {fmt(r['p50'], 3)} | {fmt(r['p99'], 3)} | "
-                             f"{fmt(r['cpu_us_per_req'], 2)} | {fmt(r['peak_rss_kib'])} | {fmt(reuse, 5)} | {r['errors']} |")
+                             f"{fmt(r['cpu_us_per_req'], 2)} | {each} | {fmt(r['peak_rss_kib'])} | {fmt(reuse, 5)} "
+                             f"| {r['errors']} |")
             panels.append(svg_panel(rows, scenario, "rps", "requests/s"))
             panels.append(svg_panel([(t, r) for t, r in rows if t != "direct"], scenario,
                                     "cpu_us_per_req", "proxy CPU µs per request"))

@@ -1,5 +1,6 @@
-//! `tcp` listeners through the real binary: half-close in both directions
-//! and a gibibyte each way, content verified.
+//! `tcp` listeners through the real binary: half-close in both directions,
+//! a gibibyte each way, content verified, and bulk directions moved with
+//! `splice(2)` through a pipe.
 
 mod common;
 
@@ -171,4 +172,95 @@ async fn a_gibibyte_each_way_arrives_intact() {
         peak <= idle + 64 * 1024,
         "RSS peaked at {peak} KiB, idle {idle} KiB"
     );
+}
+
+/// Pipes the gateway process holds open.
+fn pipes(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .count()
+}
+
+#[tokio::test]
+async fn bulk_flows_move_through_pipes_and_interactive_ones_do_not() {
+    const BULK: usize = 8 << 20;
+    // A backend that answers "ping" with "pong" and "bulk" with BULK
+    // patterned bytes, then closes.
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = backend.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut word = [0u8; 4];
+                while s.read_exact(&mut word).await.is_ok() {
+                    if &word == b"ping" {
+                        s.write_all(b"pong").await.unwrap();
+                        continue;
+                    }
+                    let block: Vec<u8> = (0..BULK).map(|i| (i % 251) as u8).collect();
+                    let _ = s.write_all(&block).await;
+                    let _ = s.shutdown().await;
+                    return;
+                }
+            });
+        }
+    });
+    let listen = free_addr();
+    let gw = Gateway::start(&config(listen, backend_addr), &[listen]);
+    let before = pipes(gw.pid());
+
+    // Interactive: small exchanges stay in the buffer copy.
+    let mut chat = TcpStream::connect(listen).await.unwrap();
+    for _ in 0..20 {
+        chat.write_all(b"ping").await.unwrap();
+        let mut pong = [0u8; 4];
+        chat.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong");
+    }
+    assert_eq!(pipes(gw.pid()), before, "an interactive flow took a pipe");
+
+    // Bulk: the client reads a little and stalls; the backend's direction
+    // now runs through a pipe.
+    let mut bulk = TcpStream::connect(listen).await.unwrap();
+    bulk.write_all(b"bulk").await.unwrap();
+    let mut received = vec![0u8; 256 * 1024];
+    bulk.read_exact(&mut received).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pipes(gw.pid()) != before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pipe for the bulk direction: {} pipes, {before} before",
+            pipes(gw.pid())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), bulk.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    received.extend_from_slice(&rest);
+    assert_eq!(received.len(), BULK);
+    assert!(received
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == (i % 251) as u8));
+
+    // The pipe goes with its flow; the interactive flow still works.
+    drop(bulk);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pipes(gw.pid()) != before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bulk flow's pipe stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    chat.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    chat.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"pong");
 }
