@@ -9,6 +9,9 @@ pinned to CPU 0 with one worker; backend and load generators share CPU 1.
 Figures per target and scenario: requests/s, p50/p99 at a fixed rate below
 saturation, proxy CPU microseconds per request (utime+stime from /proc),
 peak RSS, RSS per idle connection, upstream connections opened per request.
+The proxies also terminate TLS (one self-signed ECDSA P-256 certificate,
+ALPN h2 and http/1.1) for h2 over TLS and for handshakes per second, full
+and resumed, still to the plain HTTP/1.1 backend.
 Everything listens on 127.0.0.1 and every load run is bounded in time.
 """
 
@@ -35,6 +38,9 @@ MAXCONN = (NOFILE - 200) // 2
 IDLE_CONNECTIONS = min(10000, MAXCONN - 100)
 PROXY_CPU = "0"
 LOAD_CPU = "1"
+# Parallel `openssl s_time` loops: each waits on the proxy between its
+# handshakes, so one alone leaves the load CPU partly idle.
+TLS_CLIENTS = 4
 
 
 def free_port():
@@ -54,6 +60,25 @@ def wait_port(port, proc=None, limit=10.0):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port}")
+
+
+def make_cert(work):
+    """A self-signed ECDSA P-256 certificate for localhost and 127.0.0.1:
+    (cert, key, cert and key in one file) paths."""
+    d = os.path.join(work, "tls")
+    os.makedirs(d)
+    cert, key, pem = (os.path.join(d, n) for n in ("cert.pem", "key.pem", "cert+key.pem"))
+    # 90 days: the gateway warns about a certificate that expires within 30.
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "90", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The gateway refuses a private key that others may read.
+    os.chmod(key, 0o600)
+    with open(pem, "w") as f, open(cert) as c, open(key) as k:
+        f.write(c.read() + k.read())
+    os.chmod(pem, 0o600)
+    return cert, key, pem
 
 
 def family(pid):
@@ -173,13 +198,14 @@ class Target:
         self.h1 = free_port()
         self.h2c = free_port()
         self.tcp = free_port()
+        self.tls = None
         self.proc = None
 
     def start(self):
         argv = self.argv()
         self.proc = subprocess.Popen(["taskset", "-c", PROXY_CPU] + argv,
                                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "stderr.log"), "w"))
-        for p in (self.h1, self.h2c, self.tcp):
+        for p in (self.h1, self.h2c, self.tcp, self.tls):
             if p:
                 wait_port(p, self.proc)
         time.sleep(0.3)
@@ -200,10 +226,11 @@ class Target:
 class ExpressGateway(Target):
     name = "expressgateway"
 
-    def __init__(self, work, backend, binary):
+    def __init__(self, work, backend, binary, cert):
         super().__init__(work, backend)
         self.binary = binary
         self.h2c = self.h1  # h1 listeners also speak h2c prior knowledge
+        self.tls = free_port()
         b = backend
         conf = f"""
 [runtime]
@@ -231,6 +258,23 @@ via = false
 [[listeners.routes]]
 cluster = "backend"
 
+# HTTP/2 or HTTP/1.1 by ALPN; sessions resume by ticket, the default.
+[[listeners]]
+address = "127.0.0.1:{self.tls}"
+protocol = "h1s"
+access_log = {{ enabled = false }}
+max_requests_per_client = 0
+[listeners.forwarding]
+x_forwarded_for = false
+x_forwarded_proto = false
+x_forwarded_host = false
+via = false
+[listeners.tls]
+cert_path = "{cert[0]}"
+key_path = "{cert[1]}"
+[[listeners.routes]]
+cluster = "backend"
+
 [[listeners]]
 address = "127.0.0.1:{self.tcp}"
 protocol = "tcp"
@@ -253,8 +297,9 @@ address = "127.0.0.1:{b.port}"
 class Nginx(Target):
     name = "nginx"
 
-    def __init__(self, work, backend):
+    def __init__(self, work, backend, cert):
         super().__init__(work, backend)
+        self.tls = free_port()
         b = backend
         conf = f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -272,6 +317,21 @@ http {{
     server {{
         listen 127.0.0.1:{self.h1} backlog=4096;
         listen 127.0.0.1:{self.h2c} http2;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.tls} ssl http2 backlog=4096;
+        ssl_certificate {cert[0]};
+        ssl_certificate_key {cert[1]};
+        # nginx before 1.23.4 leaves TLS 1.3 out by default.
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -303,8 +363,9 @@ stream {{
 class Haproxy(Target):
     name = "haproxy"
 
-    def __init__(self, work, backend):
+    def __init__(self, work, backend, cert):
         super().__init__(work, backend)
+        self.tls = free_port()
         b = backend
         conf = f"""
 global
@@ -321,6 +382,7 @@ defaults
 frontend h1
     bind 127.0.0.1:{self.h1}
     bind 127.0.0.1:{self.h2c} proto h2
+    bind 127.0.0.1:{self.tls} ssl crt {cert[2]} alpn h2,http/1.1
     default_backend be
 backend be
     server s1 127.0.0.1:{b.port}
@@ -394,11 +456,18 @@ def wrk(port, path, seconds, conns, extra=(), script=None):
     return res
 
 
-def h2load(port, seconds, clients, streams):
+def h2load(port, seconds, clients, streams, scheme="http"):
     cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-c", str(clients), "-m", str(streams),
-           "-D", str(seconds), f"http://127.0.0.1:{port}/"]
+           "-D", str(seconds), f"{scheme}://127.0.0.1:{port}/"]
     text = run(cmd, seconds + 30)
     res = {"requests": 0, "rps": 0.0, "p50": None, "p99": None, "errors": 0}
+    if scheme == "https":
+        got = [re.search(rf"^{k}: (\S+)", text, re.M)
+               for k in ("TLS Protocol", "Cipher", "Server Temp Key", "Application protocol")]
+        version, cipher, group, alpn = (m.group(1) if m else "?" for m in got)
+        res["negotiated"] = f"{version} {cipher} {group}, ALPN {alpn}"
+        if alpn != "h2":
+            print(f"{port}: h2load did not negotiate h2: {res['negotiated']}")
     m = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", text)
     if m:
         res["rps"] = float(m.group(1))
@@ -406,6 +475,54 @@ def h2load(port, seconds, clients, streams):
     if m:
         res["requests"] = int(m.group(2))
         res["errors"] = int(m.group(3)) + int(m.group(4))
+    return res
+
+
+def tls_probe(port):
+    """What one `openssl s_client` handshake negotiates (version, cipher,
+    key exchange group), offering what `openssl s_time` offers: the same
+    defaults and no ALPN."""
+    text = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                          timeout=10).stdout
+    m = re.search(r"^New, (\S+), Cipher is (\S+)", text, re.M)
+    group = re.search(r"^Server Temp Key: (\w+)", text, re.M)
+    return f"{m.group(1) if m else '?'} {m.group(2) if m else '?'} {group.group(1) if group else '?'}, no ALPN offered"
+
+
+def handshakes(port, seconds, resume, clients=TLS_CLIENTS):
+    """`clients` parallel `openssl s_time` loops for `seconds` (s_time stops
+    within the second after): a new TCP connection and TLS handshake each
+    time, full (`-new`) or resuming the loop's session (`-reuse`), then
+    `GET / HTTP/1.0` read to the end. The request is there for TLS 1.3:
+    s_time reads the session ticket only while it reads a response, and
+    without one `-reuse` handshakes in full."""
+    cmd = ["taskset", "-c", LOAD_CPU, "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+           "-reuse" if resume else "-new", "-time", str(seconds), "-www", "/"]
+    start = time.time()
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(clients)]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=max(1.0, start + seconds + 30 - time.time()))[0])
+        except subprocess.TimeoutExpired:
+            p.kill()
+            outs.append(p.communicate()[0])
+    elapsed = time.time() - start
+    res = {"requests": 0, "rps": 0.0, "resumed": 0, "errors": 0, "p50": None, "p99": None}
+    for p, text in zip(procs, outs):
+        m = re.search(r"(\d+) connections in [\d.]+s;.*bytes read (\d+)", text)
+        # One character per connection after "starting": `r` if it resumed.
+        marks = re.search(r"^starting\n(\S*)", text, re.M)
+        if p.returncode != 0 or not m or not int(m.group(2)):
+            res["errors"] += 1
+            print(f"{port}: openssl s_time said: {text.strip()[-300:]}")
+        if m:
+            res["requests"] += int(m.group(1))
+        if marks:
+            res["resumed"] += marks.group(1).count("r")
+    res["rps"] = res["requests"] / elapsed if elapsed else 0.0
     return res
 
 
@@ -488,7 +605,7 @@ def merge_rounds(rs):
     merged = {}
     for k in rs[0]:
         vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
-        if k in ("errors", "requests", "upstream_conns"):
+        if k in ("errors", "requests", "upstream_conns", "resumed"):
             merged[k] = sum(vals)
         elif vals:
             merged[k] = sorted(vals)[len(vals) // 2]
@@ -543,7 +660,7 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--loadgen", required=True, help="the fixed-rate client, bench/loadgen")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the harness)")
-    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,rate,h3,grpcws")
+    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,tls,rate,h3,grpcws")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
 
@@ -556,15 +673,16 @@ def main():
     # nginx workers drop privileges and must read the backend's files.
     os.chmod(work, 0o755)
     backend = Backend(work, bulk_bytes)
-    targets = [ExpressGateway(work, backend, os.path.abspath(args.binary)), Nginx(work, backend),
-               Haproxy(work, backend), Direct(work, backend)]
+    cert = make_cert(work)
+    targets = [ExpressGateway(work, backend, os.path.abspath(args.binary), cert), Nginx(work, backend, cert),
+               Haproxy(work, backend, cert), Direct(work, backend)]
     results = {}  # scenario -> [(target, result)]
     started = time.time()
     try:
         # Saturation runs first: nginx's max rate sets the fixed rate below.
         only = set(filter(None, args.only.split(",")))
         want = lambda key: not only or key in only  # noqa: E731
-        per_target = any(want(k) for k in ("small", "64k", "close", "h2c", "tcp", "idle"))
+        per_target = any(want(k) for k in ("small", "64k", "close", "h2c", "tcp", "idle", "tls"))
         # Every target runs each scenario once per round, in an order that
         # rotates between rounds, so neither a noisy moment on the machine
         # nor going first lands on one target only; the tables give medians.
@@ -588,6 +706,15 @@ def main():
                     if want("tcp"):
                         r(f"tcp bulk ({bulk_bytes >> 20} MiB download)", measure(
                             t, backend, lambda: bulk(t.tcp, bulk_bytes)))
+                    if want("tls") and t.tls:
+                        r("h2 over TLS multiplexed (c=16, m=32) to h1 backend", measure(
+                            t, backend, lambda: h2load(t.tls, seconds, 16, 32, "https")))
+                        for resume, kind in ((False, "full"), (True, "resumed")):
+                            negotiated = tls_probe(t.tls)
+                            res = measure(t, backend, lambda: handshakes(t.tls, seconds, resume))
+                            res["negotiated"] = negotiated
+                            r(f"TLS handshakes, {kind} (openssl s_time -{'reuse' if resume else 'new'} "
+                              f"x{TLS_CLIENTS}, one HTTP/1.0 request per connection)", res)
                     if want("idle") and t.name != "direct":
                         r(f"{idle_count:,} idle keep-alive connections", idle_memory(t, idle_count))
                 finally:
@@ -673,6 +800,28 @@ def main():
             lines.extend(grpcws.table(rows, unit))
             panels.append(svg_panel(rows, scenario, "rps", f"{unit}s/s"))
             panels.append(svg_panel(rows, scenario, "cpu_us_per_req", f"proxy CPU µs per {unit}"))
+        elif scenario.startswith("TLS handshakes"):
+            full = ", full " in scenario
+            lines.append("| target | handshakes/s | CPU µs per handshake | CPU µs per handshake, each round "
+                         "| resumed | peak RSS KiB | upstream conns / handshake | errors |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+            warnings = []
+            for t, r in rows:
+                reuse = (r["upstream_conns"] / r["requests"]) if r["requests"] else None
+                each = ", ".join(fmt(v, 2) for v in r.get("cpu_runs", []))
+                share = f"{r['resumed'] / r['requests']:.1%}" if r["requests"] else "–"
+                lines.append(f"| {t} | {fmt(r['rps'])} | {fmt(r['cpu_us_per_req'], 2)} | {each} | {share} | "
+                             f"{fmt(r['peak_rss_kib'])} | {fmt(reuse, 5)} | {r['errors']} |")
+                # A full run that resumed, or a resumed run that did not,
+                # measures the other scenario.
+                if r["requests"] and (r["resumed"] > 0 if full else r["resumed"] < 0.99 * r["requests"]):
+                    warnings.append(f"{t}: {r['resumed']:,} of {r['requests']:,} handshakes resumed, so this "
+                                    f"row does not measure {'full' if full else 'resumed'} handshakes.")
+            for warn in warnings:
+                lines.extend(["", f"**{warn}**"])
+                print(warn)
+            panels.append(svg_panel(rows, scenario, "rps", "handshakes/s"))
+            panels.append(svg_panel(rows, scenario, "cpu_us_per_req", "proxy CPU µs per handshake"))
         elif "fixed" in scenario:
             lines.append("| target | req/s | p50 ms | p99 ms | p99.9 ms | p99 of each round, ms | CPU µs/req | errors |")
             lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -694,6 +843,10 @@ def main():
             panels.append(svg_panel(rows, scenario, "rps", "requests/s"))
             panels.append(svg_panel([(t, r) for t, r in rows if t != "direct"], scenario,
                                     "cpu_us_per_req", "proxy CPU µs per request"))
+        negotiated = [f"{t} {r['negotiated']}" for t, r in rows if r.get("negotiated")]
+        if negotiated:
+            lines.append("")
+            lines.append("Negotiated (version, cipher, key exchange): " + "; ".join(negotiated) + ".")
         lines.append("")
     write_svg(panels, os.path.join(outdir, "chart.svg"))
     report = "\n".join(lines)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lb_core::Drain;
@@ -23,6 +23,7 @@ use crate::body::ProxyBody;
 use crate::clients::ClientTable;
 use crate::conn::ConnInfo;
 use crate::early::EarlyData;
+use crate::h1;
 use crate::io::{Activity, FrontIo};
 use crate::metrics::GaugeUnit;
 use crate::plan::ListenerPlan;
@@ -132,7 +133,7 @@ async fn serve_http<S>(
     let settings = plan.load_full();
     let http = &settings.http;
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(FrontIo::new(stream, prefix, Arc::clone(&activity)));
+    let io = FrontIo::new(stream, prefix, Arc::clone(&activity));
     let watch = http.clients.min_data_rate.map(|rate| {
         let progress = Arc::new(ReadProgress::default());
         info.read = Some(Arc::clone(&progress));
@@ -141,6 +142,32 @@ async fn serve_http<S>(
         let taken: Taken = Box::new(move || written.written());
         (ReadWatch::new(progress, taken, rate), cuts)
     });
+    let watchdog = Watchdog {
+        drain,
+        activity: &activity,
+        idle: settings.listener.idle_timeout,
+        read: watch,
+    };
+    if !is_h2 {
+        // The HTTP/1.1 connection drains itself: idle, it closes at once;
+        // busy, after its response.
+        let h1 = h1::Settings {
+            limits: h1::Limits {
+                max_headers: http.max_header_count,
+                max_bytes: http.max_header_bytes,
+            },
+            head_timeout: http.request_headers_timeout,
+        };
+        let drain = Arc::clone(info.drain.as_ref().unwrap_or(&Drain::new()));
+        drop(settings);
+        let conn = async move {
+            h1::serve(io, info, plan, drain, h1).await;
+            Ok::<(), std::convert::Infallible>(())
+        };
+        Box::pin(watchdog.drive(conn, |_| {})).await;
+        return;
+    }
+    let io = TokioIo::new(io);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         // Read as hyper hands the request over: a head parsed before the
         // client's Finished may have come in early data.
@@ -149,34 +176,18 @@ async fn serve_http<S>(
         }
         proxy::handle(plan.load_full(), info.clone(), req.map(ProxyBody::incoming))
     });
-    let watchdog = Watchdog {
-        drain,
-        activity: &activity,
-        idle: settings.listener.idle_timeout,
-        read: watch,
-    };
-    if is_h2 {
-        let h2 = &http.h2;
-        let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(header_list)
-            .max_concurrent_streams(h2.max_concurrent_streams)
-            .initial_stream_window_size(h2.initial_stream_window)
-            .initial_connection_window_size(h2.initial_connection_window)
-            .enable_connect_protocol()
-            .serve_connection(io, service);
-        Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
-    } else {
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(http.request_headers_timeout)
-            .max_headers(http.max_header_count)
-            .max_header_size(http.max_header_bytes)
-            .serve_connection(io, service)
-            .with_upgrades();
-        Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
-    }
+    let h2 = &http.h2;
+    let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(header_list)
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.initial_stream_window)
+        .initial_connection_window_size(h2.initial_connection_window)
+        .enable_connect_protocol()
+        .serve_connection(io, service);
+    drop(settings);
+    Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
 }
 
 /// Read until the bytes either are the HTTP/2 preface or cannot become it.
@@ -217,7 +228,7 @@ impl Watchdog<'_> {
     /// closing it when the client takes its responses below the minimum
     /// data rate (dropping the connection drops the stalled bodies, which
     /// releases their upstream connections).
-    async fn drive<C, E>(mut self, conn: C, graceful: fn(Pin<&mut C>))
+    async fn drive<C, E>(mut self, conn: C, graceful: impl Fn(Pin<&mut C>))
     where
         C: std::future::Future<Output = Result<(), E>>,
         E: std::fmt::Display,

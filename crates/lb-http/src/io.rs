@@ -84,6 +84,24 @@ impl<S> FrontIo<S> {
     }
 }
 
+impl<S> FrontIo<S> {
+    /// Put `bytes` back in front of what is still to be read (bytes a
+    /// connection read past the point where it hands the stream on).
+    pub(crate) fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.prefix.has_remaining() {
+            let mut joined = Vec::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = Bytes::from(joined);
+        } else {
+            self.prefix = bytes;
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for FrontIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,

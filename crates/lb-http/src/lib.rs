@@ -25,6 +25,7 @@ mod external;
 mod front;
 mod grpc;
 mod grpc_web;
+mod h1;
 mod h3pool;
 mod headers;
 mod io;

@@ -40,7 +40,7 @@ pub(crate) async fn handle(
     // backend switch protocols (fronts without tunnels open none).
     let ws = tunnel::asked(&req)
         .filter(|_| conn.drain.is_some())
-        .map(|asked| (asked, hyper::upgrade::on(&mut req)));
+        .map(|asked| (asked, tunnel::ClientSide::of(&mut req)));
     let client_key = ws
         .as_ref()
         .and_then(|_| req.headers().get("sec-websocket-key").cloned());

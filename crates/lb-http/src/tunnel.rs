@@ -28,6 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Unit;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
@@ -293,8 +294,69 @@ impl TunnelMetrics {
 }
 
 /// What a tunnel needs once the backend switched protocols.
+/// A client connection a tunnel can run on, once handed over.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A handed-over client connection.
+pub(crate) type BoxedIo = Box<dyn Io>;
+
+/// Put in a request by the HTTP/1.1 front when it asks to upgrade: the
+/// connection arrives here once a `101` has been written. (Extensions
+/// must be `Clone`; the first to take the receiver has it.)
+#[derive(Clone)]
+pub(crate) struct ClientUpgrade(Arc<std::sync::Mutex<Option<oneshot::Receiver<BoxedIo>>>>);
+
+impl ClientUpgrade {
+    pub(crate) fn new(rx: oneshot::Receiver<BoxedIo>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(rx))))
+    }
+
+    fn take(&self) -> Option<oneshot::Receiver<BoxedIo>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Where the client's side of a tunnel comes from.
+pub(crate) enum ClientSide {
+    /// hyper's server (HTTP/2 extended CONNECT).
+    Hyper(OnUpgrade),
+    /// The HTTP/1.1 front's hand-over.
+    Own(oneshot::Receiver<BoxedIo>),
+}
+
+impl ClientSide {
+    /// The client side of `req`'s tunnel, should one open.
+    pub(crate) fn of<B>(req: &mut http::Request<B>) -> Self {
+        match req
+            .extensions_mut()
+            .remove::<ClientUpgrade>()
+            .and_then(|u| u.take())
+        {
+            Some(rx) => Self::Own(rx),
+            None => Self::Hyper(hyper::upgrade::on(req)),
+        }
+    }
+
+    async fn open(self) -> Result<BoxedIo, String> {
+        match self {
+            Self::Hyper(on) => on
+                .await
+                .map(|u| Box::new(TokioIo::new(u)) as BoxedIo)
+                .map_err(|e| e.to_string()),
+            Self::Own(rx) => rx
+                .await
+                .map_err(|_| "the client connection was not handed over".to_owned()),
+        }
+    }
+}
+
 pub(crate) struct Open {
-    pub(crate) client: OnUpgrade,
+    pub(crate) client: ClientSide,
     pub(crate) backend: OnUpgrade,
     /// The request's record: written when the tunnel ends.
     pub(crate) record: Record,
@@ -318,7 +380,8 @@ pub(crate) async fn run(open: Open) {
     let _tracked = drain.track();
     let plan = record.plan();
     let metrics = &plan.metrics.tunnels;
-    let (client, backend) = match tokio::try_join!(client, backend) {
+    let backend = async { backend.await.map_err(|e| e.to_string()) };
+    let (mut client, backend) = match tokio::try_join!(client.open(), backend) {
         Ok(pair) => pair,
         Err(e) => {
             record.fail(format!("tunnel not established: {e}"));
@@ -327,7 +390,6 @@ pub(crate) async fn run(open: Open) {
         }
     };
     metrics.opened.inc();
-    let mut client = TokioIo::new(client);
     let mut backend = TokioIo::new(backend);
     let moved = Moved::default();
     let ended = join(&mut client, &mut backend, idle, &drain, &moved).await;

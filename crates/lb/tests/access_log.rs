@@ -353,3 +353,77 @@ async fn writes_the_destination_refuses_are_counted() {
     common::scrape::wait_for(admin, errors, &labels, |v| v >= 1.0).await;
     assert!(gw.log().contains("access log write failed"), "{}", gw.log());
 }
+
+#[tokio::test]
+async fn malformed_heads_are_logged_and_counted() {
+    let api = named(Proto::H1, "ok");
+    let (listen, admin) = (free_addr(), free_addr());
+    let config = format!(
+        r#"
+[observability]
+metrics_bind = "{admin}"
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+backends = [{{ address = "{api}" }}]
+"#,
+        api = api.addr
+    );
+    let gw = Gateway::start(&config, &[listen]);
+    let cases: [(&[u8], u16, &str); 3] = [
+        (
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            400,
+            "malformed request head",
+        ),
+        (
+            b"POST /both HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 3\r\n\
+              Transfer-Encoding: chunked\r\n\r\n",
+            400,
+            "both Transfer-Encoding and Content-Length",
+        ),
+        (
+            b"POST /gz HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+            "transfer coding other than chunked",
+        ),
+    ];
+    for (raw, status, _) in cases {
+        let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+    }
+    let lines = wait_lines(3, || gw.log());
+    for (_, status, reason) in cases {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["status"] == status && l["error"] == reason),
+            "no {status} line for {reason:?} in {lines:?}"
+        );
+    }
+    assert_eq!(find(&lines, "/both")["method"], "POST");
+    assert_eq!(api.hits(), 0);
+    wait_admin(admin).await;
+    let text = scrape(admin).await;
+    let l = listen.to_string();
+    let unrouted = |class| {
+        value(
+            &text,
+            "expressgateway_http_requests_total",
+            &[
+                ("listener", &l),
+                ("route", ""),
+                ("cluster", ""),
+                ("status", class),
+            ],
+        )
+    };
+    assert_eq!(unrouted("4xx"), Some(2.0), "{text}");
+    assert_eq!(unrouted("5xx"), Some(1.0), "{text}");
+}

@@ -177,11 +177,11 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
     let backend = common::backend::echo(Proto::H1);
     let listen = free_addr();
     let _gw = gateway(listen, &backend);
-    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length. hyper (the
-    // front's parser) drops the Content-Length before the proxy sees the
-    // request, so the request is forwarded chunk-decoded without it, and
-    // the connection is closed after the response: the bytes after the
-    // chunked body can never be read as a second request.
+    // RFC 9112 §6.3 lets a server reject a request with both fields, as
+    // nginx does: two parsers on the way may disagree on which one frames
+    // the body, and whatever follows could be read as a second request.
+    // The answer is 400 and the connection closes; nothing reaches the
+    // backend.
     let mut raw = Raw::connect(listen).await;
     raw.send(
         b"POST / HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 4\r\n\
@@ -190,14 +190,17 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
     )
     .await;
     let res = raw.response().await;
-    assert_eq!(res.status, 200, "{res:?}");
-    assert_eq!(res.body, b"hello", "the chunked framing wins");
+    assert_eq!(res.status, 400, "{res:?}");
+    assert!(
+        String::from_utf8_lossy(&res.body).contains("both Transfer-Encoding and Content-Length"),
+        "{res:?}"
+    );
     assert_eq!(res.header("connection"), Some("close"), "{res:?}");
     assert!(
         raw.closed().await,
         "connection must close after the response"
     );
-    assert_eq!(backend.hits(), 1, "the smuggled request must not be served");
+    assert_eq!(backend.hits(), 0, "neither request may be served");
 }
 
 #[tokio::test]
@@ -414,4 +417,57 @@ async fn repeated_or_invalid_host_is_400() {
         assert_eq!(exchange(listen, case).await.status, 200);
     }
     assert_eq!(backend.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_waits_for_its_next_head_up_to_the_idle_timeout() {
+    let backend = named(Proto::H1, "svc");
+    let (listen, slow) = (free_addr(), free_addr());
+    let config = format!(
+        r#"
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+timeouts = {{ request_headers_ms = 500, idle_ms = 5000 }}
+backends = [{{ address = "{b}" }}]
+[[listeners]]
+address = "{slow}"
+protocol = "h1"
+timeouts = {{ request_headers_ms = 500, idle_ms = 5000 }}
+backends = [{{ address = "{b}" }}]
+"#,
+        b = backend.addr
+    );
+    let _gw = Gateway::start(&config, &[listen, slow]);
+    // The head timer runs from a head's first byte: a connection waiting
+    // between requests is bound by the idle timeout only.
+    let mut raw = Raw::connect(listen).await;
+    for _ in 0..2 {
+        raw.send(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+            .await;
+        assert_eq!(raw.response().await.status, 200);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    // A head begun and not finished in time closes the connection, on a
+    // kept-alive connection as on a new one.
+    let mut raw = Raw::connect(slow).await;
+    raw.send(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
+        .await;
+    assert_eq!(raw.response().await.status, 200);
+    raw.send(b"GET / HTTP/1.1\r\nHost: app").await;
+    let started = std::time::Instant::now();
+    assert!(raw.closed().await);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let mut fresh = Raw::connect(slow).await;
+    let started = std::time::Instant::now();
+    assert!(
+        fresh.closed().await,
+        "a connection sending nothing is closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(backend.hits(), 3);
 }

@@ -1,0 +1,365 @@
+//! Request heads: parsed with `httparse`, then checked for what framing
+//! and connection handling depend on. Every answer the parser gives is
+//! one of: not complete yet, a request, or the status to refuse it with.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+
+/// What a head may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Header fields, `Host` included.
+    pub(crate) max_headers: usize,
+    /// Bytes of the whole head, request line included.
+    pub(crate) max_bytes: usize,
+}
+
+/// How the request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) request: Request<()>,
+    pub(crate) framing: Framing,
+    /// The client lets the connection carry another request.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits before sending its body.
+    pub(crate) expect_continue: bool,
+    /// `TE: trailers`: the client takes trailer fields in a response.
+    pub(crate) trailers: bool,
+}
+
+/// Why a head is refused; the connection closes after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: &'static str,
+    /// The method and target, where the request line could be read.
+    pub(crate) line: Option<Box<(Method, Uri)>>,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: &'static str) -> Self {
+        Self {
+            status,
+            reason,
+            line: None,
+        }
+    }
+
+    fn bad(reason: &'static str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+}
+
+/// Header fields a head is parsed into without allocating their slots.
+const STACK_HEADERS: usize = 64;
+
+/// Parse the head at the start of `buf`. `Ok(None)`: more bytes are
+/// needed (and may come: the head so far is within the limits). On
+/// success the head's bytes are taken from `buf`; header values share
+/// them rather than being copied.
+pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refused> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+        stack.get_mut(..limits.max_headers).unwrap_or_default()
+    } else {
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(slots);
+    let base = buf.as_ptr() as usize;
+    // Only the first `max_bytes` are looked at: the answer is the same
+    // however the bytes arrived, and never depends on what lies past the
+    // limit.
+    let window = buf.get(..limits.max_bytes).unwrap_or(buf);
+    let status = match req.parse(window) {
+        Ok(status) => status,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refused::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(Refused::bad("malformed request head: version"))
+        }
+        Err(_) => return Err(Refused::bad("malformed request head")),
+    };
+    let len = match status {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() >= limits.max_bytes => {
+            return Err(Refused::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            ))
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(Refused::bad("malformed request head: version")),
+    };
+    let span = |s: &[u8]| {
+        let start = (s.as_ptr() as usize).saturating_sub(base);
+        (start, start + s.len())
+    };
+    let method = span(req.method.unwrap_or_default().as_bytes());
+    let target = span(req.path.unwrap_or_default().as_bytes());
+    let fields: Vec<(usize, usize, usize, usize)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            let (ns, ne) = span(h.name.as_bytes());
+            let (vs, ve) = span(h.value);
+            (ns, ne, vs, ve)
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let piece = |(s, e): (usize, usize)| head.get(s..e).unwrap_or_default();
+    let method = Method::from_bytes(piece(method))
+        .map_err(|_| Refused::bad("malformed request head: method"))?;
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1.min(head.len())))
+        .map_err(|_| Refused::bad("malformed request head: target"))?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (ns, ne, vs, ve) in fields {
+        let name = HeaderName::from_bytes(piece((ns, ne)));
+        let value = value_at(&head, vs, ve);
+        let (Ok(name), Some(value)) = (name, value) else {
+            return Err(Refused {
+                line: Some(Box::new((method, uri))),
+                ..Refused::bad("malformed header field")
+            });
+        };
+        headers.append(name, value);
+    }
+    let line = (method, uri);
+    let framed = framing(version, &headers).map_err(|(status, reason)| Refused {
+        status,
+        reason,
+        line: Some(Box::new(line.clone())),
+    })?;
+    let connection = tokens(&headers, &header::CONNECTION);
+    let keep_alive = match version {
+        Version::HTTP_10 => connection
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("keep-alive")),
+        _ => !connection.iter().any(|t| t.eq_ignore_ascii_case("close")),
+    };
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let trailers = tokens(&headers, &header::TE)
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("trailers"));
+    let mut request = Request::new(());
+    *request.method_mut() = line.0;
+    *request.uri_mut() = line.1;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        framing: framed,
+        keep_alive,
+        expect_continue,
+        trailers,
+    }))
+}
+
+fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {
+    if start > end || end > head.len() {
+        return None;
+    }
+    HeaderValue::from_maybe_shared(head.slice(start..end)).ok()
+}
+
+/// The comma-separated tokens of every `name` field, trimmed.
+pub(crate) fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The body's framing (RFC 9112 §6). A request with both
+/// `Transfer-Encoding` and `Content-Length` is refused, as is any
+/// transfer coding but a final `chunked` and any `Content-Length` that is
+/// not one number: each is a way to make two parsers disagree on where
+/// the request ends.
+fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, (StatusCode, &'static str)> {
+    let bad = |reason| (StatusCode::BAD_REQUEST, reason);
+    let coding = tokens(headers, &header::TRANSFER_ENCODING);
+    let lengths = headers.get_all(header::CONTENT_LENGTH);
+    let has_length = lengths.iter().next().is_some();
+    if !coding.is_empty() || headers.contains_key(header::TRANSFER_ENCODING) {
+        if has_length {
+            return Err(bad("both Transfer-Encoding and Content-Length"));
+        }
+        if version == Version::HTTP_10 {
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if coding
+            .last()
+            .is_none_or(|t| !t.eq_ignore_ascii_case("chunked"))
+        {
+            return Err(bad("Transfer-Encoding does not end in chunked"));
+        }
+        if coding
+            .iter()
+            .filter(|t| t.eq_ignore_ascii_case("chunked"))
+            .count()
+            > 1
+        {
+            return Err(bad("chunked applied twice"));
+        }
+        if coding.len() > 1 {
+            // A coding under the chunked framing (gzip, chunked) would
+            // reach the backend unannounced once the framing is removed.
+            return Err((
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding other than chunked",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    let mut length = None;
+    for value in lengths {
+        for item in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_length(item.trim_ascii()).ok_or(bad("malformed Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::Empty,
+    })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_headers: 20,
+        max_bytes: 2048,
+    };
+
+    fn parse_str(s: &str) -> Result<Option<Head>, Refused> {
+        let mut buf = BytesMut::from(s.as_bytes());
+        parse(&mut buf, LIMITS)
+    }
+
+    #[test]
+    fn a_simple_request_parses_and_leaves_what_follows() {
+        let mut buf = BytesMut::from(&b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\nNEXT"[..]);
+        let head = parse(&mut buf, LIMITS).unwrap().unwrap();
+        assert_eq!(head.request.method(), Method::GET);
+        assert_eq!(head.request.uri(), "/a?b");
+        assert_eq!(head.request.headers()["x-a"], "1");
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_ones_are_431() {
+        assert!(parse_str("GET / HTTP/1.1\r\nHost: x\r\n")
+            .unwrap()
+            .is_none());
+        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nA: {}", "a".repeat(3000));
+        assert_eq!(
+            parse_str(&big).unwrap_err().status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let many: String = (0..21).map(|i| format!("h{i}: v\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            parse_str(&req).unwrap_err().status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |extra: &str| {
+            parse_str(&format!("POST / HTTP/1.1\r\nHost: x\r\n{extra}\r\n"))
+                .map(|h| h.unwrap().framing)
+                .map_err(|r| r.status)
+        };
+        assert_eq!(f("Content-Length: 5\r\n"), Ok(Framing::Length(5)));
+        assert_eq!(f("Content-Length: 5, 5\r\n"), Ok(Framing::Length(5)));
+        assert_eq!(f("Content-Length: 0\r\n"), Ok(Framing::Empty));
+        assert_eq!(f("Transfer-Encoding: chunked\r\n"), Ok(Framing::Chunked));
+        assert_eq!(f("Transfer-Encoding: CHUNKED\r\n"), Ok(Framing::Chunked));
+        assert_eq!(
+            f("Transfer-Encoding: gzip, chunked\r\n"),
+            Err(StatusCode::NOT_IMPLEMENTED)
+        );
+        let bad = Err(StatusCode::BAD_REQUEST);
+        assert_eq!(f("Content-Length: 5, 6\r\n"), bad);
+        assert_eq!(f("Content-Length: 5\r\nContent-Length: 6\r\n"), bad);
+        assert_eq!(f("Content-Length: +5\r\n"), bad);
+        assert_eq!(f("Content-Length: 99999999999999999999\r\n"), bad);
+        assert_eq!(f("Transfer-Encoding: gzip\r\n"), bad);
+        assert_eq!(f("Transfer-Encoding: chunked, chunked\r\n"), bad);
+        assert_eq!(
+            f("Transfer-Encoding: chunked\r\nContent-Length: 4\r\n"),
+            bad
+        );
+    }
+
+    #[test]
+    fn connection_handling_follows_the_version() {
+        let h = |s: &str| parse_str(s).unwrap().unwrap();
+        assert!(!h("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(h("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!h("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(h("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+        assert!(h("GET / HTTP/1.1\r\nTE: trailers\r\n\r\n").trailers);
+    }
+
+    #[test]
+    fn malformed_lines_are_400() {
+        for case in [
+            "GARBAGE\r\n\r\n",
+            "GET / HTTP/9.9\r\n\r\n",
+            "GET /\r\n\r\n",
+            "GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_str(case).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{case:?}"
+            );
+        }
+    }
+}

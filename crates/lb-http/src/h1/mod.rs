@@ -1,0 +1,784 @@
+//! The HTTP/1.1 server connection: request heads parsed with `httparse`,
+//! bodies decoded as the proxy reads them, responses written with the
+//! framing the client's version allows.
+//!
+//! The connection and every request on it run in the connection's task:
+//! no driver task, no channels. A request body reads the connection
+//! itself, under the lock it shares with the response writer (held only
+//! for one read or write, never across a wait), so the body can be polled
+//! from wherever the proxy sends it. Between requests the connection
+//! holds no buffer: one is taken when bytes arrive and given back once
+//! everything read has been used, which is what keeps an idle keep-alive
+//! connection small.
+
+mod chunked;
+mod head;
+#[cfg(test)]
+mod props;
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::response::Parts;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use lb_core::Drain;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::body::{BoxError, ProxyBody};
+use crate::conn::ConnInfo;
+use crate::early::EarlyData;
+use crate::io::FrontIo;
+use crate::plan::ListenerPlan;
+use crate::proxy;
+use crate::record::{ObservedBody, Record};
+use crate::tunnel::{BoxedIo, ClientUpgrade};
+
+use chunked::{Decoded, Decoder};
+use head::Framing;
+pub(crate) use head::Limits;
+
+/// What a connection's requests may be.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    /// From a request's first byte (a connection's first request: from
+    /// the connection's start) to the end of its head.
+    pub(crate) head_timeout: Duration,
+}
+
+/// Bytes read at once into a request's buffer.
+const READ_SIZE: usize = 8 * 1024;
+
+/// What an idle connection reads into before it has a buffer.
+const FIRST_READ: usize = 2 * 1024;
+
+/// Responses gather their small pieces (head, chunk lines, small data)
+/// into one buffer; data frames from this size on are written from where
+/// they are.
+const COPY_BELOW: usize = 4 * 1024;
+
+/// Written out once this much is gathered, whether or not the body has
+/// more ready.
+const WRITE_ABOVE: usize = 64 * 1024;
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The connection as its requests share it.
+struct Shared<S> {
+    state: Mutex<State<S>>,
+}
+
+struct State<S> {
+    /// `None` once handed to a WebSocket tunnel.
+    io: Option<FrontIo<S>>,
+    /// Read but not yet used; empty, without capacity, between requests.
+    buf: BytesMut,
+    /// The current request's body.
+    body: Decoder,
+    /// `Some(n)`: the `100 Continue` is due, `n` of its bytes written.
+    continue_due: Option<usize>,
+    /// What a trailer section may hold.
+    max_trailers: usize,
+    /// The exchange's watch for the client leaving, woken when the body
+    /// is complete and the connection is its to read.
+    watcher: Option<Waker>,
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, State<S>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "connection handed over")
+}
+
+impl<S> State<S> {
+    /// The body is complete: the connection is the exchange's to watch.
+    fn body_read(&mut self) {
+        if let Some(waker) = self.watcher.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> State<S> {
+    /// Read more into `buf`; `Ok(0)` at end of stream. Without a buffer
+    /// the bytes are read on the stack first, so waiting costs nothing.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let io = self.io.as_mut().ok_or_else(gone)?;
+        if self.buf.capacity() == 0 {
+            let mut stack = [0u8; FIRST_READ];
+            let mut read = ReadBuf::new(&mut stack);
+            ready!(Pin::new(io).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
+            if n > 0 {
+                self.buf.reserve(READ_SIZE.max(n));
+                self.buf.put_slice(read.filled());
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf)
+    }
+
+    /// Write the rest of a due `100 Continue`.
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(sent) = self.continue_due {
+            let io = self.io.as_mut().ok_or_else(gone)?;
+            let Some(rest) = CONTINUE.get(sent..).filter(|r| !r.is_empty()) else {
+                ready!(Pin::new(io).poll_flush(cx))?;
+                self.continue_due = None;
+                break;
+            };
+            let n = ready!(Pin::new(io).poll_write(cx, rest))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.continue_due = Some(sent + n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &mut Out) -> Poll<io::Result<()>> {
+        out.seal();
+        while !out.chain.is_empty() {
+            let io = self.io.as_mut().ok_or_else(gone)?;
+            let mut slices = [IoSlice::new(&[]); 16];
+            for (slice, bytes) in slices.iter_mut().zip(&out.chain) {
+                *slice = IoSlice::new(bytes);
+            }
+            let count = out.chain.len().min(slices.len());
+            let n = ready!(
+                Pin::new(io).poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            out.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let io = self.io.as_mut().ok_or_else(gone)?;
+        Pin::new(io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let io = self.io.as_mut().ok_or_else(gone)?;
+        Pin::new(io).poll_shutdown(cx)
+    }
+}
+
+/// Response bytes waiting to be written: small pieces gathered in
+/// `small`, larger data kept as it came.
+#[derive(Default)]
+struct Out {
+    small: BytesMut,
+    chain: Vec<Bytes>,
+    len: usize,
+}
+
+impl Out {
+    fn put(&mut self, bytes: &[u8]) {
+        self.small.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if data.len() < COPY_BELOW {
+            self.put(&data);
+            return;
+        }
+        self.seal();
+        self.len += data.len();
+        self.chain.push(data);
+    }
+
+    /// Move the gathered small pieces into the chain.
+    fn seal(&mut self) {
+        if !self.small.is_empty() {
+            self.chain.push(self.small.split().freeze());
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len = self.len.saturating_sub(n);
+        while n > 0 {
+            let Some(first) = self.chain.first_mut() else {
+                return;
+            };
+            if n < first.len() {
+                first.advance(n);
+                return;
+            }
+            n -= first.len();
+            self.chain.remove(0);
+        }
+    }
+}
+
+/// A request body read from the connection as the proxy asks for it.
+struct RequestBody<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Body for RequestBody<S> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        ready!(state.poll_continue(cx))?;
+        loop {
+            match state.body.decode(&mut state.buf, state.max_trailers)? {
+                Decoded::More => {}
+                Decoded::Data(data) => {
+                    if state.body.is_done() {
+                        state.body_read();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoded::Trailers(trailers) => {
+                    state.body_read();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Decoded::End => {
+                    state.body_read();
+                    return Poll::Ready(None);
+                }
+            }
+            if ready!(state.poll_fill(cx))? == 0 {
+                return Poll::Ready(Some(Err("client closed the connection mid-body".into())));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.shared.lock().body.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.shared.lock().body.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// How an exchange left the connection.
+enum Next {
+    /// Ready for the next request.
+    KeepAlive,
+    Close,
+    /// Handed to a WebSocket tunnel.
+    Upgraded,
+}
+
+/// Serve HTTP/1.1 requests on `io` until the client closes, a request
+/// asks to close, an error, or drain (idle connections close at once,
+/// busy ones after their response).
+pub(crate) async fn serve<S>(
+    io: FrontIo<S>,
+    info: ConnInfo,
+    plan: Arc<ArcSwap<ListenerPlan>>,
+    drain: Arc<Drain>,
+    settings: Settings,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            io: Some(io),
+            buf: BytesMut::new(),
+            body: Decoder::Done,
+            continue_due: None,
+            max_trailers: settings.limits.max_bytes,
+            watcher: None,
+        }),
+    });
+    let mut first = true;
+    loop {
+        let head = next_head(&shared, &settings, first, &drain).await;
+        first = false;
+        let next = match head {
+            Ok(Some(head)) => Box::pin(exchange(&shared, head, &info, &plan, &drain)).await,
+            Ok(None) => Next::Close,
+            Err(refused) => {
+                Box::pin(refuse(&shared, refused, &info, &plan)).await;
+                Next::Close
+            }
+        };
+        match next {
+            Next::KeepAlive => {}
+            Next::Upgraded => return,
+            Next::Close => break,
+        }
+    }
+    let _ = poll_fn(|cx| shared.lock().poll_shutdown(cx)).await;
+}
+
+/// Wait for the next request head. `Ok(None)`: the connection is done
+/// (closed, timed out while reading a head, or drained while idle).
+async fn next_head<S>(
+    shared: &Shared<S>,
+    settings: &Settings,
+    first: bool,
+    drain: &Drain,
+) -> Result<Option<head::Head>, head::Refused>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut deadline = first.then(|| Instant::now() + settings.head_timeout);
+    loop {
+        let idle = {
+            let mut state = shared.lock();
+            if state.buf.is_empty() {
+                // Give the buffer back: an idle connection holds none.
+                state.buf = BytesMut::new();
+                true
+            } else {
+                if let Some(head) = head::parse(&mut state.buf, settings.limits)? {
+                    return Ok(Some(head));
+                }
+                false
+            }
+        };
+        if !idle && deadline.is_none() {
+            deadline = Some(Instant::now() + settings.head_timeout);
+        }
+        let fill = poll_fn(|cx| shared.lock().poll_fill(cx));
+        let timeout = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            read = fill => match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            },
+            () = drain.draining(), if idle => return Ok(None),
+            () = timeout => {
+                tracing::debug!("request head not complete in time; closing");
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Serve one request and write its response.
+async fn exchange<S>(
+    shared: &Arc<Shared<S>>,
+    head: head::Head,
+    info: &ConnInfo,
+    plan: &ArcSwap<ListenerPlan>,
+    drain: &Drain,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let head::Head {
+        request,
+        framing,
+        keep_alive,
+        expect_continue,
+        trailers,
+    } = head;
+    let body = {
+        let mut state = shared.lock();
+        state.body = match framing {
+            Framing::Empty => Decoder::Done,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(chunked::Chunked::Size),
+        };
+        state.continue_due = (expect_continue && framing != Framing::Empty).then_some(0);
+        match framing {
+            Framing::Empty => ProxyBody::empty(),
+            _ => ProxyBody::stream(Box::pin(RequestBody {
+                shared: Arc::clone(shared),
+            })),
+        }
+    };
+    let mut request = request.map(|()| body);
+    let head_request = request.method() == Method::HEAD;
+    let version = request.version();
+    let upgrade = asks_upgrade(request.headers()).then(|| {
+        let (tx, rx) = oneshot::channel();
+        request.extensions_mut().insert(ClientUpgrade::new(rx));
+        tx
+    });
+    if info.in_early_data() {
+        request.extensions_mut().insert(EarlyData);
+    }
+    let handled = proxy::handle(plan.load_full(), info.clone(), request);
+    let limit = shared.lock().max_trailers;
+    let response = tokio::select! {
+        biased;
+        Ok(response) = handled => response,
+        () = client_gone(shared, limit) => {
+            // Dropping the exchange ends its upstream request and logs
+            // the request as abandoned.
+            tracing::debug!("client closed its connection before the response");
+            return Next::Close;
+        }
+    };
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let reply = Reply {
+        head_request,
+        version,
+        keep_alive: keep_alive && !drain.is_draining(),
+        trailers,
+    };
+    let (keep_alive, written) = tokio::select! {
+        biased;
+        done = write_response(shared, response, reply) => done,
+        () = client_gone(shared, limit) => {
+            tracing::debug!("client closed its connection during the response");
+            return Next::Close;
+        }
+    };
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "response not completely written; closing");
+        return Next::Close;
+    }
+    if switching {
+        if let Some(tx) = upgrade {
+            let mut state = shared.lock();
+            let rest = state.buf.split().freeze();
+            if let Some(mut io) = state.io.take() {
+                io.unread(rest);
+                let io: BoxedIo = Box::new(io);
+                let _ = tx.send(io);
+                return Next::Upgraded;
+            }
+        }
+        return Next::Close;
+    }
+    let body_done = shared.lock().body.is_done();
+    if keep_alive && body_done {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    }
+}
+
+/// Completes when the client closes its connection (or it fails) while
+/// its request is served. The connection is read only once the request
+/// body is complete (until then the body reads it), and only while less
+/// than `limit` bytes wait in the buffer: whatever arrives is kept, as
+/// the next request or, after a `101`, the tunnel's first bytes. A client
+/// that shuts down its sending side is taken as gone, as hyper's server
+/// does by default.
+async fn client_gone<S>(shared: &Shared<S>, limit: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    poll_fn(|cx| {
+        let mut state = shared.lock();
+        if !state.body.is_done() {
+            state.watcher = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        while state.io.is_some() && state.buf.len() < limit {
+            match ready!(state.poll_fill(cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(_) => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+}
+
+/// `Connection: upgrade` with an `Upgrade` field.
+fn asks_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && head::tokens(headers, &header::CONNECTION)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// Answer a refused head (400, 431, 501) and count it like any request:
+/// it has its access log line and its place in the metrics.
+async fn refuse<S>(
+    shared: &Shared<S>,
+    refused: head::Refused,
+    info: &ConnInfo,
+    plan: &ArcSwap<ListenerPlan>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tracing::debug!(peer = %info.peer, reason = refused.reason, "request head refused");
+    let mut request = Request::new(());
+    if let Some((method, uri)) = refused.line.map(|line| *line) {
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+    }
+    let mut record = Record::start(plan.load_full(), info, &request);
+    record.fail(refused.reason);
+    let response = record.respond(proxy::status_response(refused.status, refused.reason));
+    let reply = Reply {
+        head_request: false,
+        version: Version::HTTP_11,
+        keep_alive: false,
+        trailers: false,
+    };
+    let (_, written) = write_response(shared, response, reply).await;
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "refusal not written");
+    }
+}
+
+/// What the request asked of its response.
+struct Reply {
+    head_request: bool,
+    version: Version,
+    keep_alive: bool,
+    /// The client takes trailer fields.
+    trailers: bool,
+}
+
+/// How a response's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delimit {
+    None,
+    Length(u64),
+    Chunked,
+    /// By closing the connection (HTTP/1.0 clients, unknown length).
+    Close,
+}
+
+/// Write `response`; returns whether the connection may carry another
+/// request, and whether the response went out whole.
+async fn write_response<S>(
+    shared: &Shared<S>,
+    response: Response<ObservedBody>,
+    reply: Reply,
+) -> (bool, io::Result<()>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let bodiless = reply.head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut keep_alive = reply.keep_alive;
+    let headers = &mut parts.headers;
+    headers.remove(header::TRANSFER_ENCODING);
+    let delimit = if bodiless {
+        Delimit::None
+    } else if let Some(n) = declared_length(headers) {
+        Delimit::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        Delimit::Length(n)
+    } else if reply.version == Version::HTTP_11 {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        Delimit::Chunked
+    } else {
+        keep_alive = false;
+        Delimit::Close
+    };
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        headers.remove(header::CONNECTION);
+        if !keep_alive {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else if reply.version == Version::HTTP_10 {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+    }
+    if !headers.contains_key(header::DATE) {
+        headers.insert(header::DATE, date());
+    }
+    // Trailer fields go only to a client that takes them, and only the
+    // ones the response declared.
+    let declared: Vec<String> = if reply.trailers && delimit == Delimit::Chunked {
+        head::tokens(headers, &header::TRAILER)
+            .iter()
+            .map(|t| t.to_ascii_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = Out::default();
+    encode_head(&parts, reply.version, &mut out);
+    let written = send_body(shared, &mut body, delimit, &declared, &mut out).await;
+    let keep_alive = keep_alive && delimit != Delimit::Close && written.is_ok();
+    (keep_alive, written)
+}
+
+/// The response's own `Content-Length`, when it is one number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()?.trim().parse().ok()
+}
+
+fn encode_head(parts: &Parts, version: Version, out: &mut Out) {
+    let status = parts.status;
+    out.put(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.put(status.as_str().as_bytes());
+    out.put(b" ");
+    out.put(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.put(b"\r\n");
+    put_fields(&parts.headers, out, |_| true);
+    out.put(b"\r\n");
+}
+
+fn put_fields(headers: &HeaderMap, out: &mut Out, keep: impl Fn(&str) -> bool) {
+    for (name, value) in headers {
+        if !keep(name.as_str()) {
+            continue;
+        }
+        out.put(name.as_str().as_bytes());
+        out.put(b": ");
+        out.put(value.as_bytes());
+        out.put(b"\r\n");
+    }
+}
+
+/// Write the head in `out` and the body after it, framed by `delimit`.
+/// Whatever the body has ready is gathered; when it has nothing ready,
+/// what was gathered goes out, so a small response is one write.
+async fn send_body<S>(
+    shared: &Shared<S>,
+    body: &mut ObservedBody,
+    delimit: Delimit,
+    declared: &[String],
+    out: &mut Out,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut left = match delimit {
+        Delimit::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut trailers = None;
+    if delimit != Delimit::None {
+        loop {
+            let mut body = Pin::new(&mut *body);
+            let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    write_out(shared, out).await?;
+                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| io::Error::other(format!("response body: {e}")))?;
+            let frame = match frame.into_data() {
+                Ok(data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let n = data.len() as u64;
+                    match delimit {
+                        Delimit::Chunked => {
+                            out.put(format!("{n:x}\r\n").as_bytes());
+                            out.push(data);
+                            out.put(b"\r\n");
+                        }
+                        Delimit::Length(_) if n > left => {
+                            return Err(io::Error::other("response body longer than its length"));
+                        }
+                        _ => out.push(data),
+                    }
+                    left = left.saturating_sub(n);
+                    if out.len >= WRITE_ABOVE {
+                        write_out(shared, out).await?;
+                    }
+                    continue;
+                }
+                Err(frame) => frame,
+            };
+            if let Ok(fields) = frame.into_trailers() {
+                trailers = Some(fields);
+            }
+        }
+    }
+    match delimit {
+        Delimit::Chunked => {
+            out.put(b"0\r\n");
+            if let Some(fields) = &trailers {
+                put_fields(fields, out, |name| declared.iter().any(|d| d == name));
+            }
+            out.put(b"\r\n");
+        }
+        Delimit::Length(_) if left > 0 => {
+            write_out(shared, out).await?;
+            return Err(io::Error::other("response body shorter than its length"));
+        }
+        _ => {}
+    }
+    write_out(shared, out).await
+}
+
+async fn write_out<S>(shared: &Shared<S>, out: &mut Out) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    poll_fn(|cx| {
+        let mut state = shared.lock();
+        ready!(state.poll_write_out(cx, out))?;
+        state.poll_flush(cx)
+    })
+    .await
+}
+
+/// The `Date` field, formatted once a second.
+fn date() -> HeaderValue {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, Option<HeaderValue>)> =
+            const { std::cell::RefCell::new((0, None)) };
+    }
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second || cached.1.is_none() {
+            let text = httpdate::fmt_http_date(now);
+            cached.1 = HeaderValue::from_str(&text).ok();
+            cached.0 = second;
+        }
+        cached
+            .1
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    })
+}

@@ -1,0 +1,259 @@
+//! Properties of request framing over generated and mutated requests:
+//! whatever the bytes, parsing never panics and reading them in pieces
+//! gives exactly what reading them whole gives; well-formed requests give
+//! back their body and leave what follows untouched.
+
+use bytes::BytesMut;
+use http::HeaderMap;
+use proptest::prelude::*;
+
+use super::chunked::{Chunked, Decoded, Decoder};
+use super::head::{self, Framing, Limits};
+
+const LIMITS: Limits = Limits {
+    max_headers: 32,
+    max_bytes: 4096,
+};
+
+/// What a connection reads from `input` fed in pieces of the given
+/// sizes: for each request, its head (method, target, headers, framing)
+/// or the refusal, then its body and trailers; and the bytes left.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    requests: Vec<Result<Exchange, (u16, &'static str)>>,
+    broken_body: Option<&'static str>,
+    left: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Exchange {
+    method: String,
+    target: String,
+    headers: Vec<(String, Vec<u8>)>,
+    framing: Framing,
+    body: Vec<u8>,
+    trailers: Option<HeaderMap>,
+}
+
+fn read_all(input: &[u8], pieces: &[usize]) -> Outcome {
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut sizes = pieces.iter().copied().cycle();
+    let mut feed = |buf: &mut BytesMut| -> bool {
+        let step = sizes.next().unwrap_or(1).max(1);
+        let end = (fed + step).min(input.len());
+        let Some(piece) = input.get(fed..end).filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        buf.extend_from_slice(piece);
+        fed = end;
+        true
+    };
+    let mut outcome = Outcome {
+        requests: Vec::new(),
+        broken_body: None,
+        left: Vec::new(),
+    };
+    'requests: while outcome.requests.len() < 8 {
+        let head = loop {
+            match head::parse(&mut buf, LIMITS) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {
+                    if !feed(&mut buf) {
+                        break 'requests;
+                    }
+                }
+                Err(refused) => {
+                    outcome
+                        .requests
+                        .push(Err((refused.status.as_u16(), refused.reason)));
+                    break 'requests;
+                }
+            }
+        };
+        let (parts, ()) = head.request.into_parts();
+        let mut exchange = Exchange {
+            method: parts.method.to_string(),
+            target: parts.uri.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            framing: head.framing,
+            body: Vec::new(),
+            trailers: None,
+        };
+        let mut decoder = match head.framing {
+            Framing::Empty => Decoder::Done,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(Chunked::Size),
+        };
+        loop {
+            match decoder.decode(&mut buf, LIMITS.max_bytes) {
+                Ok(Decoded::More) => {
+                    if !feed(&mut buf) {
+                        outcome.broken_body = Some("end of input mid-body");
+                        outcome.requests.push(Ok(exchange));
+                        break 'requests;
+                    }
+                }
+                Ok(Decoded::Data(d)) => exchange.body.extend_from_slice(&d),
+                Ok(Decoded::Trailers(t)) => {
+                    exchange.trailers = Some(t);
+                    break;
+                }
+                Ok(Decoded::End) => break,
+                Err(e) => {
+                    outcome.broken_body = Some(e.0);
+                    outcome.requests.push(Ok(exchange));
+                    break 'requests;
+                }
+            }
+        }
+        outcome.requests.push(Ok(exchange));
+    }
+    outcome.left = buf.to_vec();
+    outcome
+        .left
+        .extend_from_slice(input.get(fed..).unwrap_or_default());
+    outcome
+}
+
+/// A well-formed request with `body`, framed by length or in chunks of
+/// the given sizes, with optional trailers.
+fn request(body: &[u8], chunks: Option<&[usize]>, trailer: bool) -> Vec<u8> {
+    let mut out = b"POST /upload?x=1 HTTP/1.1\r\nHost: app.example.com\r\nX-Id: 7\r\n".to_vec();
+    match chunks {
+        None => {
+            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            out.extend_from_slice(body);
+        }
+        Some(sizes) => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            let mut rest = body;
+            let mut sizes = sizes.iter().copied().cycle();
+            while !rest.is_empty() {
+                let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                out.extend_from_slice(format!("{n:X};e=1\r\n").as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+                rest = tail;
+            }
+            out.extend_from_slice(b"0\r\n");
+            if trailer {
+                out.extend_from_slice(b"x-checksum: abc\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
+/// A mutation of a request: bytes replaced, inserted or removed.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Replace(usize, u8),
+    Insert(usize, u8),
+    Remove(usize),
+}
+
+fn mutate(input: &mut Vec<u8>, mutations: &[Mutation]) {
+    for m in mutations {
+        let len = input.len().max(1);
+        match *m {
+            Mutation::Replace(at, b) => {
+                if let Some(slot) = input.get_mut(at % len) {
+                    *slot = b;
+                }
+            }
+            Mutation::Insert(at, b) => input.insert(at % (input.len() + 1), b),
+            Mutation::Remove(at) => {
+                if !input.is_empty() {
+                    input.remove(at % len);
+                }
+            }
+        }
+    }
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    // Bytes that matter to framing more often than any others.
+    let byte = prop_oneof![
+        Just(b'\r'),
+        Just(b'\n'),
+        Just(b':'),
+        Just(b' '),
+        Just(b'0'),
+        Just(b';'),
+        Just(b','),
+        any::<u8>(),
+    ];
+    prop_oneof![
+        (any::<usize>(), byte.clone()).prop_map(|(a, b)| Mutation::Replace(a, b)),
+        (any::<usize>(), byte).prop_map(|(a, b)| Mutation::Insert(a, b)),
+        any::<usize>().prop_map(Mutation::Remove),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn well_formed_requests_give_back_their_body_and_what_follows(
+        body in proptest::collection::vec(any::<u8>(), 0..3000),
+        chunked in any::<bool>(),
+        chunks in proptest::collection::vec(1usize..700, 1..6),
+        trailer in any::<bool>(),
+        pieces in proptest::collection::vec(1usize..600, 1..6),
+    ) {
+        let mut input = request(&body, chunked.then_some(&chunks[..]), trailer);
+        input.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: b\r\n\r\n");
+        let outcome = read_all(&input, &pieces);
+        prop_assert_eq!(outcome.broken_body, None);
+        prop_assert_eq!(outcome.requests.len(), 2);
+        let first = outcome.requests.first().unwrap().as_ref().unwrap();
+        prop_assert_eq!(&first.body, &body);
+        prop_assert_eq!(first.trailers.is_some(), chunked && trailer);
+        let second = outcome.requests.get(1).unwrap().as_ref().unwrap();
+        prop_assert_eq!(&second.target, "/next");
+        prop_assert!(outcome.left.is_empty());
+    }
+
+    #[test]
+    fn mutated_requests_read_the_same_in_any_pieces(
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+        chunked in any::<bool>(),
+        chunks in proptest::collection::vec(1usize..200, 1..4),
+        mutations in proptest::collection::vec(mutation(), 1..6),
+        pieces in proptest::collection::vec(1usize..300, 1..6),
+    ) {
+        let mut input = request(&body, chunked.then_some(&chunks[..]), true);
+        input.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: b\r\n\r\n");
+        mutate(&mut input, &mutations);
+        let whole = read_all(&input, &[input.len().max(1)]);
+        let pieced = read_all(&input, &pieces);
+        prop_assert_eq!(whole, pieced);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_break_the_parser(
+        input in proptest::collection::vec(any::<u8>(), 0..2000),
+        pieces in proptest::collection::vec(1usize..300, 1..4),
+    ) {
+        let whole = read_all(&input, &[input.len().max(1)]);
+        let pieced = read_all(&input, &pieces);
+        prop_assert_eq!(whole, pieced);
+    }
+}
+
+#[test]
+fn a_head_split_anywhere_parses_the_same() {
+    let input = request(b"hello", None, false);
+    for split in 1..input.len() {
+        let outcome = read_all(&input, &[split]);
+        let first = outcome.requests.first().unwrap().as_ref().unwrap();
+        assert_eq!(first.body, b"hello", "split at {split}");
+    }
+}
