@@ -101,11 +101,11 @@ async fn serve_connection(
         };
         let mut info = ConnInfo::plain(peer, clients);
         info.drain = Some(Arc::clone(&drain));
-        return serve_http(stream, prefix, is_h2, info, plan, &drain).await;
+        return serve_http(stream, prefix, is_h2, info, plan, drain).await;
     };
     // Boxed, as the connections below: the task then holds only the state
     // of the stage it is in, not room for the largest of all of them.
-    let (stream, session) = match Box::pin(tls.handshake(stream)).await {
+    let (stream, session) = match handshake(&tls, stream).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "client TLS handshake did not complete");
@@ -115,19 +115,26 @@ async fn serve_connection(
     let is_h2 = session.is_h2();
     let mut info = ConnInfo::tls(peer, session, clients);
     info.drain = Some(Arc::clone(&drain));
-    serve_http(stream, Bytes::new(), is_h2, info, plan, &drain).await;
+    serve_http(stream, Bytes::new(), is_h2, info, plan, drain).await;
 }
 
+/// A connection's whole life once its protocol is known, as one boxed
+/// future.
+type Connection = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Serve HTTP/2 or HTTP/1.1 on an established client stream; `prefix` are
-/// bytes already read from it.
-async fn serve_http<S>(
+/// bytes already read from it. Built outside any `async` body and boxed
+/// whole: a future moved into a box from inside another keeps a slot in
+/// that one's state, which every idle connection would then carry.
+fn serve_http<S>(
     stream: S,
     prefix: Bytes,
     is_h2: bool,
     mut info: ConnInfo,
     plan: Arc<ArcSwap<ListenerPlan>>,
-    drain: &Drain,
-) where
+    drain: Arc<Drain>,
+) -> Connection
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = plan.load_full();
@@ -142,12 +149,7 @@ async fn serve_http<S>(
         let taken: Taken = Box::new(move || written.written());
         (ReadWatch::new(progress, taken, rate), cuts)
     });
-    let watchdog = Watchdog {
-        drain,
-        activity: &activity,
-        idle: settings.listener.idle_timeout,
-        read: watch,
-    };
+    let idle = settings.listener.idle_timeout;
     if !is_h2 {
         // The HTTP/1.1 connection drains itself: idle, it closes at once;
         // busy, after its response.
@@ -158,36 +160,60 @@ async fn serve_http<S>(
             },
             head_timeout: http.request_headers_timeout,
         };
-        let drain = Arc::clone(info.drain.as_ref().unwrap_or(&Drain::new()));
-        drop(settings);
-        let conn = async move {
-            h1::serve(io, info, plan, drain, h1).await;
-            Ok::<(), std::convert::Infallible>(())
-        };
-        Box::pin(watchdog.drive(conn, |_| {})).await;
-        return;
+        return Box::pin(async move {
+            let watchdog = Watchdog {
+                drain: &drain,
+                activity: &activity,
+                idle,
+                read: watch,
+            };
+            let conn = async {
+                h1::serve(io, info, plan, Arc::clone(&drain), h1).await;
+                Ok::<(), std::convert::Infallible>(())
+            };
+            watchdog.drive(conn, |_| {}).await;
+        });
     }
     let io = TokioIo::new(io);
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        // Read as hyper hands the request over: a head parsed before the
-        // client's Finished may have come in early data.
-        if info.in_early_data() {
-            req.extensions_mut().insert(EarlyData);
-        }
-        proxy::handle(plan.load_full(), info.clone(), req.map(ProxyBody::incoming))
-    });
     let h2 = &http.h2;
     let header_list = u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX);
-    let conn = http2::Builder::new(TokioExecutor::new())
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_header_list_size(header_list)
         .max_concurrent_streams(h2.max_concurrent_streams)
         .initial_stream_window_size(h2.initial_stream_window)
         .initial_connection_window_size(h2.initial_connection_window)
-        .enable_connect_protocol()
-        .serve_connection(io, service);
-    drop(settings);
-    Box::pin(watchdog.drive(conn, |c| c.graceful_shutdown())).await;
+        .enable_connect_protocol();
+    Box::pin(async move {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // Read as hyper hands the request over: a head parsed before
+            // the client's Finished may have come in early data.
+            if info.in_early_data() {
+                req.extensions_mut().insert(EarlyData);
+            }
+            proxy::handle(plan.load_full(), info.clone(), req.map(ProxyBody::incoming))
+        });
+        let watchdog = Watchdog {
+            drain: &drain,
+            activity: &activity,
+            idle,
+            read: watch,
+        };
+        let conn = builder.serve_connection(io, service);
+        watchdog.drive(conn, |c| c.graceful_shutdown()).await;
+    })
+}
+
+type Handshaken = Result<(lb_tls::ServerStream, lb_tls::Session), lb_tls::HandshakeError>;
+
+/// The TLS handshake, boxed outside the connection's own future (see
+/// [`serve_http`]).
+fn handshake(
+    tls: &ServerTls,
+    stream: TcpStream,
+) -> Pin<Box<dyn std::future::Future<Output = Handshaken> + Send + '_>> {
+    Box::pin(tls.handshake(stream))
 }
 
 /// Read until the bytes either are the HTTP/2 preface or cannot become it.

@@ -16,7 +16,7 @@ mod head;
 #[cfg(test)]
 mod props;
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -320,10 +320,10 @@ pub(crate) async fn serve<S>(
         let head = next_head(&shared, &settings, first, &drain).await;
         first = false;
         let next = match head {
-            Ok(Some(head)) => Box::pin(exchange(&shared, head, &info, &plan, &drain)).await,
+            Ok(Some(head)) => boxed_exchange(&shared, head, &info, &plan, &drain).await,
             Ok(None) => Next::Close,
             Err(refused) => {
-                Box::pin(refuse(&shared, refused, &info, &plan)).await;
+                boxed_refusal(&shared, refused, &info, &plan).await;
                 Next::Close
             }
         };
@@ -334,6 +334,33 @@ pub(crate) async fn serve<S>(
         }
     }
     let _ = poll_fn(|cx| shared.lock().poll_shutdown(cx)).await;
+}
+
+/// An exchange's future, boxed outside the connection's: built inside an
+/// `async` body, it would keep a slot there through every idle wait.
+fn boxed_exchange<'a, S>(
+    shared: &'a Arc<Shared<S>>,
+    head: head::Head,
+    info: &'a ConnInfo,
+    plan: &'a ArcSwap<ListenerPlan>,
+    drain: &'a Drain,
+) -> Pin<Box<dyn Future<Output = Next> + Send + 'a>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(exchange(shared, head, info, plan, drain))
+}
+
+fn boxed_refusal<'a, S>(
+    shared: &'a Shared<S>,
+    refused: head::Refused,
+    info: &'a ConnInfo,
+    plan: &'a ArcSwap<ListenerPlan>,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(refuse(shared, refused, info, plan))
 }
 
 /// Wait for the next request head. `Ok(None)`: the connection is done
