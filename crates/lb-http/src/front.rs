@@ -74,48 +74,67 @@ pub async fn serve(
         let clients = Arc::clone(&clients);
         tokio::spawn(async move {
             // When the drain budget runs out the connection is dropped,
-            // which closes it, before its guard reports it gone.
-            tokio::select! {
-                () = serve_connection(stream, peer, plan, tls, clients, Arc::clone(&drain)) => {}
-                () = drain.aborted() => {}
+            // which closes it, before its guard reports it gone. Two
+            // stages, each boxed: the first (protocol detection or TLS
+            // handshake) is freed once the second starts, so a connection
+            // that lives on holds only what serving it needs.
+            let setup = Box::pin(prepare(
+                stream,
+                peer,
+                plan,
+                tls,
+                clients,
+                Arc::clone(&drain),
+            ));
+            let conn = tokio::select! {
+                conn = setup => conn,
+                () = drain.aborted() => None,
+            };
+            if let Some(conn) = conn {
+                tokio::select! {
+                    () = conn => {}
+                    () = drain.aborted() => {}
+                }
             }
             drop((open, tracked));
         });
     }
 }
 
-async fn serve_connection(
+/// A connection's first stage: tell HTTP/1.1 from HTTP/2 (by the preface
+/// in cleartext, by ALPN after the TLS handshake); `None` when the
+/// connection ended first.
+async fn prepare(
     mut stream: TcpStream,
     peer: SocketAddr,
     plan: Arc<ArcSwap<ListenerPlan>>,
     tls: Option<Arc<ServerTls>>,
     clients: Arc<ClientTable>,
     drain: Arc<Drain>,
-) {
+) -> Option<Connection> {
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         let timeout = plan.load().http.request_headers_timeout;
         let sniffed = tokio::time::timeout(timeout, sniff_preface(&mut stream)).await;
         let Ok(Ok((prefix, is_h2))) = sniffed else {
-            return;
+            return None;
         };
         let mut info = ConnInfo::plain(peer, clients);
         info.drain = Some(Arc::clone(&drain));
-        return serve_http(stream, prefix, is_h2, info, plan, drain).await;
+        return Some(serve_http(stream, prefix, is_h2, info, plan, drain));
     };
-    // Boxed, as the connections below: the task then holds only the state
-    // of the stage it is in, not room for the largest of all of them.
+    // Boxed on its own: the handshake's state is freed once it is done.
     let (stream, session) = match handshake(&tls, stream).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "client TLS handshake did not complete");
-            return;
+            return None;
         }
     };
     let is_h2 = session.is_h2();
     let mut info = ConnInfo::tls(peer, session, clients);
     info.drain = Some(Arc::clone(&drain));
-    serve_http(stream, Bytes::new(), is_h2, info, plan, drain).await;
+    Some(serve_http(stream, Bytes::new(), is_h2, info, plan, drain))
 }
 
 /// A connection's whole life once its protocol is known, as one boxed
@@ -160,19 +179,14 @@ where
             },
             head_timeout: http.request_headers_timeout,
         };
-        return Box::pin(async move {
-            let watchdog = Watchdog {
-                drain: &drain,
-                activity: &activity,
-                idle,
-                read: watch,
-            };
-            let conn = async {
-                h1::serve(io, info, plan, Arc::clone(&drain), h1).await;
-                Ok::<(), std::convert::Infallible>(())
-            };
-            watchdog.drive(conn, |_| {}).await;
-        });
+        // No watchdog: the connection runs its own timers, only where
+        // they can fire.
+        let guards = h1::Guards {
+            activity,
+            idle,
+            read: watch,
+        };
+        return Box::pin(h1::serve(io, info, plan, drain, h1, guards));
     }
     let io = TokioIo::new(io);
     let h2 = &http.h2;

@@ -30,6 +30,7 @@ use http::response::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use lb_core::Drain;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -37,11 +38,12 @@ use tokio::time::Instant;
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnInfo;
 use crate::early::EarlyData;
-use crate::io::FrontIo;
+use crate::io::{Activity, FrontIo};
 use crate::plan::ListenerPlan;
 use crate::proxy;
 use crate::record::{ObservedBody, Record};
 use crate::tunnel::{BoxedIo, ClientUpgrade};
+use crate::watch::ReadWatch;
 
 use chunked::{Decoded, Decoder};
 use head::Framing;
@@ -54,6 +56,17 @@ pub(crate) struct Settings {
     /// From a request's first byte (a connection's first request: from
     /// the connection's start) to the end of its head.
     pub(crate) head_timeout: Duration,
+}
+
+/// What closes a connection besides its client and drain: no byte moving
+/// for the idle timeout (between requests, or while a backend is slow),
+/// and a client that does not take its responses. Timers run only where
+/// they can fire: an idle connection waits on one.
+pub(crate) struct Guards {
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) idle: Duration,
+    /// The response read check and the counter of its cuts.
+    pub(crate) read: Option<(ReadWatch, Counter)>,
 }
 
 /// Bytes read at once into a request's buffer.
@@ -302,6 +315,7 @@ pub(crate) async fn serve<S>(
     plan: Arc<ArcSwap<ListenerPlan>>,
     drain: Arc<Drain>,
     settings: Settings,
+    mut guards: Guards,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -317,10 +331,12 @@ pub(crate) async fn serve<S>(
     });
     let mut first = true;
     loop {
-        let head = next_head(&shared, &settings, first, &drain).await;
+        let head = next_head(&shared, &settings, first, &drain, &guards).await;
         first = false;
         let next = match head {
-            Ok(Some(head)) => boxed_exchange(&shared, head, &info, &plan, &drain).await,
+            Ok(Some(head)) => {
+                boxed_exchange(&shared, head, &info, &plan, &drain, &mut guards).await
+            }
             Ok(None) => Next::Close,
             Err(refused) => {
                 boxed_refusal(&shared, refused, &info, &plan).await;
@@ -344,11 +360,12 @@ fn boxed_exchange<'a, S>(
     info: &'a ConnInfo,
     plan: &'a ArcSwap<ListenerPlan>,
     drain: &'a Drain,
+    guards: &'a mut Guards,
 ) -> Pin<Box<dyn Future<Output = Next> + Send + 'a>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    Box::pin(exchange(shared, head, info, plan, drain))
+    Box::pin(exchange(shared, head, info, plan, drain, guards))
 }
 
 fn boxed_refusal<'a, S>(
@@ -370,6 +387,7 @@ async fn next_head<S>(
     settings: &Settings,
     first: bool,
     drain: &Drain,
+    guards: &Guards,
 ) -> Result<Option<head::Head>, head::Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -393,12 +411,9 @@ where
             deadline = Some(Instant::now() + settings.head_timeout);
         }
         let fill = poll_fn(|cx| shared.lock().poll_fill(cx));
-        let timeout = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        // One timer: the idle timeout, or the head's, whichever is first.
+        let idle_at = Instant::now() + guards.activity.remaining(guards.idle);
+        let at = deadline.map_or(idle_at, |d| d.min(idle_at));
         tokio::select! {
             biased;
             read = fill => match read {
@@ -406,9 +421,15 @@ where
                 Ok(_) => {}
             },
             () = drain.draining(), if idle => return Ok(None),
-            () = timeout => {
-                tracing::debug!("request head not complete in time; closing");
-                return Ok(None);
+            () = tokio::time::sleep_until(at) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    tracing::debug!("request head not complete in time; closing");
+                    return Ok(None);
+                }
+                if guards.activity.remaining(guards.idle).is_zero() {
+                    tracing::debug!("client connection idle; closing");
+                    return Ok(None);
+                }
             }
         }
     }
@@ -421,10 +442,16 @@ async fn exchange<S>(
     info: &ConnInfo,
     plan: &ArcSwap<ListenerPlan>,
     drain: &Drain,
+    guards: &mut Guards,
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Guards {
+        activity,
+        idle,
+        read,
+    } = guards;
     let head::Head {
         request,
         framing,
@@ -469,6 +496,7 @@ where
             tracing::debug!("client closed its connection before the response");
             return Next::Close;
         }
+        () = idle_out(activity, *idle) => return Next::Close,
     };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let reply = Reply {
@@ -484,6 +512,8 @@ where
             tracing::debug!("client closed its connection during the response");
             return Next::Close;
         }
+        () = idle_out(activity, *idle) => return Next::Close,
+        () = too_slow(read.as_mut()) => return Next::Close,
     };
     if let Err(e) = written {
         tracing::debug!(error = %e, "response not completely written; closing");
@@ -536,6 +566,39 @@ where
         Poll::Pending
     })
     .await;
+}
+
+/// Completes once no byte has moved on the connection for `idle`.
+async fn idle_out(activity: &Activity, idle: Duration) {
+    loop {
+        let remaining = activity.remaining(idle);
+        if remaining.is_zero() {
+            tracing::debug!("client connection idle; closing");
+            return;
+        }
+        tokio::time::sleep(remaining).await;
+    }
+}
+
+/// Completes when the client takes its response below the minimum data
+/// rate (counted as a cut); never without a check.
+async fn too_slow(read: Option<&mut (ReadWatch, Counter)>) {
+    let Some((watch, cuts)) = read else {
+        return std::future::pending().await;
+    };
+    loop {
+        match watch.next_check() {
+            None => watch.first_waiting().await,
+            Some(check) => {
+                tokio::time::sleep(check).await;
+                if watch.too_slow() {
+                    cuts.inc();
+                    tracing::debug!("client too slow reading its responses; closing");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// `Connection: upgrade` with an `Upgrade` field.
