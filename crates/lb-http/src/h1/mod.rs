@@ -72,6 +72,9 @@ pub(crate) struct Guards {
 /// Bytes read at once into a request's buffer.
 const READ_SIZE: usize = 8 * 1024;
 
+/// A request's buffer when its first read was small (most heads are).
+const SMALL_BUFFER: usize = 1024;
+
 /// What an idle connection reads into before it has a buffer.
 const FIRST_READ: usize = 2 * 1024;
 
@@ -137,7 +140,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> State<S> {
             ready!(Pin::new(io).poll_read(cx, &mut read))?;
             let n = read.filled().len();
             if n > 0 {
-                self.buf.reserve(READ_SIZE.max(n));
+                // All there was fit on the stack: a small buffer (which the
+                // allocator serves from its per-thread cache) holds it;
+                // more reads grow it.
+                let size = if n < FIRST_READ {
+                    n.max(SMALL_BUFFER)
+                } else {
+                    READ_SIZE
+                };
+                self.buf.reserve(size);
                 self.buf.put_slice(read.filled());
             }
             return Poll::Ready(Ok(n));
@@ -394,6 +405,20 @@ where
 {
     let mut deadline = first.then(|| Instant::now() + settings.head_timeout);
     loop {
+        let kept = {
+            let state = shared.lock();
+            state.buf.is_empty() && state.buf.capacity() > 0
+        };
+        if kept {
+            // A busy client's next request usually follows at once: it is
+            // read into the buffer the connection still has, which goes
+            // back only once nothing is there to read.
+            match poll_fn(|cx| Poll::Ready(shared.lock().poll_fill(cx))).await {
+                Poll::Ready(Ok(0) | Err(_)) => return Ok(None),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => {}
+            }
+        }
         let idle = {
             let mut state = shared.lock();
             if state.buf.is_empty() {
@@ -716,7 +741,17 @@ where
     } else {
         Vec::new()
     };
-    let mut out = Out::default();
+    // Room for the head as it will be written, so gathering it does not
+    // grow the buffer step by step.
+    let head_size: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut out = Out {
+        small: BytesMut::with_capacity(head_size + 64),
+        ..Out::default()
+    };
     encode_head(&parts, reply.version, &mut out);
     let written = send_body(shared, &mut body, delimit, &declared, &mut out).await;
     let keep_alive = keep_alive && delimit != Delimit::Close && written.is_ok();
