@@ -694,7 +694,7 @@ async fn write_response<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut parts, mut body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let status = parts.status;
     let bodiless = reply.head_request
         || status.is_informational()
@@ -753,7 +753,7 @@ where
         ..Out::default()
     };
     encode_head(&parts, reply.version, &mut out);
-    let written = send_body(shared, &mut body, delimit, &declared, &mut out).await;
+    let written = send_body(shared, body, delimit, &declared, &mut out).await;
     let keep_alive = keep_alive && delimit != Delimit::Close && written.is_ok();
     (keep_alive, written)
 }
@@ -800,7 +800,7 @@ fn put_fields(headers: &HeaderMap, out: &mut Out, keep: impl Fn(&str) -> bool) {
 /// what was gathered goes out, so a small response is one write.
 async fn send_body<S>(
     shared: &Shared<S>,
-    body: &mut ObservedBody,
+    mut body: ObservedBody,
     delimit: Delimit,
     declared: &[String],
     out: &mut Out,
@@ -815,7 +815,7 @@ where
     let mut trailers = None;
     if delimit != Delimit::None {
         loop {
-            let mut body = Pin::new(&mut *body);
+            let mut body = Pin::new(&mut body);
             let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
@@ -855,6 +855,10 @@ where
             }
         }
     }
+    // The body ends here, before its last bytes are written: what it holds
+    // (the request's record, its in-flight count) is released before the
+    // client can have the response and send its next request.
+    drop(body);
     match delimit {
         Delimit::Chunked => {
             out.put(b"0\r\n");
