@@ -1,7 +1,7 @@
 //! Trailers through the gateway for every front × backend pair. HTTP/2
 //! carries trailers unconditionally; an HTTP/1.1 hop carries them only when
-//! its rules allow (hyper writes only the trailer fields a `Trailer` header
-//! declares, and sends response trailers only to a client that sent
+//! its rules allow (only the trailer fields a `Trailer` header declares
+//! are written, and response trailers go only to a client that sent
 //! `TE: trailers`).
 
 mod common;
