@@ -168,10 +168,11 @@ impl SlowBody {
 #[error("request body too slow")]
 pub struct RequestBodyTooSlow;
 
-/// A backend's response body as its connection delivers it: hyper's
-/// (HTTP/1.1, HTTP/2) or an HTTP/3 stream's.
+/// A backend's response body as its connection delivers it: our own
+/// HTTP/1.1 client's, hyper's (HTTP/2) or an HTTP/3 stream's.
 #[derive(Debug)]
 pub(crate) enum Received {
+    H1(Box<crate::h1::client::ResponseBody>),
     Hyper(Incoming),
     H3(Box<lb_h3client::ResponseBody>),
 }
@@ -185,6 +186,7 @@ impl Body for Received {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            Self::H1(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::H3(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
@@ -192,6 +194,7 @@ impl Body for Received {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Self::H1(b) => b.is_end_stream(),
             Self::Hyper(b) => b.is_end_stream(),
             Self::H3(b) => b.is_end_stream(),
         }
@@ -199,6 +202,7 @@ impl Body for Received {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Self::H1(b) => b.size_hint(),
             Self::Hyper(b) => b.size_hint(),
             Self::H3(b) => b.size_hint(),
         }

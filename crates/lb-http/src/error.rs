@@ -33,6 +33,10 @@ pub enum UpstreamError {
     /// The exchange failed after the request was handed to the connection.
     #[error("backend exchange failed: {0}")]
     Exchange(hyper::Error),
+    /// The HTTP/1.1 exchange failed after the request was handed to the
+    /// connection (closed, reset, malformed response).
+    #[error("backend exchange failed: {0}")]
+    H1Exchange(crate::h1::client::Error),
     /// The HTTP/3 exchange failed after the request was handed to the
     /// connection (stream reset, connection lost).
     #[error("backend exchange failed: {0}")]
@@ -74,6 +78,7 @@ impl UpstreamError {
             | Self::Handshake(_)
             | Self::QuicHandshake(_)
             | Self::Exchange(_)
+            | Self::H1Exchange(_)
             | Self::H3Exchange(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::ResponseTimeout | Self::TotalTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -96,7 +101,7 @@ impl UpstreamError {
             Self::Tls(_) => "upstream TLS handshake failed",
             Self::Handshake(_) | Self::QuicHandshake(_) => "upstream handshake failed",
             Self::PoolExhausted => "upstream connection limit reached",
-            Self::Exchange(_) | Self::H3Exchange(_) => {
+            Self::Exchange(_) | Self::H1Exchange(_) | Self::H3Exchange(_) => {
                 "upstream connection reset or protocol error"
             }
             Self::ResponseTimeout => "upstream response timeout",
@@ -127,7 +132,7 @@ impl UpstreamError {
             | Self::Handshake(_)
             | Self::QuicHandshake(_)
             | Self::PoolExhausted => Some(RetryOn::ConnectFailure),
-            Self::Exchange(_) | Self::H3Exchange(_) => Some(RetryOn::Reset),
+            Self::Exchange(_) | Self::H1Exchange(_) | Self::H3Exchange(_) => Some(RetryOn::Reset),
             Self::ResponseTimeout => Some(RetryOn::Timeout),
             Self::TotalTimeout
             | Self::NoBackend(_)
@@ -145,6 +150,8 @@ impl UpstreamError {
             Self::ConnectTimeout | Self::ResponseTimeout | Self::TotalTimeout => ErrorKind::Timeout,
             Self::Tls(_) => ErrorKind::Tls,
             Self::Handshake(e) | Self::Exchange(e) => hyper_kind(e),
+            Self::H1Exchange(e) if e.is_reset() => ErrorKind::Reset,
+            Self::H1Exchange(_) => ErrorKind::Protocol,
             Self::QuicHandshake(e) | Self::H3Exchange(e) => h3_kind(e),
             Self::PoolExhausted => ErrorKind::PoolExhausted,
             Self::NoBackend(_) => ErrorKind::NoBackend,
@@ -169,6 +176,7 @@ impl UpstreamError {
                 | Self::Handshake(_)
                 | Self::QuicHandshake(_)
                 | Self::Exchange(_)
+                | Self::H1Exchange(_)
                 | Self::H3Exchange(_)
                 | Self::ResponseTimeout
         )

@@ -1,6 +1,7 @@
 //! Upstream connection pools, one per backend. HTTP/1.1 keeps idle
 //! connections in a lock-free bounded queue and returns a connection only
-//! after its response body was read to the end; HTTP/2 multiplexes streams
+//! after its response body was read to the end (its own client code,
+//! `h1::client`, polled in the request's task); HTTP/2 multiplexes streams
 //! over as few connections as `max_streams_per_connection` allows, opening
 //! another when every open one is full, and closes a connection that
 //! carried no stream for `idle_timeout_ms`; HTTP/3 does the same over QUIC
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::SegQueue;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::connector;
 use crate::error::UpstreamError;
+use crate::h1::client::Connection as H1Connection;
 use crate::h3pool::H3Conn;
 use crate::metrics::{GaugeUnit, PoolMetrics};
 use lb_config::BackendProtocol;
@@ -50,7 +52,7 @@ pub struct BackendPool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: H1Connection,
     /// The TLS generation it was made with (0: cleartext).
     tls_generation: u64,
     since: Instant,
@@ -130,23 +132,19 @@ pub enum Conn {
     H3(lb_h3client::Connection, StreamLease),
 }
 
-/// What a response holds of the pool until its body ends: the HTTP/1.1
-/// connection, or a stream slot of an HTTP/2 or HTTP/3 one.
+/// What a response holds of the pool until its body ends: a stream slot
+/// of an HTTP/2 or HTTP/3 connection. (An HTTP/1.1 response's body holds
+/// its connection itself.)
 #[derive(Debug)]
 pub enum Checkout {
-    /// An HTTP/1.1 connection, reused after a complete response.
-    H1(H1Checkout),
     /// A stream slot of a multiplexed connection, freed when dropped.
     Stream(StreamLease),
 }
 
 impl Checkout {
-    /// The response ended completely: the HTTP/1.1 connection may carry
-    /// another request, the stream slot is free. (Dropping instead closes
-    /// an HTTP/1.1 connection.)
+    /// The response ended completely: the stream slot is free.
     pub fn release(self) {
         match self {
-            Self::H1(c) => c.release(),
             Self::Stream(lease) => drop(lease),
         }
     }
@@ -190,7 +188,7 @@ impl Drop for StreamLease {
 /// back, dropping it closes it.
 #[derive(Debug)]
 pub struct H1Checkout {
-    pub(crate) sender: http1::SendRequest<ProxyBody>,
+    pub(crate) conn: H1Connection,
     tls_generation: u64,
     /// Taken from the idle queue rather than just connected: the backend
     /// may have closed it while it sat there.
@@ -204,17 +202,50 @@ impl H1Checkout {
     /// Return the connection for reuse (after its response was fully read).
     pub fn release(self) {
         let idle = Idle {
-            sender: self.sender,
+            conn: self.conn,
             tls_generation: self.tls_generation,
             since: Instant::now(),
             _counted: GaugeUnit::hold(&self.pool.metrics.idle),
         };
         let keep = self.pool.settings.max_idle_per_backend > 0
-            && !idle.sender.is_closed()
             && idle.tls_generation == self.pool.tls_generation();
-        if keep && self.pool.idle.push(idle).is_ok() {
+        if keep && self.pool.idle.push(idle) {
             self.pool.released.notify_one();
         }
+    }
+
+    /// The connection, leaving the pool for good (an upgrade).
+    pub(crate) fn into_conn(self) -> H1Connection {
+        self.conn
+    }
+}
+
+/// What an open HTTP/1.1 connection holds until it closes: its pool
+/// permit, its circuit slot, its place in the open-connection counts.
+#[derive(Debug)]
+pub(crate) struct Held {
+    backend: Arc<Backend>,
+    _permit: OwnedSemaphorePermit,
+    _slot: CircuitSlot,
+    _open: GaugeUnit,
+}
+
+impl Held {
+    fn new(pool: &BackendPool, permit: OwnedSemaphorePermit, slot: CircuitSlot) -> Self {
+        pool.backend.state.connection_opened();
+        Self {
+            backend: Arc::clone(&pool.backend),
+            _permit: permit,
+            _slot: slot,
+            _open: GaugeUnit::hold(&pool.metrics.open),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        tracing::debug!(backend = %self.backend.spec.address, "upstream connection ended");
+        self.backend.state.connection_closed();
     }
 }
 
@@ -274,15 +305,15 @@ impl BackendPool {
 
     fn pop_idle(self: &Arc<Self>) -> Option<H1Checkout> {
         let generation = self.tls_generation();
-        while let Some(idle) = self.idle.pop() {
-            if idle.sender.is_closed()
+        while let Some(mut idle) = self.idle.pop() {
+            if idle.conn.is_closed()
                 || idle.since.elapsed() >= self.settings.idle_timeout
                 || idle.tls_generation != generation
             {
                 continue;
             }
             return Some(H1Checkout {
-                sender: idle.sender,
+                conn: idle.conn,
                 tls_generation: idle.tls_generation,
                 reused: true,
                 pool: Arc::clone(self),
@@ -295,26 +326,18 @@ impl BackendPool {
     async fn acquire_h1(self: &Arc<Self>) -> Result<H1Checkout, UpstreamError> {
         let deadline = Instant::now() + self.connect_timeout;
         loop {
-            if let Some(mut checkout) = self.pop_idle() {
-                // A connection goes back to the queue as soon as its body
-                // ended; the driver may need a moment to mark it ready.
-                if tokio::time::timeout_at(deadline, checkout.sender.ready())
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
-                    self.metrics.reused.inc();
-                    return Ok(checkout);
-                }
-                continue;
+            if let Some(checkout) = self.pop_idle() {
+                self.metrics.reused.inc();
+                return Ok(checkout);
             }
             let released = self.released.notified();
             tokio::select! {
                 permit = Arc::clone(&self.permits).acquire_owned() => {
                     let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
-                    let (sender, tls_generation) = self.connect_h1(permit, deadline).await?;
+                    let (conn, tls_generation) = self.connect_h1(permit, deadline).await?;
                     self.metrics.new.inc();
                     return Ok(H1Checkout {
-                        sender,
+                        conn,
                         tls_generation,
                         reused: false,
                         pool: Arc::clone(self),
@@ -331,20 +354,14 @@ impl BackendPool {
         &self,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
-    ) -> Result<(http1::SendRequest<ProxyBody>, u64), UpstreamError> {
+    ) -> Result<(H1Connection, u64), UpstreamError> {
         let slot = self
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
         let (io, tls_generation) = self.connect(deadline).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        // With upgrades: a `101` hands the connection to a WebSocket
-        // tunnel, and the driver ends.
-        self.spawn_driver((permit, slot, None), log_end(conn.with_upgrades()));
-        Ok((sender, tls_generation))
+        let held = Held::new(self, permit, slot);
+        Ok((H1Connection::new(io.into_inner(), held), tls_generation))
     }
 
     /// A stream slot on an open HTTP/2 connection with room, or on a new
@@ -549,7 +566,8 @@ impl IdleQueue {
         }
     }
 
-    fn push(&self, idle: Idle) -> Result<(), Idle> {
+    /// Queue `idle`; `false` (and the connection closed) when full.
+    fn push(&self, idle: Idle) -> bool {
         let reserved =
             self.len
                 .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
@@ -558,9 +576,9 @@ impl IdleQueue {
         match reserved {
             Ok(_) => {
                 self.queue.push(idle);
-                Ok(())
+                true
             }
-            Err(_) => Err(idle),
+            Err(_) => false,
         }
     }
 
@@ -586,11 +604,13 @@ async fn reap_idle(pool: Weak<BackendPool>, idle_timeout: Duration) {
         pool.reap_h3(idle_timeout);
         let generation = pool.tls_generation();
         for _ in 0..pool.idle.len() {
-            let Some(idle) = pool.idle.pop() else { break };
+            let Some(mut idle) = pool.idle.pop() else {
+                break;
+            };
             let fresh = idle.since.elapsed() < idle_timeout && idle.tls_generation == generation;
-            if !idle.sender.is_closed() && fresh {
+            if fresh && !idle.conn.is_closed() {
                 // The queue cannot be full: we just took this slot.
-                let _ = pool.idle.push(idle);
+                pool.idle.push(idle);
             }
         }
     }

@@ -66,7 +66,7 @@ pub(crate) async fn handle(
         };
         if opened {
             if let Some(slot) = record.tunnel_slot.take() {
-                let backend = hyper::upgrade::on(&mut response);
+                let backend = tunnel::BackendSide::of(&mut response);
                 tunnel::to_client(&mut response, asked, client_key.as_ref());
                 let open = tunnel::Open {
                     client,

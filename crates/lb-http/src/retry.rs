@@ -404,16 +404,8 @@ async fn send(
     req: Request<ProxyBody>,
     headers_timeout: Duration,
 ) -> Result<(Response<Received>, Option<Checkout>), Failure> {
-    let mut reused = false;
     let (sent, checkout) = match conn {
-        Conn::H1(mut checkout) => {
-            reused = checkout.reused;
-            let fut = checkout.sender.try_send_request(req);
-            (
-                tokio::time::timeout(headers_timeout, fut).await,
-                Some(Checkout::H1(checkout)),
-            )
-        }
+        Conn::H1(checkout) => return send_h1(checkout, req, headers_timeout).await,
         Conn::H2(mut sender, lease) => {
             let fut = sender.try_send_request(req);
             (
@@ -431,15 +423,25 @@ async fn send(
                 Box::new(req),
                 UpstreamError::Handshake(e.into_error()),
             )),
-            None => {
-                let e = UpstreamError::Exchange(e.into_error());
-                if reused && matches!(e.kind(), Some(crate::metrics::ErrorKind::Reset)) {
-                    Err(Failure::Stale(e))
-                } else {
-                    Err(Failure::Failed(e))
-                }
-            }
+            None => Err(Failure::Failed(UpstreamError::Exchange(e.into_error()))),
         },
+    }
+}
+
+async fn send_h1(
+    checkout: crate::pool::H1Checkout,
+    req: Request<ProxyBody>,
+    headers_timeout: Duration,
+) -> Result<(Response<Received>, Option<Checkout>), Failure> {
+    let reused = checkout.reused;
+    match tokio::time::timeout(headers_timeout, crate::h1::client::send(checkout, req)).await {
+        Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
+        // The body puts the connection back itself.
+        Ok(Ok(res)) => Ok((res.map(|b| Received::H1(Box::new(b))), None)),
+        // A reused connection the backend closed before answering: the
+        // keep-alive race.
+        Ok(Err(e)) if reused && e.is_reset() => Err(Failure::Stale(UpstreamError::H1Exchange(e))),
+        Ok(Err(e)) => Err(Failure::Failed(UpstreamError::H1Exchange(e))),
     }
 }
 

@@ -355,9 +355,37 @@ impl ClientSide {
     }
 }
 
+/// Where the backend's side of a tunnel comes from.
+pub(crate) enum BackendSide {
+    /// hyper's client (an h2 backend's extended CONNECT).
+    Hyper(OnUpgrade),
+    /// Our HTTP/1.1 client's connection, switched by a `101`.
+    Own(Option<BoxedIo>),
+}
+
+impl BackendSide {
+    /// The backend side of `res`'s tunnel.
+    pub(crate) fn of<B>(res: &mut http::Response<B>) -> Self {
+        match res.extensions_mut().remove::<crate::h1::client::Upgraded>() {
+            Some(upgraded) => Self::Own(upgraded.take()),
+            None => Self::Hyper(hyper::upgrade::on(res)),
+        }
+    }
+
+    async fn open(self) -> Result<BoxedIo, String> {
+        match self {
+            Self::Hyper(on) => on
+                .await
+                .map(|u| Box::new(TokioIo::new(u)) as BoxedIo)
+                .map_err(|e| e.to_string()),
+            Self::Own(io) => io.ok_or_else(|| "the backend connection was taken".to_owned()),
+        }
+    }
+}
+
 pub(crate) struct Open {
     pub(crate) client: ClientSide,
-    pub(crate) backend: OnUpgrade,
+    pub(crate) backend: BackendSide,
     /// The request's record: written when the tunnel ends.
     pub(crate) record: Record,
     /// The tunnel's place under the listener's `max_tunnels`.
@@ -380,8 +408,7 @@ pub(crate) async fn run(open: Open) {
     let _tracked = drain.track();
     let plan = record.plan();
     let metrics = &plan.metrics.tunnels;
-    let backend = async { backend.await.map_err(|e| e.to_string()) };
-    let (mut client, backend) = match tokio::try_join!(client.open(), backend) {
+    let (mut client, mut backend) = match tokio::try_join!(client.open(), backend.open()) {
         Ok(pair) => pair,
         Err(e) => {
             record.fail(format!("tunnel not established: {e}"));
@@ -390,7 +417,6 @@ pub(crate) async fn run(open: Open) {
         }
     };
     metrics.opened.inc();
-    let mut backend = TokioIo::new(backend);
     let moved = Moved::default();
     let ended = join(&mut client, &mut backend, idle, &drain, &moved).await;
     let (up, down) = (

@@ -118,14 +118,10 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
     };
     let method = span(req.method.unwrap_or_default().as_bytes());
     let target = span(req.path.unwrap_or_default().as_bytes());
-    let fields: Vec<(usize, usize, usize, usize)> = req
+    let spans: Vec<Span> = req
         .headers
         .iter()
-        .map(|h| {
-            let (ns, ne) = span(h.name.as_bytes());
-            let (vs, ve) = span(h.value);
-            (ns, ne, vs, ve)
-        })
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
         .collect();
     let head = buf.split_to(len).freeze();
     let piece = |(s, e): (usize, usize)| head.get(s..e).unwrap_or_default();
@@ -133,18 +129,12 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         .map_err(|_| Refused::bad("malformed request head: method"))?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1.min(head.len())))
         .map_err(|_| Refused::bad("malformed request head: target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (ns, ne, vs, ve) in fields {
-        let name = HeaderName::from_bytes(piece((ns, ne)));
-        let value = value_at(&head, vs, ve);
-        let (Ok(name), Some(value)) = (name, value) else {
-            return Err(Refused {
-                line: Some(Box::new((method, uri))),
-                ..Refused::bad("malformed header field")
-            });
-        };
-        headers.append(name, value);
-    }
+    let Some(headers) = fields(&head, &spans) else {
+        return Err(Refused {
+            line: Some(Box::new((method, uri))),
+            ..Refused::bad("malformed header field")
+        });
+    };
     let line = (method, uri);
     let framed = framing(version, &headers).map_err(|(status, reason)| Refused {
         status,
@@ -177,6 +167,20 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         expect_continue,
         trailers,
     }))
+}
+
+/// Where a header field's name and value lie in its head.
+pub(super) type Span = ((usize, usize), (usize, usize));
+
+/// The header fields of `head` at `spans`; values share the head's bytes.
+/// `None` when a name or value is not valid.
+pub(super) fn fields(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &((ns, ne), (vs, ve)) in spans {
+        let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
+        headers.append(name, value_at(head, vs, ve)?);
+    }
+    Some(headers)
 }
 
 fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {
@@ -256,7 +260,7 @@ fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, (StatusCode
     })
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(super) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

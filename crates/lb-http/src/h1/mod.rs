@@ -12,6 +12,7 @@
 //! connection small.
 
 mod chunked;
+pub(crate) mod client;
 mod head;
 #[cfg(test)]
 mod props;
@@ -178,23 +179,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> State<S> {
     }
 
     fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &mut Out) -> Poll<io::Result<()>> {
-        out.seal();
-        while !out.chain.is_empty() {
-            let io = self.io.as_mut().ok_or_else(gone)?;
-            let mut slices = [IoSlice::new(&[]); 16];
-            for (slice, bytes) in slices.iter_mut().zip(&out.chain) {
-                *slice = IoSlice::new(bytes);
-            }
-            let count = out.chain.len().min(slices.len());
-            let n = ready!(
-                Pin::new(io).poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
-            )?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            out.advance(n);
-        }
-        Poll::Ready(Ok(()))
+        let io = self.io.as_mut().ok_or_else(gone)?;
+        poll_write_chain(io, cx, out)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -254,6 +240,29 @@ impl Out {
             self.chain.remove(0);
         }
     }
+}
+
+/// Write everything `out` holds, as few writes as the stream allows.
+fn poll_write_chain<W>(io: &mut W, cx: &mut Context<'_>, out: &mut Out) -> Poll<io::Result<()>>
+where
+    W: AsyncWrite + Unpin,
+{
+    out.seal();
+    while !out.chain.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 16];
+        for (slice, bytes) in slices.iter_mut().zip(&out.chain) {
+            *slice = IoSlice::new(bytes);
+        }
+        let count = out.chain.len().min(slices.len());
+        let n = ready!(
+            Pin::new(&mut *io).poll_write_vectored(cx, slices.get(..count).unwrap_or_default())
+        )?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        out.advance(n);
+    }
+    Poll::Ready(Ok(()))
 }
 
 /// A request body read from the connection as the proxy asks for it.
@@ -824,7 +833,15 @@ where
                 }
             };
             let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| io::Error::other(format!("response body: {e}")))?;
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    // What came before the failure still goes out: the
+                    // client sees the response cut, not a silent close.
+                    let _ = write_out(shared, out).await;
+                    return Err(io::Error::other(format!("response body: {e}")));
+                }
+            };
             let frame = match frame.into_data() {
                 Ok(data) => {
                     if data.is_empty() {
