@@ -30,6 +30,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::gateway::Gateway;
 use crate::status::StatusSource;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
