@@ -423,7 +423,7 @@ async fn pump_rest(shared: Arc<Mutex<Reading>>) {
 
 /// How a response's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delimit {
+pub(super) enum Delimit {
     None,
     Length(u64),
     Chunked,
@@ -431,7 +431,7 @@ enum Delimit {
     Close,
 }
 
-type Head = (http::response::Parts, Delimit, bool);
+pub(super) type Head = (http::response::Parts, Delimit, bool);
 
 /// Read until a final response head is complete (interim `1xx` ones are
 /// passed over).
@@ -457,7 +457,7 @@ fn poll_head(
     }
 }
 
-enum Parsed {
+pub(super) enum Parsed {
     Final(Head),
     /// An interim response was read and passed over.
     Interim,
@@ -466,7 +466,7 @@ enum Parsed {
 }
 
 /// Parse one response head off the front of `buf`.
-fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
+pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut res = httparse::Response::new(&mut fields);
     let window = buf.get(..MAX_HEAD).unwrap_or(buf);

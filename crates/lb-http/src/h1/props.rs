@@ -1,13 +1,14 @@
-//! Properties of request framing over generated and mutated requests:
-//! whatever the bytes, parsing never panics and reading them in pieces
-//! gives exactly what reading them whole gives; well-formed requests give
-//! back their body and leave what follows untouched.
+//! Properties of request and response framing over generated and mutated
+//! messages: whatever the bytes, parsing never panics and reading them in
+//! pieces gives exactly what reading them whole gives; well-formed
+//! messages give back their body and leave what follows untouched.
 
 use bytes::BytesMut;
 use http::HeaderMap;
 use proptest::prelude::*;
 
 use super::chunked::{Chunked, Decoded, Decoder};
+use super::client::{self, Delimit, Parsed};
 use super::head::{self, Framing, Limits};
 
 const LIMITS: Limits = Limits {
@@ -255,5 +256,186 @@ fn a_head_split_anywhere_parses_the_same() {
         let outcome = read_all(&input, &[split]);
         let first = outcome.requests.first().unwrap().as_ref().unwrap();
         assert_eq!(first.body, b"hello", "split at {split}");
+    }
+}
+
+/// A response as the client side reads it: status, fields, body,
+/// trailers; or why it was refused.
+type ReadResponse = Result<(u16, Vec<(String, Vec<u8>)>, Vec<u8>, Option<HeaderMap>), String>;
+
+/// What the client side reads from `input` fed in pieces of the given
+/// sizes: the final responses (interim ones passed over), whether a body
+/// broke, and the bytes left.
+#[derive(Debug, PartialEq)]
+struct ResponsesRead {
+    responses: Vec<ReadResponse>,
+    broken_body: Option<&'static str>,
+    left: Vec<u8>,
+}
+
+fn read_responses(input: &[u8], pieces: &[usize]) -> ResponsesRead {
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut sizes = pieces.iter().copied().cycle();
+    let mut feed = |buf: &mut BytesMut| -> bool {
+        let step = sizes.next().unwrap_or(1).max(1);
+        let end = (fed + step).min(input.len());
+        let Some(piece) = input.get(fed..end).filter(|p| !p.is_empty()) else {
+            return false;
+        };
+        buf.extend_from_slice(piece);
+        fed = end;
+        true
+    };
+    let mut read = ResponsesRead {
+        responses: Vec::new(),
+        broken_body: None,
+        left: Vec::new(),
+    };
+    'responses: while read.responses.len() < 4 {
+        let (parts, delimit, _) = loop {
+            match client::parse(&mut buf, false) {
+                Ok(Parsed::Final(head)) => break head,
+                Ok(Parsed::Interim) => {}
+                Ok(Parsed::Partial) => {
+                    if !feed(&mut buf) {
+                        break 'responses;
+                    }
+                }
+                Err(e) => {
+                    read.responses.push(Err(e.to_string()));
+                    break 'responses;
+                }
+            }
+        };
+        let fields = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let mut body = Vec::new();
+        let mut trailers = None;
+        let mut decoder = match delimit {
+            Delimit::None => Decoder::Done,
+            Delimit::Length(n) => Decoder::Length(n),
+            Delimit::Chunked => Decoder::Chunked(Chunked::Size),
+            Delimit::Close => {
+                while feed(&mut buf) {}
+                body.extend_from_slice(&buf.split());
+                read.responses
+                    .push(Ok((parts.status.as_u16(), fields, body, None)));
+                break 'responses;
+            }
+        };
+        loop {
+            match decoder.decode(&mut buf, 4096) {
+                Ok(Decoded::More) => {
+                    if !feed(&mut buf) {
+                        read.broken_body = Some("end of input mid-body");
+                        break;
+                    }
+                }
+                Ok(Decoded::Data(d)) => body.extend_from_slice(&d),
+                Ok(Decoded::Trailers(t)) => {
+                    trailers = Some(t);
+                    break;
+                }
+                Ok(Decoded::End) => break,
+                Err(e) => {
+                    read.broken_body = Some(e.0);
+                    break;
+                }
+            }
+        }
+        read.responses
+            .push(Ok((parts.status.as_u16(), fields, body, trailers)));
+        if read.broken_body.is_some() {
+            break;
+        }
+    }
+    read.left = buf.to_vec();
+    read.left
+        .extend_from_slice(input.get(fed..).unwrap_or_default());
+    read
+}
+
+/// An interim response, a `200` with `body` (by length or in chunks with a
+/// trailer), and a `204`.
+fn responses(body: &[u8], chunks: Option<&[usize]>) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nServer: t\r\n".to_vec();
+    match chunks {
+        None => {
+            out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            out.extend_from_slice(body);
+        }
+        Some(sizes) => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            let mut rest = body;
+            let mut sizes = sizes.iter().copied().cycle();
+            while !rest.is_empty() {
+                let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+                rest = tail;
+            }
+            out.extend_from_slice(b"0\r\nGrpc-Status: 0\r\n\r\n");
+        }
+    }
+    out.extend_from_slice(b"HTTP/1.1 204 No Content\r\nX-Next: 1\r\n\r\n");
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Well-formed responses give back their body, then the next response.
+    #[test]
+    fn well_formed_responses_give_back_their_body_and_what_follows(
+        body in proptest::collection::vec(any::<u8>(), 0..3000),
+        chunked in any::<bool>(),
+        chunks in proptest::collection::vec(1usize..700, 1..6),
+        pieces in proptest::collection::vec(1usize..600, 1..6),
+    ) {
+        let input = responses(&body, chunked.then_some(chunks.as_slice()));
+        let read = read_responses(&input, &pieces);
+        prop_assert_eq!(read.broken_body, None);
+        prop_assert_eq!(read.responses.len(), 2);
+        let Some(Ok((status, _, got, trailers))) = read.responses.first() else {
+            return Err(TestCaseError::fail("no first response"));
+        };
+        prop_assert_eq!(*status, 200);
+        prop_assert_eq!(got, &body);
+        prop_assert_eq!(trailers.is_some(), chunked);
+        prop_assert!(matches!(read.responses.get(1), Some(Ok((204, _, b, None))) if b.is_empty()));
+        prop_assert!(read.left.is_empty());
+    }
+
+    /// Mutated responses read the same however the bytes arrive.
+    #[test]
+    fn mutated_responses_read_the_same_in_any_pieces(
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+        chunked in any::<bool>(),
+        chunks in proptest::collection::vec(1usize..200, 1..4),
+        mutations in proptest::collection::vec(mutation(), 1..6),
+        pieces in proptest::collection::vec(1usize..300, 1..6),
+    ) {
+        let mut input = responses(&body, chunked.then_some(chunks.as_slice()));
+        mutate(&mut input, &mutations);
+        let whole = read_responses(&input, &[input.len().max(1)]);
+        let pieced = read_responses(&input, &pieces);
+        prop_assert_eq!(whole, pieced);
+    }
+
+    /// Arbitrary bytes from a backend never break the client side.
+    #[test]
+    fn arbitrary_response_bytes_read_the_same_in_any_pieces(
+        input in proptest::collection::vec(any::<u8>(), 0..2000),
+        pieces in proptest::collection::vec(1usize..300, 1..4),
+    ) {
+        let whole = read_responses(&input, &[input.len().max(1)]);
+        let pieced = read_responses(&input, &pieces);
+        prop_assert_eq!(whole, pieced);
     }
 }
