@@ -23,6 +23,9 @@ mod early;
 mod error;
 mod external;
 mod front;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod grpc;
 mod grpc_web;
 mod h1;

@@ -16,6 +16,8 @@ pub(crate) mod client;
 mod head;
 #[cfg(test)]
 mod props;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod replay;
 
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};

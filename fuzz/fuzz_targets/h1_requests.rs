@@ -1,0 +1,5 @@
+//! Request bytes as the HTTP/1.1 front reads them: never a panic, and the
+//! same reading whole or in pieces.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lb_http::fuzzing::h1_requests(data));
