@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lb_core::Drain;
 use lb_tls::ServerTls;
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::ProxyBody;
@@ -232,24 +232,29 @@ fn handshake(
 
 /// Read until the bytes either are the HTTP/2 preface or cannot become it.
 async fn sniff_preface(stream: &mut TcpStream) -> std::io::Result<(Bytes, bool)> {
-    let mut buf = [0u8; 24];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let Some(rest) = buf.get_mut(filled..) else {
-            break;
+    // Whatever the first read brings is kept (the whole head of most
+    // HTTP/1.1 requests), so the connection does not read twice for it;
+    // the buffer lives only between awaits.
+    let mut seen = Vec::new();
+    loop {
+        stream.readable().await?;
+        let mut buf = [0u8; 2048];
+        let n = match stream.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         };
-        let n = stream.read(rest).await?;
         if n == 0 {
             break;
         }
-        filled += n;
-        let seen = buf.get(..filled).unwrap_or_default();
-        if !H2_PREFACE.starts_with(seen) {
+        seen.extend_from_slice(buf.get(..n).unwrap_or_default());
+        let start = seen.get(..H2_PREFACE.len()).unwrap_or(&seen);
+        if seen.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(start) {
             break;
         }
     }
-    let seen = buf.get(..filled).unwrap_or_default();
-    Ok((Bytes::copy_from_slice(seen), seen == H2_PREFACE))
+    let is_h2 = seen.starts_with(H2_PREFACE);
+    Ok((Bytes::from(seen), is_h2))
 }
 
 /// What closes a connection other than its client: drain, idle time and

@@ -113,6 +113,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrontIo<S> {
             let n = this.prefix.len().min(buf.remaining());
             let chunk = this.prefix.split_to(n);
             buf.put_slice(&chunk);
+            if this.prefix.is_empty() {
+                // An empty slice would still hold the whole allocation.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
