@@ -422,6 +422,7 @@ async fn every_request_gets_one_json_access_line_with_its_outcome() {
     assert_eq!(unrouted["status"], 404);
     assert_eq!(unrouted["error"], "no route");
     assert!(unrouted.get("cluster").is_none());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A body that sends `hello` and then never ends.
@@ -537,4 +538,5 @@ async fn abandoned_requests_and_cut_off_responses_are_logged_as_such() {
     assert_eq!(cut["status"], 200);
     assert_eq!(cut["bytes_out"], 5);
     assert!(cut["error"].as_str().unwrap().contains("cut off"), "{cut}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

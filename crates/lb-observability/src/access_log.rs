@@ -467,6 +467,8 @@ mod tests {
             r#"{"log":"access","time":"2023-11-14T22:13:20.123Z","listener":"127.0.0.1:80","client":"127.0.0.1:5000","protocol":"tcp","bytes_in":3,"bytes_out":5,"duration_ms":1.5,"cluster":"api","backend":"127.0.0.1:81","retries":1}"#
         );
         assert_eq!(sink.dropped(), 0);
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -530,6 +532,8 @@ mod tests {
         let old = std::fs::read_to_string(&rotated).unwrap();
         assert_eq!(old.lines().count(), 1, "{old}");
         assert_eq!(sink.write_errors(), 0);
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -101,5 +101,6 @@ mod tests {
             config.listeners[0].access_log,
             Some(AccessLogTarget::File(dir.join("a.log")))
         );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
