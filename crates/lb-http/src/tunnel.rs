@@ -344,15 +344,19 @@ impl ClientSide {
 
     async fn open(self) -> Result<BoxedIo, String> {
         match self {
-            Self::Hyper(on) => on
-                .await
-                .map(|u| Box::new(TokioIo::new(u)) as BoxedIo)
-                .map_err(|e| e.to_string()),
+            Self::Hyper(on) => open_hyper(on).await,
             Self::Own(rx) => rx
                 .await
                 .map_err(|_| "the client connection was not handed over".to_owned()),
         }
     }
+}
+
+/// A side hyper upgraded, as a stream the tunnel can run on.
+async fn open_hyper(on: OnUpgrade) -> Result<BoxedIo, String> {
+    on.await
+        .map(|u| Box::new(TokioIo::new(u)) as BoxedIo)
+        .map_err(|e| e.to_string())
 }
 
 /// Where the backend's side of a tunnel comes from.
@@ -374,10 +378,7 @@ impl BackendSide {
 
     async fn open(self) -> Result<BoxedIo, String> {
         match self {
-            Self::Hyper(on) => on
-                .await
-                .map(|u| Box::new(TokioIo::new(u)) as BoxedIo)
-                .map_err(|e| e.to_string()),
+            Self::Hyper(on) => open_hyper(on).await,
             Self::Own(io) => io.ok_or_else(|| "the backend connection was taken".to_owned()),
         }
     }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::chunked::{Decoded, Decoder};
 use super::head::tokens;
-use super::{poll_write_chain, put_fields, Out, WRITE_ABOVE};
+use super::{declared_length, poll_write_chain, put_fields, Out, WRITE_ABOVE};
 use crate::body::{BoxError, ProxyBody};
 use crate::connector::UpstreamIo;
 use crate::io::{Activity, FrontIo};
@@ -291,16 +291,6 @@ fn prepare(req: Request<ProxyBody>) -> (Pump, bool) {
     (pump, head_request)
 }
 
-/// The request's own `Content-Length`, when it is one number.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    first.to_str().ok()?.trim().parse().ok()
-}
-
 /// A backend's upgraded connection, put in a `101` response for the
 /// tunnel to take. (Extensions must be `Clone`; the first to take it has
 /// it.)
@@ -321,17 +311,20 @@ pub(crate) async fn send(
 ) -> Result<Response<ResponseBody>, Error> {
     let (mut pump, head_request) = prepare(req);
     let mut pumping = true;
+    let mut written = false;
     let conn = &mut checkout.conn;
     let head = poll_fn(|cx| {
         if pumping {
             match pump.poll(&mut conn.io, cx) {
-                Poll::Ready(Pumped::Done) => pumping = false,
+                Poll::Ready(Pumped::Done) => {
+                    pumping = false;
+                    written = true;
+                }
                 Poll::Ready(Pumped::Failed(e)) => return Poll::Ready(Err(e)),
                 // A backend that stops reading may have answered already.
                 Poll::Ready(Pumped::Broken(e)) => {
                     tracing::debug!(error = %e, "request not written whole");
                     pumping = false;
-                    pump.ended = false;
                 }
                 Poll::Pending => {}
             }
@@ -339,7 +332,6 @@ pub(crate) async fn send(
         poll_head(conn, cx, head_request)
     })
     .await?;
-    let written = !pumping && pump.ended;
     let (parts, delimit, keep_alive) = head;
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let Connection { io, buf, held } = checkout.into_conn();

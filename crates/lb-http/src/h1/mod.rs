@@ -769,7 +769,7 @@ where
     (keep_alive, written)
 }
 
-/// The response's own `Content-Length`, when it is one number.
+/// A message's own `Content-Length`, when it is one number.
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     let first = values.next()?;

@@ -7,6 +7,22 @@ use proptest::prelude::*;
 
 use super::replay::{read_all, read_responses};
 
+/// `body` as chunks of the given sizes, each opened by the size line
+/// `line` writes (the last chunk and trailers are the caller's).
+fn put_chunks(out: &mut Vec<u8>, body: &[u8], sizes: &[usize], line: impl Fn(usize) -> String) {
+    let mut rest = body;
+    let mut sizes = sizes.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        out.extend_from_slice(line(n).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+        rest = tail;
+    }
+}
+
 /// A well-formed request with `body`, framed by length or in chunks of
 /// the given sizes, with optional trailers.
 fn request(body: &[u8], chunks: Option<&[usize]>, trailer: bool) -> Vec<u8> {
@@ -18,16 +34,7 @@ fn request(body: &[u8], chunks: Option<&[usize]>, trailer: bool) -> Vec<u8> {
         }
         Some(sizes) => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-            let mut rest = body;
-            let mut sizes = sizes.iter().copied().cycle();
-            while !rest.is_empty() {
-                let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
-                let (chunk, tail) = rest.split_at(n);
-                out.extend_from_slice(format!("{n:X};e=1\r\n").as_bytes());
-                out.extend_from_slice(chunk);
-                out.extend_from_slice(b"\r\n");
-                rest = tail;
-            }
+            put_chunks(&mut out, body, sizes, |n| format!("{n:X};e=1"));
             out.extend_from_slice(b"0\r\n");
             if trailer {
                 out.extend_from_slice(b"x-checksum: abc\r\n");
@@ -156,16 +163,7 @@ fn responses(body: &[u8], chunks: Option<&[usize]>) -> Vec<u8> {
         }
         Some(sizes) => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-            let mut rest = body;
-            let mut sizes = sizes.iter().copied().cycle();
-            while !rest.is_empty() {
-                let n = sizes.next().unwrap_or(1).clamp(1, rest.len());
-                let (chunk, tail) = rest.split_at(n);
-                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-                out.extend_from_slice(chunk);
-                out.extend_from_slice(b"\r\n");
-                rest = tail;
-            }
+            put_chunks(&mut out, body, sizes, |n| format!("{n:x}"));
             out.extend_from_slice(b"0\r\nGrpc-Status: 0\r\n\r\n");
         }
     }

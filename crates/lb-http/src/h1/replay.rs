@@ -35,20 +35,43 @@ pub(crate) struct Exchange {
     pub(crate) trailers: Option<HeaderMap>,
 }
 
-pub(crate) fn read_all(input: &[u8], pieces: &[usize]) -> Outcome {
-    let mut buf = BytesMut::new();
-    let mut fed = 0;
-    let mut sizes = pieces.iter().copied().cycle();
-    let mut feed = |buf: &mut BytesMut| -> bool {
-        let step = sizes.next().unwrap_or(1).max(1);
-        let end = (fed + step).min(input.len());
-        let Some(piece) = input.get(fed..end).filter(|p| !p.is_empty()) else {
+/// `input` handed out in pieces of the given sizes, in turn.
+struct Pieces<'a> {
+    input: &'a [u8],
+    sizes: std::iter::Cycle<std::iter::Copied<std::slice::Iter<'a, usize>>>,
+    fed: usize,
+}
+
+impl<'a> Pieces<'a> {
+    fn new(input: &'a [u8], sizes: &'a [usize]) -> Self {
+        Self {
+            input,
+            sizes: sizes.iter().copied().cycle(),
+            fed: 0,
+        }
+    }
+
+    /// Append the next piece to `buf`; false when the input is used up.
+    fn feed(&mut self, buf: &mut BytesMut) -> bool {
+        let step = self.sizes.next().unwrap_or(1).max(1);
+        let end = (self.fed + step).min(self.input.len());
+        let Some(piece) = self.input.get(self.fed..end).filter(|p| !p.is_empty()) else {
             return false;
         };
         buf.extend_from_slice(piece);
-        fed = end;
+        self.fed = end;
         true
-    };
+    }
+
+    /// What was not handed out.
+    fn rest(&self) -> &'a [u8] {
+        self.input.get(self.fed..).unwrap_or_default()
+    }
+}
+
+pub(crate) fn read_all(input: &[u8], pieces: &[usize]) -> Outcome {
+    let mut buf = BytesMut::new();
+    let mut source = Pieces::new(input, pieces);
     let mut outcome = Outcome {
         requests: Vec::new(),
         broken_body: None,
@@ -59,7 +82,7 @@ pub(crate) fn read_all(input: &[u8], pieces: &[usize]) -> Outcome {
             match head::parse(&mut buf, LIMITS) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {
-                    if !feed(&mut buf) {
+                    if !source.feed(&mut buf) {
                         break 'requests;
                     }
                 }
@@ -92,7 +115,7 @@ pub(crate) fn read_all(input: &[u8], pieces: &[usize]) -> Outcome {
         loop {
             match decoder.decode(&mut buf, LIMITS.max_bytes) {
                 Ok(Decoded::More) => {
-                    if !feed(&mut buf) {
+                    if !source.feed(&mut buf) {
                         outcome.broken_body = Some("end of input mid-body");
                         outcome.requests.push(Ok(exchange));
                         break 'requests;
@@ -114,9 +137,7 @@ pub(crate) fn read_all(input: &[u8], pieces: &[usize]) -> Outcome {
         outcome.requests.push(Ok(exchange));
     }
     outcome.left = buf.to_vec();
-    outcome
-        .left
-        .extend_from_slice(input.get(fed..).unwrap_or_default());
+    outcome.left.extend_from_slice(source.rest());
     outcome
 }
 
@@ -137,18 +158,7 @@ pub(crate) struct ResponsesRead {
 
 pub(crate) fn read_responses(input: &[u8], pieces: &[usize]) -> ResponsesRead {
     let mut buf = BytesMut::new();
-    let mut fed = 0;
-    let mut sizes = pieces.iter().copied().cycle();
-    let mut feed = |buf: &mut BytesMut| -> bool {
-        let step = sizes.next().unwrap_or(1).max(1);
-        let end = (fed + step).min(input.len());
-        let Some(piece) = input.get(fed..end).filter(|p| !p.is_empty()) else {
-            return false;
-        };
-        buf.extend_from_slice(piece);
-        fed = end;
-        true
-    };
+    let mut source = Pieces::new(input, pieces);
     let mut read = ResponsesRead {
         responses: Vec::new(),
         broken_body: None,
@@ -160,7 +170,7 @@ pub(crate) fn read_responses(input: &[u8], pieces: &[usize]) -> ResponsesRead {
                 Ok(Parsed::Final(head)) => break head,
                 Ok(Parsed::Interim) => {}
                 Ok(Parsed::Partial) => {
-                    if !feed(&mut buf) {
+                    if !source.feed(&mut buf) {
                         break 'responses;
                     }
                 }
@@ -182,7 +192,7 @@ pub(crate) fn read_responses(input: &[u8], pieces: &[usize]) -> ResponsesRead {
             Delimit::Length(n) => Decoder::Length(n),
             Delimit::Chunked => Decoder::Chunked(Chunked::Size),
             Delimit::Close => {
-                while feed(&mut buf) {}
+                while source.feed(&mut buf) {}
                 body.extend_from_slice(&buf.split());
                 read.responses
                     .push(Ok((parts.status.as_u16(), fields, body, None)));
@@ -192,7 +202,7 @@ pub(crate) fn read_responses(input: &[u8], pieces: &[usize]) -> ResponsesRead {
         loop {
             match decoder.decode(&mut buf, 4096) {
                 Ok(Decoded::More) => {
-                    if !feed(&mut buf) {
+                    if !source.feed(&mut buf) {
                         read.broken_body = Some("end of input mid-body");
                         break;
                     }
@@ -216,7 +226,6 @@ pub(crate) fn read_responses(input: &[u8], pieces: &[usize]) -> ResponsesRead {
         }
     }
     read.left = buf.to_vec();
-    read.left
-        .extend_from_slice(input.get(fed..).unwrap_or_default());
+    read.left.extend_from_slice(source.rest());
     read
 }
