@@ -143,3 +143,106 @@ pub fn h2_floor(mut it: impl Iterator<Item = String>) -> anyhow::Result<()> {
         }
     })
 }
+
+/// The floor of an HTTP/1.1 proxy on tokio: one backend connection per
+/// client connection, each request head parsed with `httparse` and passed
+/// on as it came, each response likewise; no header changes, routing,
+/// pool, limits, metrics or logs. What it costs per request is what the
+/// runtime and the four socket calls cost before a proxy does anything.
+///
+/// ```text
+/// eg-loadgen h1-floor PORT BACKEND_PORT
+/// ```
+pub fn h1_floor(mut it: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let listen = port(it.next().into_iter())?;
+    let backend = port(it)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        loop {
+            let (mut client, _) = listener.accept().await?;
+            client.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let Ok(mut up) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = up.set_nodelay(true);
+                let (mut request, mut response) = (Vec::new(), Vec::new());
+                loop {
+                    let Some(n) = read_message(&mut client, &mut request, true).await else {
+                        return;
+                    };
+                    if up
+                        .write_all(request.get(..n).unwrap_or_default())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    request.drain(..n);
+                    let Some(n) = read_message(&mut up, &mut response, false).await else {
+                        return;
+                    };
+                    if client
+                        .write_all(response.get(..n).unwrap_or_default())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    response.drain(..n);
+                }
+            });
+        }
+    })
+}
+
+/// Reads until `buf` holds one whole message (head and `Content-Length`
+/// body) and returns its length.
+async fn read_message(
+    io: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    request: bool,
+) -> Option<usize> {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if let Some(n) = message_length(buf, request) {
+            return Some(n);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        if io.read_buf(buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+fn message_length(buf: &[u8], request: bool) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let (head, fields): (usize, &[httparse::Header<'_>]) = if request {
+        let mut req = httparse::Request::new(&mut headers);
+        let httparse::Status::Complete(n) = req.parse(buf).ok()? else {
+            return None;
+        };
+        (n, req.headers)
+    } else {
+        let mut res = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(n) = res.parse(buf).ok()? else {
+            return None;
+        };
+        (n, res.headers)
+    };
+    let body = fields
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or(0);
+    (buf.len() >= head + body).then_some(head + body)
+}

@@ -295,6 +295,10 @@ fn main() -> anyhow::Result<()> {
             it.next();
             return echo::websocket(it);
         }
+        Some("h1-floor") => {
+            it.next();
+            return echo::h1_floor(it);
+        }
         Some("h2-floor") => {
             it.next();
             return echo::h2_floor(it);

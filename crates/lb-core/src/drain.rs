@@ -3,14 +3,15 @@
 //! when the budget ran out to close at once, and a count of connections
 //! still open so the process can wait for them up to a budget.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 /// Where a drain stands; each stage includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 enum Stage {
     Serving,
     Draining,
@@ -20,7 +21,11 @@ enum Stage {
 /// Shared drain state; clone the `Arc` freely.
 #[derive(Debug)]
 pub struct Drain {
-    signal: watch::Sender<Stage>,
+    /// The [`Stage`] reached, as its number: a waiting connection checks
+    /// it with one load each time it is polled (every request polls them).
+    stage: AtomicU8,
+    /// Woken whenever the stage moves.
+    moved: Notify,
     active: AtomicUsize,
     idle: Notify,
 }
@@ -29,7 +34,8 @@ impl Drain {
     /// A coordinator that is not draining.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            signal: watch::Sender::new(Stage::Serving),
+            stage: AtomicU8::new(Stage::Serving as u8),
+            moved: Notify::new(),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
         })
@@ -37,22 +43,28 @@ impl Drain {
 
     /// Start draining: every [`Drain::draining`] future completes.
     pub fn start(&self) {
-        self.signal.send_if_modified(|stage| {
-            let before = *stage;
-            *stage = before.max(Stage::Draining);
-            *stage != before
-        });
+        self.move_to(Stage::Draining);
     }
 
     /// Abort what is still open: every [`Drain::draining`] and
     /// [`Drain::aborted`] future completes.
     pub fn abort(&self) {
-        self.signal.send_replace(Stage::Aborting);
+        self.move_to(Stage::Aborting);
+    }
+
+    fn move_to(&self, stage: Stage) {
+        if self.stage.fetch_max(stage as u8, Ordering::AcqRel) < stage as u8 {
+            self.moved.notify_waiters();
+        }
+    }
+
+    fn at_least(&self, stage: Stage) -> bool {
+        self.stage.load(Ordering::Acquire) >= stage as u8
     }
 
     /// Whether draining has started.
     pub fn is_draining(&self) -> bool {
-        *self.signal.borrow() >= Stage::Draining
+        self.at_least(Stage::Draining)
     }
 
     /// Completes once draining has started.
@@ -67,10 +79,16 @@ impl Drain {
     }
 
     async fn reached(&self, stage: Stage) {
-        let mut rx = self.signal.subscribe();
-        // An error means the sender is gone, which cannot happen while
-        // `self` is alive; treat it as reached.
-        let _ = rx.wait_for(|s| *s >= stage).await;
+        loop {
+            // Registered before the check, so a move in between wakes it.
+            let moved = self.moved.notified();
+            let mut moved = std::pin::pin!(moved);
+            moved.as_mut().enable();
+            if self.at_least(stage) {
+                return;
+            }
+            moved.await;
+        }
     }
 
     /// Track one open connection until the guard drops.

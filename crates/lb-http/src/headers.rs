@@ -115,7 +115,7 @@ pub(crate) fn add_forwarded(
                 list.extend_from_slice(b", ");
             }
         }
-        list.extend_from_slice(client.to_string().as_bytes());
+        put_ip(&mut list, client);
         if let Ok(value) = HeaderValue::from_bytes(&list) {
             headers.insert(&X_FORWARDED_FOR, value);
         }
@@ -130,6 +130,28 @@ pub(crate) fn add_forwarded(
     }
     if forwarding.via {
         append_via(headers, version);
+    }
+}
+
+/// Append `ip` as text: IPv4 by hand, as `Display` through the formatting
+/// machinery costs several times more on every request.
+fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(_) => out.extend_from_slice(ip.to_string().as_bytes()),
     }
 }
 
@@ -167,6 +189,23 @@ mod tests {
             x_forwarded_host: true,
             via: true,
             pass_proxy_auth: pass,
+        }
+    }
+
+    #[test]
+    fn addresses_as_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "9.99.199.200",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            put_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes());
         }
     }
 

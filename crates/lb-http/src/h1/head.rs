@@ -172,10 +172,15 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
 /// Where a header field's name and value lie in its head.
 pub(super) type Span = ((usize, usize), (usize, usize));
 
+/// Room left in a parsed head's map for the fields the proxy adds
+/// (forwarding headers, the request ID, `Via`), so adding them does not
+/// grow and rehash it.
+const ADDED_FIELDS: usize = 6;
+
 /// The header fields of `head` at `spans`; values share the head's bytes.
 /// `None` when a name or value is not valid.
 pub(super) fn fields(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
     for &((ns, ne), (vs, ve)) in spans {
         let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
         headers.append(name, value_at(head, vs, ve)?);

@@ -523,6 +523,9 @@ where
     }
     let handled = proxy::handle(plan.load_full(), info.clone(), request);
     let limit = shared.lock().max_trailers;
+    // One idle timer for the whole exchange: it re-arms itself from the
+    // connection's activity when it fires.
+    let mut idle_out = std::pin::pin!(idle_out(activity, *idle));
     let response = tokio::select! {
         biased;
         Ok(response) = handled => response,
@@ -532,7 +535,7 @@ where
             tracing::debug!("client closed its connection before the response");
             return Next::Close;
         }
-        () = idle_out(activity, *idle) => return Next::Close,
+        () = &mut idle_out => return Next::Close,
     };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let reply = Reply {
@@ -548,7 +551,7 @@ where
             tracing::debug!("client closed its connection during the response");
             return Next::Close;
         }
-        () = idle_out(activity, *idle) => return Next::Close,
+        () = &mut idle_out => return Next::Close,
         () = too_slow(read.as_mut()) => return Next::Close,
     };
     if let Err(e) = written {
