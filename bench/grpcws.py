@@ -225,11 +225,15 @@ def grpc_load(work, port, seconds, clients=16, streams=32):
 def ws_load(loadgen, port, seconds, conns=64, size=128):
     cmd = ["taskset", "-c", hz.LOAD_CPU, loadgen, "ws", "--connections", str(conns), "--size", str(size),
            "--duration", str(seconds), "--warmup", "1", f"ws://127.0.0.1:{port}/ws"]
-    text = hz.run(cmd, seconds + 30)
+    return loadgen_result(hz.run(cmd, seconds + 30), "ws")
+
+
+def loadgen_result(text, mode):
+    """A result from the line a closed-loop `eg-loadgen` mode prints."""
     fields = dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
     num = lambda k: float(fields[k]) if k in fields else None  # noqa: E731
     if "requests" not in fields:
-        print(f"eg-loadgen ws said: {text.strip()}")
+        print(f"eg-loadgen {mode} said: {text.strip()}")
     return {"requests": int(num("requests") or 0), "cpu_requests": int(num("completed") or 0),
             "rps": num("rate") or 0.0, "p50": num("p50_ms"), "p99": num("p99_ms"),
             "errors": int(num("errors") or 0)}
@@ -254,19 +258,20 @@ def scenarios(work, binary, loadgen, seconds, rounds=3):
     out = []
     for kind, name in (("grpc", f"gRPC unary over h2c (c=16, m=32, {MESSAGE}-byte messages), median of {rounds} rounds"),
                        ("ws", f"WebSocket echo (64 connections, 128-byte messages), median of {rounds} rounds")):
-        rows = []
-        for t in targets:
-            rs = runs[(kind, t.name)]
-
-            def median(k):
-                v = sorted(r[k] for r in rs if r.get(k) is not None)
-                return v[len(v) // 2] if v else None
-            merged = {k: median(k) for k in ("rps", "p50", "p99", "cpu_us_per_req", "peak_rss_kib")}
-            merged.update(requests=sum(r["requests"] for r in rs), errors=sum(r["errors"] for r in rs),
-                          rps_runs=[r["rps"] for r in rs], cpu_runs=[r["cpu_us_per_req"] for r in rs])
-            rows.append((t.name, merged))
-        out.append((name, rows))
+        out.append((name, [(t.name, merge(runs[(kind, t.name)])) for t in targets]))
     return out
+
+
+def merge(rs):
+    """One row from a target's rounds: medians, summed counts, and each
+    round's rate and CPU."""
+    def median(k):
+        v = sorted(r[k] for r in rs if r.get(k) is not None)
+        return v[len(v) // 2] if v else None
+    merged = {k: median(k) for k in ("rps", "p50", "p99", "cpu_us_per_req", "peak_rss_kib")}
+    merged.update(requests=sum(r["requests"] for r in rs), errors=sum(r["errors"] for r in rs),
+                  rps_runs=[r["rps"] for r in rs], cpu_runs=[r["cpu_us_per_req"] for r in rs])
+    return merged
 
 
 def table(rows, unit):

@@ -660,7 +660,7 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--loadgen", required=True, help="the fixed-rate client, bench/loadgen")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the harness)")
-    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,tls,rate,h3,grpcws")
+    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,tls,rate,h3,grpcws,udp")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
 
@@ -762,6 +762,11 @@ def main():
             for name, rows in grpcws.scenarios(work, os.path.abspath(args.binary),
                                                os.path.abspath(args.loadgen), seconds):
                 results[name] = rows
+        if want("udp"):
+            import udpbench
+            name, rows = udpbench.scenario(work, os.path.abspath(args.binary),
+                                           os.path.abspath(args.loadgen), seconds)
+            results[name] = rows
     finally:
         backend.stop()
 
@@ -794,9 +799,9 @@ def main():
             lines.extend(h3bench.table(rows))
             panels.append(svg_panel(rows, scenario, "rps", "requests/s"))
             panels.append(svg_panel(rows, scenario, "cpu_us_per_req", "proxy CPU µs per request"))
-        elif scenario.startswith(("gRPC unary", "WebSocket echo")):
+        elif scenario.startswith(("gRPC unary", "WebSocket echo", "UDP echo")):
             import grpcws
-            unit = "call" if scenario.startswith("gRPC") else "message"
+            unit = {"g": "call", "W": "message", "U": "exchange"}[scenario[0]]
             lines.extend(grpcws.table(rows, unit))
             panels.append(svg_panel(rows, scenario, "rps", f"{unit}s/s"))
             panels.append(svg_panel(rows, scenario, "cpu_us_per_req", f"proxy CPU µs per {unit}"))

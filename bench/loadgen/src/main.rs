@@ -1,7 +1,9 @@
 //! Load for the side-by-side benchmark: fixed-rate HTTP/1.1 (below),
 //! closed-loop HTTP/3 with `eg-loadgen h3 ...` (see `h3.rs`), closed-loop
-//! WebSocket messages with `eg-loadgen ws ...` (see `ws.rs`), and the gRPC
-//! and WebSocket echo backends (`grpc-echo`, `ws-echo`: see `echo.rs`).
+//! WebSocket messages with `eg-loadgen ws ...` (see `ws.rs`), closed-loop
+//! UDP datagrams with `eg-loadgen udp ...` and its echo backend
+//! (`udp-echo`: see `udp.rs`), and the gRPC and WebSocket echo backends
+//! (`grpc-echo`, `ws-echo`: see `echo.rs`).
 //!
 //! Requests arrive on a schedule, `rate` per second, evenly spaced, whether
 //! or not earlier ones have been answered (an open loop). A pacer thread
@@ -29,6 +31,7 @@ use tokio::sync::{mpsc, Mutex};
 
 mod echo;
 mod h3;
+mod udp;
 mod ws;
 
 struct Args {
@@ -98,6 +101,48 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
 struct Seen {
     latencies_us: Vec<u32>,
     errors: u64,
+}
+
+/// Run `clients` copies of `client` on one thread, each given the time
+/// measuring starts, the time to stop and the shared count of completed
+/// exchanges, then print the result line with `completed=N` appended.
+fn closed_loop<F, Fut>(
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    client: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Instant, Instant, Arc<std::sync::atomic::AtomicU64>) -> Fut,
+    Fut: std::future::Future<Output = Seen> + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let start = Instant::now();
+        let measure_from = start + warmup;
+        let end = measure_from + duration;
+        let completed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let local = tokio::task::LocalSet::new();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| local.spawn_local(client(measure_from, end, Arc::clone(&completed))))
+            .collect();
+        local
+            .run_until(async move {
+                let mut all = Seen::default();
+                for t in tasks {
+                    let seen = t.await?;
+                    all.errors += seen.errors;
+                    all.latencies_us.extend(seen.latencies_us);
+                }
+                let finished = Instant::now().min(end);
+                let done = completed.load(std::sync::atomic::Ordering::Relaxed);
+                report(all, measure_from, finished, &format!(" completed={done}"));
+                Ok(())
+            })
+            .await
+    })
 }
 
 /// Print the result line: requests answered from `measure_from` on, over
@@ -294,6 +339,14 @@ fn main() -> anyhow::Result<()> {
         Some("ws-echo") => {
             it.next();
             return echo::websocket(it);
+        }
+        Some("udp") => {
+            it.next();
+            return udp::main(it);
+        }
+        Some("udp-echo") => {
+            it.next();
+            return udp::echo(it);
         }
         Some("h1-floor") => {
             it.next();

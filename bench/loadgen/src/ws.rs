@@ -19,7 +19,7 @@ use anyhow::{bail, Context as _};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::{report, Seen};
+use crate::Seen;
 
 struct Args {
     connections: usize,
@@ -115,33 +115,11 @@ async fn connection(
 
 pub fn main(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let args = Arc::new(parse_args(it)?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let start = Instant::now();
-        let measure_from = start + args.warmup;
-        let end = measure_from + args.duration;
-        let completed = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..args.connections)
-            .map(|_| {
-                tokio::spawn(connection(
-                    Arc::clone(&args),
-                    measure_from,
-                    end,
-                    Arc::clone(&completed),
-                ))
-            })
-            .collect();
-        let mut all = Seen::default();
-        for t in tasks {
-            let seen = t.await?;
-            all.errors += seen.errors;
-            all.latencies_us.extend(seen.latencies_us);
-        }
-        let finished = Instant::now().min(end);
-        let extra = format!(" completed={}", completed.load(Ordering::Relaxed));
-        report(all, measure_from, finished, &extra);
-        Ok(())
-    })
+    let (warmup, duration) = (args.warmup, args.duration);
+    crate::closed_loop(
+        args.connections,
+        warmup,
+        duration,
+        move |from, end, done| connection(Arc::clone(&args), from, end, done),
+    )
 }

@@ -6,6 +6,8 @@ pub const LISTENER_MAX_CONNECTIONS: u32 = 50_000;
 pub const REQUEST_HEADERS_MS: u64 = 10_000;
 /// Listener: client inactivity after which the connection is closed.
 pub const CLIENT_IDLE_MS: u64 = 60_000;
+/// A udp session's inactivity timeout.
+pub const UDP_IDLE_MS: u64 = 30_000;
 /// QUIC listener: idle time after which a connection closes (quinn's
 /// default is 30 s; HTTP/3 clients send PINGs well within it).
 pub const QUIC_MAX_IDLE_TIMEOUT_MS: u64 = 30_000;

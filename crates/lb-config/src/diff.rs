@@ -269,7 +269,7 @@ cluster = "api"
         let d = diff(&cfg(&h1s), &cfg(&both));
         let quic = ListenerId {
             address: "127.0.0.1:8443".parse().unwrap(),
-            transport: crate::model::Transport::Udp,
+            transport: crate::model::Transport::Quic,
         };
         assert_eq!(d.listeners_added, vec![quic]);
         assert!(d.listeners_kept_as_is.is_empty());

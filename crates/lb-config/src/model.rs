@@ -101,6 +101,8 @@ pub enum ListenerProtocol {
     H1s,
     /// HTTP/3 over QUIC (UDP).
     Quic,
+    /// UDP datagram proxying: a session per client address.
+    Udp,
 }
 
 impl ListenerProtocol {
@@ -112,32 +114,44 @@ impl ListenerProtocol {
             Self::H1 => "h1",
             Self::H1s => "h1s",
             Self::Quic => "quic",
+            Self::Udp => "udp",
         }
     }
 
-    /// The transport a listener of this kind binds.
+    /// What a listener of this kind speaks on its socket.
     pub fn transport(self) -> Transport {
         match self {
-            Self::Quic => Transport::Udp,
+            Self::Quic => Transport::Quic,
+            Self::Udp => Transport::Udp,
             Self::Tcp | Self::Tls | Self::H1 | Self::H1s => Transport::Tcp,
         }
     }
 }
 
-/// What a listener binds: a TCP socket, or a UDP socket (`quic`).
+/// What a listener speaks on its socket: TCP, QUIC (`quic`) or plain
+/// datagrams (`udp`); the last two bind a UDP socket each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// A listening TCP socket.
     Tcp,
-    /// A bound UDP socket.
+    /// A UDP socket carrying QUIC.
+    Quic,
+    /// A UDP socket carrying datagrams proxied as they are.
     Udp,
 }
 
-/// Which listener: its address and transport. A `quic` listener may share
-/// its address with one TCP listener, so the address alone does not name
-/// a listener. Shown as the address for a TCP listener and as
-/// `ADDRESS/quic` for a `quic` listener: the form in logs, the `listener`
-/// metric label and the access log.
+impl Transport {
+    /// Whether the socket bound is a UDP one.
+    pub fn binds_udp(self) -> bool {
+        matches!(self, Self::Quic | Self::Udp)
+    }
+}
+
+/// Which listener: its address and transport. A `quic` or `udp` listener
+/// may share its address with one TCP listener, so the address alone does
+/// not name a listener. Shown as the address for a TCP listener,
+/// `ADDRESS/quic` for a `quic` listener and `ADDRESS/udp` for a `udp`
+/// one: the form in logs, the `listener` metric label and the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId {
     /// Bound address.
@@ -150,7 +164,8 @@ impl std::fmt::Display for ListenerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.transport {
             Transport::Tcp => write!(f, "{}", self.address),
-            Transport::Udp => write!(f, "{}/quic", self.address),
+            Transport::Quic => write!(f, "{}/quic", self.address),
+            Transport::Udp => write!(f, "{}/udp", self.address),
         }
     }
 }
@@ -183,6 +198,8 @@ pub enum BackendProtocol {
     H2,
     /// HTTP/3 over QUIC; always TLS.
     H3,
+    /// UDP datagrams (`udp` listeners).
+    Udp,
 }
 
 impl BackendProtocol {
@@ -193,6 +210,7 @@ impl BackendProtocol {
             Self::H1 => "h1",
             Self::H2 => "h2",
             Self::H3 => "h3",
+            Self::Udp => "udp",
         }
     }
 }
@@ -281,6 +299,12 @@ pub enum ListenerKind {
     },
     /// HTTP: routed requests.
     Http(HttpListener),
+    /// UDP: every client address and port is a session with one backend
+    /// of one cluster.
+    Udp {
+        /// Cluster name.
+        cluster: String,
+    },
 }
 
 /// HTTP listener settings.

@@ -87,6 +87,8 @@ pub enum RawListenerProtocol {
     H1s,
     /// HTTP/3 and QUIC.
     Quic,
+    /// UDP datagram proxying.
+    Udp,
 }
 
 /// Backend protocol tokens.
@@ -101,6 +103,8 @@ pub enum RawBackendProtocol {
     H2,
     /// HTTP/3.
     H3,
+    /// UDP datagrams.
+    Udp,
 }
 
 /// Balancing policy tokens.

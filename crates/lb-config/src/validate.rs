@@ -97,9 +97,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
 }
 
-/// Listener addresses are unique per transport: a `quic` listener (UDP)
-/// may share its address with one TCP listener, never with another `quic`
-/// listener, and two TCP listeners never share one.
+/// Listener addresses are unique per socket type: a `quic` or `udp`
+/// listener (UDP) may share its address with one TCP listener, never with
+/// another UDP listener, and two TCP listeners never share one.
 fn check_bind(
     l: &Listener,
     rl: &RawListener,
@@ -110,17 +110,19 @@ fn check_bind(
 ) {
     let id = l.id();
     let clash = bound.iter().find(|(other, _)| {
-        other.transport == id.transport && binds_overlap(other.address, id.address)
+        other.transport.binds_udp() == id.transport.binds_udp()
+            && binds_overlap(other.address, id.address)
     });
-    let transport = match id.transport {
-        Transport::Tcp => "TCP",
-        Transport::Udp => "UDP (quic)",
+    let transport = if id.transport.binds_udp() {
+        "UDP"
+    } else {
+        "TCP"
     };
     match clash {
         Some((other, first)) if other.address == id.address => errors.push(
             format!("{path}.address"),
             format!(
-                "{:?} is also bound by listeners[{first}] ({transport}; a quic listener may share an address with one TCP listener only)",
+                "{:?} is also bound by listeners[{first}] ({transport}; a quic or udp listener may share an address with one TCP listener only)",
                 rl.address
             ),
         ),
@@ -208,21 +210,49 @@ fn cluster(
             )
         })
         .collect();
-    let tcp = backends
-        .iter()
-        .filter(|b| b.protocol == BackendProtocol::Tcp)
-        .count();
+    let count = |p: BackendProtocol| backends.iter().filter(|b| b.protocol == p).count();
+    let (tcp, udp) = (count(BackendProtocol::Tcp), count(BackendProtocol::Udp));
     if tcp != 0 && tcp != backends.len() {
         errors.push(
             format!("{path}.backends"),
-            "a cluster cannot mix tcp backends with HTTP (h1, h2, h3) backends",
+            "a cluster cannot mix tcp backends with HTTP (h1, h2, h3) or udp backends",
         );
     }
-    if tcp != 0 && rc.timeouts.response_headers_ms.is_some() {
+    if udp != 0 && udp != backends.len() {
+        errors.push(
+            format!("{path}.backends"),
+            "a cluster cannot mix udp backends with tcp or HTTP (h1, h2, h3) backends",
+        );
+    }
+    let family = match (tcp, udp) {
+        (0, 0) => Family::Http,
+        (_, 0) => Family::Tcp,
+        _ => Family::Udp,
+    };
+    if family != Family::Http && rc.timeouts.response_headers_ms.is_some() {
         errors.push(
             format!("{path}.timeouts.response_headers_ms"),
-            "applies to HTTP backends only; this cluster's backends are tcp",
+            format!(
+                "applies to HTTP backends only; this cluster's backends are {}",
+                family.as_str()
+            ),
         );
+    }
+    if family == Family::Udp {
+        for (key, set) in [
+            ("timeouts.connect_ms", rc.timeouts.connect_ms.is_some()),
+            ("retries", rc.retries.is_some()),
+            ("circuit_breaker", rc.circuit_breaker.is_some()),
+        ] {
+            if set {
+                errors.push(
+                    format!("{path}.{key}"),
+                    "applies to tcp and HTTP backends only: a udp session connects no socket \
+                     to wait for, moves to another backend when its own refuses datagrams, \
+                     and is capped by its listener's max_connections",
+                );
+            }
+        }
     }
     let max_connections_per_backend = rc
         .pool
@@ -278,8 +308,7 @@ fn cluster(
             ),
         );
     }
-    let is_tcp = tcp != 0;
-    if is_tcp {
+    if family != Family::Http {
         let RawPool {
             max_idle_per_backend,
             idle_timeout_ms,
@@ -297,13 +326,15 @@ fn cluster(
             if set {
                 errors.push(
                     format!("{path}.pool.{key}"),
-                    "applies to HTTP backends only; tcp flows are not pooled \
-                     (cap them with circuit_breaker.max_connections)",
+                    format!(
+                        "applies to HTTP backends only; {} flows are not pooled",
+                        family.as_str()
+                    ),
                 );
             }
         }
     }
-    let b = balancing::balancing(rc, path, is_tcp, &backends, errors);
+    let b = balancing::balancing(rc, path, family, &backends, errors);
     if matches!(&b.health_check, Some(hc) if matches!(hc.kind, HealthCheckKind::Grpc { .. }))
         && backends.iter().any(|b| b.protocol != BackendProtocol::H2)
     {
@@ -367,6 +398,7 @@ fn backend(
         Some(RawBackendProtocol::H1) => BackendProtocol::H1,
         Some(RawBackendProtocol::H2) => BackendProtocol::H2,
         Some(RawBackendProtocol::H3) => BackendProtocol::H3,
+        Some(RawBackendProtocol::Udp) => BackendProtocol::Udp,
     };
     let resolved = match resolve(&rb.address) {
         Ok(addr) => addr,
@@ -432,7 +464,11 @@ fn listener(
     }
     let idle_timeout = millis(
         rl.timeouts.idle_ms,
-        d::CLIENT_IDLE_MS,
+        if protocol == ListenerProtocol::Udp {
+            d::UDP_IDLE_MS
+        } else {
+            d::CLIENT_IDLE_MS
+        },
         &format!("{path}.timeouts.idle_ms"),
         errors,
     );
@@ -448,7 +484,7 @@ fn listener(
     if given == 0 {
         errors.push(
             path,
-            "a listener needs routes, backends or (for tcp) a cluster; it has none",
+            "a listener needs routes, backends or (for tcp and udp) a cluster; it has none",
         );
     } else if given > 1 {
         errors.push(
@@ -457,6 +493,7 @@ fn listener(
         );
     }
     let is_tcp = matches!(protocol, ListenerProtocol::Tcp | ListenerProtocol::Tls);
+    let is_l4 = is_tcp || protocol == ListenerProtocol::Udp;
     let tls = tls::listener_tls(rl, protocol, path, errors);
     let access_log = access_log::access_log(rl.access_log.as_ref(), path, errors);
     let quic = quic::quic_settings(rl, protocol, path, errors);
@@ -465,22 +502,23 @@ fn listener(
         // suffix keeps their anonymous clusters apart.
         let name = match protocol {
             ListenerProtocol::Quic => format!("listener:{}/quic", rl.address),
+            ListenerProtocol::Udp => format!("listener:{}/udp", rl.address),
             _ => format!("listener:{}", rl.address),
         };
         let raw = RawCluster {
             name: name.clone(),
             ..RawCluster::default()
         };
-        let default_protocol = if is_tcp {
-            BackendProtocol::Tcp
-        } else {
-            BackendProtocol::H1
+        let default_protocol = match protocol {
+            ListenerProtocol::Udp => BackendProtocol::Udp,
+            _ if is_tcp => BackendProtocol::Tcp,
+            _ => BackendProtocol::H1,
         };
         clusters.push(cluster(&raw, backends, path, default_protocol, errors));
         name
     });
 
-    let kind = if is_tcp {
+    let kind = if is_l4 {
         tcp_only_checks(rl, protocol, path, errors);
         let cluster = match (&anonymous, &rl.cluster) {
             (Some(name), _) => name.clone(),
@@ -490,7 +528,11 @@ fn listener(
             }
             (None, None) => String::new(),
         };
-        ListenerKind::Tcp { cluster }
+        if protocol == ListenerProtocol::Udp {
+            ListenerKind::Udp { cluster }
+        } else {
+            ListenerKind::Tcp { cluster }
+        }
     } else {
         if rl.cluster.is_some() {
             errors.push(
@@ -524,6 +566,7 @@ fn listener_protocol(raw: RawListenerProtocol) -> ListenerProtocol {
         RawListenerProtocol::H1 => ListenerProtocol::H1,
         RawListenerProtocol::H1s => ListenerProtocol::H1s,
         RawListenerProtocol::Quic => ListenerProtocol::Quic,
+        RawListenerProtocol::Udp => ListenerProtocol::Udp,
     }
 }
 
@@ -593,7 +636,8 @@ fn check_cluster_ref(name: &str, path: &str, names: &HashMap<String, usize>, err
     }
 }
 
-/// TCP listeners need tcp backends; HTTP listeners need HTTP backends.
+/// TCP listeners need tcp backends, UDP listeners udp backends, HTTP
+/// listeners HTTP backends.
 fn check_backend_kinds(
     kind: &ListenerKind,
     path: &str,
@@ -603,7 +647,9 @@ fn check_backend_kinds(
     errors: &mut Errors,
 ) {
     let referenced: Vec<(String, &str)> = match kind {
-        ListenerKind::Tcp { cluster } => vec![(format!("{path}.cluster"), cluster.as_str())],
+        ListenerKind::Tcp { cluster } | ListenerKind::Udp { cluster } => {
+            vec![(format!("{path}.cluster"), cluster.as_str())]
+        }
         ListenerKind::Http(h) => h
             .routes
             .iter()
@@ -616,38 +662,75 @@ fn check_backend_kinds(
             })
             .collect(),
     };
-    let want_tcp = matches!(kind, ListenerKind::Tcp { .. });
+    let (want, listener) = match kind {
+        ListenerKind::Tcp { .. } => (
+            Family::Tcp,
+            "a tcp listener needs protocol = \"tcp\" backends",
+        ),
+        ListenerKind::Udp { .. } => (
+            Family::Udp,
+            "a udp listener needs protocol = \"udp\" backends",
+        ),
+        ListenerKind::Http(_) => (Family::Http, "an HTTP listener needs h1, h2 or h3 backends"),
+    };
     for (key, name) in referenced {
         let Some(c) = clusters.iter().find(|c| c.name == name) else {
             continue;
         };
-        let has_tcp = c
-            .backends
-            .iter()
-            .any(|b| b.protocol == BackendProtocol::Tcp);
-        let has_http = c
-            .backends
-            .iter()
-            .any(|b| b.protocol != BackendProtocol::Tcp);
         let named = names.contains_key(name) && raw_clusters.iter().any(|r| r.name == name);
         let key = if named {
             key
         } else {
             format!("{path}.backends")
         };
-        if want_tcp && has_http {
-            errors.push(
-                key,
-                format!("cluster {name:?} has HTTP backends; a tcp listener needs protocol = \"tcp\" backends"),
-            );
-        } else if !want_tcp && has_tcp {
+        if let Some(other) = c
+            .backends
+            .iter()
+            .map(|b| Family::of(b.protocol))
+            .find(|f| *f != want)
+        {
             errors.push(
                 key,
                 format!(
-                    "cluster {name:?} has tcp backends; an HTTP listener needs h1, h2 or h3 backends"
+                    "cluster {name:?} has {} backends; {listener}",
+                    other.as_str()
                 ),
             );
         }
+    }
+}
+
+/// What a cluster's backends carry: they may not be mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// h1, h2, h3.
+    Http,
+    /// Bytes of TCP connections.
+    Tcp,
+    /// Datagrams.
+    Udp,
+}
+
+impl Family {
+    fn of(protocol: BackendProtocol) -> Self {
+        match protocol {
+            BackendProtocol::Tcp => Self::Tcp,
+            BackendProtocol::Udp => Self::Udp,
+            BackendProtocol::H1 | BackendProtocol::H2 | BackendProtocol::H3 => Self::Http,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "HTTP",
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+
+    /// Whether the backends are L4 (tcp or udp): no HTTP request to read.
+    pub(crate) fn l4(self) -> bool {
+        self != Self::Http
     }
 }
 

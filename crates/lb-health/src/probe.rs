@@ -39,6 +39,10 @@ pub(crate) enum ProbeError {
     /// A gRPC health check's answer was not SERVING with status OK.
     #[error("grpc health: {0}")]
     Grpc(String),
+    /// A udp check's datagram could not be sent, or the backend refused
+    /// it (an ICMP port unreachable).
+    #[error("udp check failed: {0}")]
+    Udp(std::io::Error),
     /// The probe took longer than `timeout_ms`.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -53,7 +57,9 @@ pub(crate) async fn probe(
     tls: Option<&UpstreamTls>,
 ) -> Result<(), ProbeError> {
     let checked = async {
-        if backend.spec.protocol == BackendProtocol::H3 {
+        if let HealthCheckKind::Udp { payload } = kind {
+            udp_check(backend, payload).await
+        } else if backend.spec.protocol == BackendProtocol::H3 {
             h3_check(backend, kind, tls, Instant::now() + timeout).await
         } else {
             run(backend, kind, tls).await
@@ -161,6 +167,27 @@ async fn run(
     }
 }
 
+/// A udp check: `payload` from a fresh socket connected to the backend;
+/// any datagram back passes. A refused datagram (ICMP port unreachable)
+/// fails at once; silence fails at the caller's timeout.
+async fn udp_check(backend: &Backend, payload: &[u8]) -> Result<(), ProbeError> {
+    let peer = backend.spec.resolved;
+    let local: std::net::SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(ProbeError::Udp)?;
+    socket.connect(peer).await.map_err(ProbeError::Udp)?;
+    socket.send(payload).await.map_err(ProbeError::Udp)?;
+    let mut reply = [0u8; 1];
+    // A reply longer than the buffer is cut, which is enough to know it came.
+    socket.recv(&mut reply).await.map_err(ProbeError::Udp)?;
+    Ok(())
+}
+
 /// The TCP connection a probe runs on (TLS, for an http check of a TLS
 /// backend, is run on it by the caller).
 async fn connect(backend: &Backend) -> Result<TcpStream, ProbeError> {
@@ -197,7 +224,7 @@ where
             tokio::spawn(conn);
             sender.send_request(req).await?
         }
-        BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::H3 => {
+        BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::H3 | BackendProtocol::Udp => {
             let req = Request::get(path)
                 .header(header::HOST, authority)
                 .header(header::CONNECTION, "close")

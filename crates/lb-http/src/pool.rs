@@ -288,7 +288,10 @@ impl BackendPool {
                 .acquire_h3()
                 .await
                 .map(|(conn, lease)| Conn::H3(conn, lease)),
-            BackendProtocol::H1 | BackendProtocol::Tcp => self.acquire_h1().await.map(Conn::H1),
+            // Validation keeps tcp and udp backends out of HTTP clusters.
+            BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::Udp => {
+                self.acquire_h1().await.map(Conn::H1)
+            }
         }
     }
 

@@ -381,7 +381,7 @@ fn shape(
                 *req.uri_mut() = uri;
             }
         }
-        BackendProtocol::H1 | BackendProtocol::Tcp => {
+        BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::Udp => {
             *req.version_mut() = Version::HTTP_11;
             if let Some(a) = authority {
                 req.headers_mut().insert(header::HOST, a);

@@ -78,7 +78,7 @@ pub(crate) struct Slot(Gauge);
 impl Slot {
     /// A slot if fewer than `cap` are taken. Compare-and-swap rather than
     /// add-then-check so the count never overshoots, even briefly.
-    fn take(open: &Gauge, cap: u32) -> Option<Self> {
+    pub(crate) fn take(open: &Gauge, cap: u32) -> Option<Self> {
         open.inner()
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < i64::from(cap)).then_some(n + 1)

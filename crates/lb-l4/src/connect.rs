@@ -86,7 +86,7 @@ enum Failure {
 }
 
 /// What the balancer hashes for a flow from `client`.
-fn pick_context(cluster: &Cluster, client: SocketAddr) -> PickContext {
+pub(crate) fn pick_context(cluster: &Cluster, client: SocketAddr) -> PickContext {
     let mut ctx = PickContext::new(client);
     ctx.key = match cluster.spec.hash_key {
         Some(HashKey::SourceIp) => Some(hash_ip(client.ip())),
@@ -209,10 +209,10 @@ async fn attempt(
 
 /// Counts one open upstream connection on its backend until dropped.
 #[derive(Debug)]
-struct OpenConnection(Arc<Backend>);
+pub(crate) struct OpenConnection(Arc<Backend>);
 
 impl OpenConnection {
-    fn new(backend: &Arc<Backend>) -> Self {
+    pub(crate) fn new(backend: &Arc<Backend>) -> Self {
         backend.state.connection_opened();
         Self(Arc::clone(backend))
     }

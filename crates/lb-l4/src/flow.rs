@@ -82,10 +82,11 @@ pub(crate) async fn run(client: TcpStream, peer: SocketAddr, admitted: Admitted,
     let ends = Ends {
         listener: listener.address,
         protocol: listener.protocol,
+        transport: lb_config::Transport::Tcp,
         client: peer,
     };
     let transferred = listener.metrics.transfer();
-    let mut record = FlowRecord::start(ends, log, Arc::clone(&cluster_metrics), transferred);
+    let mut record = FlowRecord::start(ends, log, Arc::clone(&cluster_metrics.name), transferred);
     let Admitted {
         cluster,
         idle_timeout,

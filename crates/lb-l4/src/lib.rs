@@ -1,6 +1,8 @@
-//! ExpressGateway userspace L4 proxying for `tcp` listeners.
+//! ExpressGateway userspace L4 proxying for `tcp`, `tls` and `udp`
+//! listeners.
 //!
-//! [`serve`] accepts connections until drain starts. Each connection is
+//! [`serve_udp`] relays datagrams by session (client address and port);
+//! see its module. [`serve`] accepts connections until drain starts. Each connection is
 //! admitted against the snapshot current at accept time (the listener must
 //! still exist and its connection cap must have room), then spawned as a
 //! flow: pick a backend (failing over once), connect, and copy bytes both
@@ -25,6 +27,7 @@ mod flow;
 mod metrics;
 mod record;
 mod stream_copy;
+mod udp;
 
 use std::io;
 use std::net::SocketAddr;
@@ -43,6 +46,7 @@ use crate::flow::{FlowContext, FlowTls, ListenerShared};
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Rejection};
 
 pub use metrics::register_metrics;
+pub use udp::serve_udp;
 
 /// Pause after an accept error that is not about one connection (out of
 /// descriptors or memory), so the loop does not spin while flows close.
@@ -136,7 +140,7 @@ impl SnapshotView {
         let cluster = admitted.cluster.name();
         let fresh = view
             .as_ref()
-            .is_some_and(|v| Arc::ptr_eq(&v.snapshot, snapshot) && v.cluster.name == cluster);
+            .is_some_and(|v| Arc::ptr_eq(&v.snapshot, snapshot) && *v.cluster.name == *cluster);
         if !fresh {
             *view = None;
         }

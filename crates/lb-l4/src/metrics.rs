@@ -1,7 +1,9 @@
-//! The TCP proxy's metric families: client connections and bytes by
-//! listener, backend connection failures and retries by cluster. Flows
-//! hold their listener's and cluster's handles; nothing is looked up per
-//! chunk of bytes.
+//! The L4 proxy's metric families: for tcp and tls listeners, client
+//! connections and bytes by listener, backend connection failures and
+//! retries by cluster; for udp listeners, sessions, datagrams and bytes
+//! each way, and dropped datagrams by reason. Flows and sessions hold
+//! their listener's and cluster's handles; nothing is looked up per chunk
+//! of bytes or per datagram.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -32,6 +34,12 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabels {
     cluster: String,
 }
@@ -50,6 +58,14 @@ struct Families {
     sent: Family<ListenerLabels, Counter>,
     errors: Family<KindLabels, Counter>,
     retries: Family<ClusterLabels, Counter>,
+    udp_open: Family<ListenerLabels, Gauge>,
+    udp_sessions: Family<ListenerLabels, Counter>,
+    udp_moved: Family<ListenerLabels, Counter>,
+    udp_datagrams_received: Family<ListenerLabels, Counter>,
+    udp_datagrams_sent: Family<ListenerLabels, Counter>,
+    udp_received: Family<ListenerLabels, Counter>,
+    udp_sent: Family<ListenerLabels, Counter>,
+    udp_dropped: Family<DropLabels, Counter>,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
@@ -60,10 +76,18 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     sent: Family::default(),
     errors: Family::default(),
     retries: Family::default(),
+    udp_open: Family::default(),
+    udp_sessions: Family::default(),
+    udp_moved: Family::default(),
+    udp_datagrams_received: Family::default(),
+    udp_datagrams_sent: Family::default(),
+    udp_received: Family::default(),
+    udp_sent: Family::default(),
+    udp_dropped: Family::default(),
 });
 
-/// Register the TCP proxy's families (`expressgateway_tcp_*`) with
-/// `metrics`. Call once per process.
+/// Register the L4 proxy's families (`expressgateway_tcp_*` and
+/// `expressgateway_udp_*`) with `metrics`. Call once per process.
 pub fn register_metrics(metrics: &Metrics) {
     let f = &*FAMILIES;
     metrics.register(|r| {
@@ -104,7 +128,154 @@ pub fn register_metrics(metrics: &Metrics) {
             "Connection attempts on another backend after a failed one",
             f.retries.clone(),
         );
+        r.register(
+            "udp_sessions_open",
+            "Open sessions (client address and port) of a udp listener",
+            f.udp_open.clone(),
+        );
+        r.register(
+            "udp_sessions",
+            "Sessions a udp listener opened",
+            f.udp_sessions.clone(),
+        );
+        r.register(
+            "udp_sessions_moved",
+            "Sessions moved to another backend after theirs refused a datagram",
+            f.udp_moved.clone(),
+        );
+        r.register(
+            "udp_datagrams_received",
+            "Datagrams a udp listener received from clients",
+            f.udp_datagrams_received.clone(),
+        );
+        r.register(
+            "udp_datagrams_sent",
+            "Datagrams a udp listener sent to clients (backends' replies)",
+            f.udp_datagrams_sent.clone(),
+        );
+        r.register_with_unit(
+            "udp_received",
+            "Bytes of datagrams received from clients",
+            Unit::Bytes,
+            f.udp_received.clone(),
+        );
+        r.register_with_unit(
+            "udp_sent",
+            "Bytes of datagrams sent to clients",
+            Unit::Bytes,
+            f.udp_sent.clone(),
+        );
+        r.register(
+            "udp_datagrams_dropped",
+            "Datagrams a udp listener dropped, either way, by reason",
+            f.udp_dropped.clone(),
+        );
     });
+}
+
+/// Why a udp listener dropped a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// A new client while the listener's session cap is reached.
+    SessionLimit,
+    /// A new client while the listener drains.
+    Draining,
+    /// A new client while no backend is usable.
+    NoBackend,
+    /// A new client after a reload removed the listener or its cluster.
+    ListenerGone,
+    /// The session's socket towards its backend had no room (its send
+    /// buffer is the session's queue).
+    QueueFull,
+    /// The backend refused the datagram (ICMP port unreachable).
+    Refused,
+    /// The listener's socket had no room for a reply to the client.
+    ClientQueueFull,
+    /// Sending failed otherwise.
+    SendError,
+}
+
+impl Dropped {
+    const ALL: [Self; 8] = [
+        Self::SessionLimit,
+        Self::Draining,
+        Self::NoBackend,
+        Self::ListenerGone,
+        Self::QueueFull,
+        Self::Refused,
+        Self::ClientQueueFull,
+        Self::SendError,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::SessionLimit => "session_limit",
+            Self::Draining => "draining",
+            Self::NoBackend => "no_backend",
+            Self::ListenerGone => "listener_gone",
+            Self::QueueFull => "queue_full",
+            Self::Refused => "refused",
+            Self::ClientQueueFull => "client_queue_full",
+            Self::SendError => "send_error",
+        }
+    }
+}
+
+/// A udp listener's handles, resolved when it starts serving.
+#[derive(Debug)]
+pub(crate) struct UdpMetrics {
+    /// Open sessions; also what the session cap is checked against.
+    pub(crate) open: Gauge,
+    pub(crate) sessions: Counter,
+    pub(crate) moved: Counter,
+    datagrams_received: Counter,
+    datagrams_sent: Counter,
+    received: Counter,
+    sent: Counter,
+    dropped: [Counter; Dropped::ALL.len()],
+}
+
+impl UdpMetrics {
+    pub(crate) fn new(listener: &str) -> Self {
+        let f = &*FAMILIES;
+        let by_listener = ListenerLabels {
+            listener: listener.to_owned(),
+        };
+        Self {
+            open: f.udp_open.get_or_create_owned(&by_listener),
+            sessions: f.udp_sessions.get_or_create_owned(&by_listener),
+            moved: f.udp_moved.get_or_create_owned(&by_listener),
+            datagrams_received: f.udp_datagrams_received.get_or_create_owned(&by_listener),
+            datagrams_sent: f.udp_datagrams_sent.get_or_create_owned(&by_listener),
+            received: f.udp_received.get_or_create_owned(&by_listener),
+            sent: f.udp_sent.get_or_create_owned(&by_listener),
+            dropped: Dropped::ALL.map(|reason| {
+                f.udp_dropped.get_or_create_owned(&DropLabels {
+                    listener: listener.to_owned(),
+                    reason: reason.as_str(),
+                })
+            }),
+        }
+    }
+
+    /// A datagram of `n` bytes from a client.
+    pub(crate) fn received(&self, n: usize) {
+        self.datagrams_received.inc();
+        self.received.inc_by(n as u64);
+    }
+
+    /// A datagram of `n` bytes sent to a client.
+    pub(crate) fn sent(&self, n: usize) {
+        self.datagrams_sent.inc();
+        self.sent.inc_by(n as u64);
+    }
+
+    pub(crate) fn dropped(&self, why: Dropped) {
+        let i = Dropped::ALL.iter().position(|d| *d == why);
+        if let Some(counter) = i.and_then(|i| self.dropped.get(i)) {
+            counter.inc();
+        }
+    }
 }
 
 /// Why a client connection was closed at once.
@@ -204,7 +375,7 @@ impl ErrorKind {
 /// A cluster's handles, for the flows of the listener that uses it.
 #[derive(Debug)]
 pub(crate) struct ClusterMetrics {
-    pub(crate) name: String,
+    pub(crate) name: std::sync::Arc<str>,
     pub(crate) retries: Counter,
     errors: [Counter; ErrorKind::ALL.len()],
 }
@@ -213,7 +384,7 @@ impl ClusterMetrics {
     pub(crate) fn new(cluster: &str) -> Self {
         let f = &*FAMILIES;
         Self {
-            name: cluster.to_owned(),
+            name: cluster.into(),
             retries: f.retries.get_or_create_owned(&ClusterLabels {
                 cluster: cluster.to_owned(),
             }),
@@ -245,6 +416,17 @@ pub(crate) struct Transferred {
 }
 
 impl Transferred {
+    /// Byte counts for one flow that also add to the listener's `received`
+    /// and `sent` counters.
+    pub(crate) fn new(listener_received: Counter, listener_sent: Counter) -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            listener_received,
+            listener_sent,
+        }
+    }
+
     /// `n` bytes read from the client.
     pub(crate) fn count_received(&self, n: usize) {
         let n = n as u64;

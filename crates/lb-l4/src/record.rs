@@ -1,6 +1,6 @@
-//! What one flow leaves behind: its access log line, written when the
-//! flow ends however it ends (closed, idle, failed, or never reaching a
-//! backend), with the bytes it moved each way.
+//! What one flow (or udp session) leaves behind: its access log line,
+//! written when it ends however it ends (closed, idle, failed, or never
+//! reaching a backend), with the bytes it moved each way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use lb_core::Backend;
 use lb_observability::{AccessLog, AccessRecord};
 
-use crate::metrics::{ClusterMetrics, Transferred};
+use crate::metrics::Transferred;
 
 /// One flow in progress.
 #[derive(Debug)]
@@ -20,7 +20,8 @@ pub(crate) struct FlowRecord {
     listener: SocketAddr,
     client: SocketAddr,
     protocol: &'static str,
-    cluster: Arc<ClusterMetrics>,
+    transport: lb_config::Transport,
+    cluster: Arc<str>,
     /// The backend reached.
     pub(crate) backend: Option<Arc<Backend>>,
     /// Attempts on other backends before it.
@@ -36,6 +37,7 @@ pub(crate) struct FlowRecord {
 pub(crate) struct Ends {
     pub(crate) listener: SocketAddr,
     pub(crate) protocol: &'static str,
+    pub(crate) transport: lb_config::Transport,
     pub(crate) client: SocketAddr,
 }
 
@@ -43,7 +45,7 @@ impl FlowRecord {
     pub(crate) fn start(
         ends: Ends,
         log: Option<AccessLog>,
-        cluster: Arc<ClusterMetrics>,
+        cluster: Arc<str>,
         transferred: Transferred,
     ) -> Self {
         Self {
@@ -53,6 +55,7 @@ impl FlowRecord {
             listener: ends.listener,
             client: ends.client,
             protocol: ends.protocol,
+            transport: ends.transport,
             cluster,
             backend: None,
             retries: 0,
@@ -70,7 +73,7 @@ impl Drop for FlowRecord {
             time: self.time,
             listener: lb_config::ListenerId {
                 address: self.listener,
-                transport: lb_config::Transport::Tcp,
+                transport: self.transport,
             },
             client: self.client,
             protocol: self.protocol,
@@ -82,7 +85,7 @@ impl Drop for FlowRecord {
             bytes_out,
             duration_ms: AccessRecord::millis(self.started.elapsed()),
             upstream_ms: None,
-            cluster: Some(&self.cluster.name),
+            cluster: Some(&self.cluster),
             backend: self.backend.as_ref().map(|b| b.spec.address.as_str()),
             retries: self.retries,
             error: self.error.as_deref(),

@@ -84,7 +84,10 @@ impl TlsState {
             let alpn = match listener.protocol {
                 ListenerProtocol::H1s => Alpn::Http,
                 ListenerProtocol::Quic => Alpn::H3,
-                ListenerProtocol::Tcp | ListenerProtocol::Tls | ListenerProtocol::H1 => Alpn::None,
+                ListenerProtocol::Tcp
+                | ListenerProtocol::Tls
+                | ListenerProtocol::H1
+                | ListenerProtocol::Udp => Alpn::None,
             };
             let id = listener.id();
             match ServerTls::load(id, spec, runtime, alpn, &mut warnings) {

@@ -56,7 +56,7 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// A listener's bound socket: TCP, or UDP for a `quic` listener.
+/// A listener's bound socket: TCP, or UDP for a `quic` or `udp` listener.
 pub enum Socket {
     /// A listening TCP socket.
     Tcp(TcpListener),
@@ -69,6 +69,14 @@ pub fn bind_listener(spec: &Listener) -> anyhow::Result<Socket> {
     let address = spec.address;
     if spec.protocol == ListenerProtocol::Quic {
         let socket = lb_quic::bind(address)?;
+        socket
+            .set_nonblocking(true)
+            .with_context(|| format!("UDP {address}"))?;
+        return Ok(Socket::Udp(socket));
+    }
+    if spec.protocol == ListenerProtocol::Udp {
+        let socket =
+            std::net::UdpSocket::bind(address).with_context(|| format!("UDP {address}"))?;
         socket
             .set_nonblocking(true)
             .with_context(|| format!("UDP {address}"))?;
@@ -109,6 +117,9 @@ pub fn start(
     let drain = Drain::new();
     let socket = match socket {
         Socket::Tcp(socket) => socket,
+        Socket::Udp(socket) if spec.protocol == ListenerProtocol::Udp => {
+            return Ok(start_udp(spec, socket, ctx))
+        }
         Socket::Udp(socket) => return start_quic(spec, socket, server_tls, ctx),
     };
     let (task, plan) = match &spec.kind {
@@ -121,6 +132,9 @@ pub fn start(
                 Arc::clone(&drain),
             ));
             (task, Some(plan))
+        }
+        ListenerKind::Udp { .. } => {
+            anyhow::bail!("listener {}: a udp listener needs a UDP socket", spec.id())
         }
         ListenerKind::Tcp { .. } => {
             let task = tokio::spawn(lb_l4::serve(
@@ -143,6 +157,32 @@ pub fn start(
         quic: None,
         task,
     })
+}
+
+/// Serve a `udp` listener's socket: datagrams relayed by session.
+fn start_udp(spec: &Listener, socket: std::net::UdpSocket, ctx: &Context<'_>) -> RunningListener {
+    let id = spec.id();
+    let drain = Drain::new();
+    let served = lb_l4::serve_udp(
+        socket,
+        spec.address,
+        Arc::clone(ctx.snapshot),
+        Arc::clone(&drain),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(e) = served.await {
+            tracing::error!(listener = %id, error = %e, "udp listener stopped");
+        }
+    });
+    tracing::info!(address = %spec.address, listener = %id, protocol = spec.protocol.as_str(), "listening");
+    RunningListener {
+        spec: spec.clone(),
+        drain,
+        plan: None,
+        server_tls: None,
+        quic: None,
+        task,
+    }
 }
 
 /// Serve a `quic` listener's UDP socket with the HTTP/3 front.

@@ -204,7 +204,7 @@ fn keep_as_is(old: &Config, new: &mut Config, ids: &[ListenerId]) -> Result<(), 
 
 fn cluster_refs(l: &lb_config::Listener) -> Vec<&str> {
     match &l.kind {
-        ListenerKind::Tcp { cluster } => vec![cluster.as_str()],
+        ListenerKind::Tcp { cluster } | ListenerKind::Udp { cluster } => vec![cluster.as_str()],
         ListenerKind::Http(h) => h
             .routes
             .iter()
@@ -216,7 +216,7 @@ fn cluster_refs(l: &lb_config::Listener) -> Vec<&str> {
     }
 }
 
-/// Bind every added listener's socket (TCP, or UDP for `quic`); one that
+/// Bind every added listener's socket (TCP, or UDP for `quic` and `udp`); one that
 /// cannot be bound rejects the reload.
 fn bind_added(new: &Config, ids: &[ListenerId]) -> Result<Vec<(ListenerId, Socket)>, Vec<String>> {
     let mut sockets = Vec::new();

@@ -149,7 +149,9 @@ impl StatusSource {
 
 fn routes(l: &lb_config::Listener) -> Vec<String> {
     match &l.kind {
-        ListenerKind::Tcp { cluster } => vec![format!("-> cluster {cluster}")],
+        ListenerKind::Tcp { cluster } | ListenerKind::Udp { cluster } => {
+            vec![format!("-> cluster {cluster}")]
+        }
         ListenerKind::Http(h) => h.routes.iter().map(crate::summary::route_line).collect(),
     }
 }

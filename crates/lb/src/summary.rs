@@ -23,6 +23,14 @@ pub fn render(path: &str, config: &Config) -> String {
             ListenerKind::Tcp { cluster } => {
                 let _ = writeln!(out, "    -> cluster {cluster}");
             }
+            ListenerKind::Udp { cluster } => {
+                let _ = writeln!(
+                    out,
+                    "    -> cluster {cluster}, sessions idle after {} ms, at most {}",
+                    l.idle_timeout.as_millis(),
+                    l.max_connections
+                );
+            }
             ListenerKind::Http(h) => {
                 for r in &h.routes {
                     let _ = writeln!(out, "    {}", route_line(r));

@@ -568,7 +568,7 @@ backends = [{ address = "127.0.0.1:9001" }]
 tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
 "#,
         path: "listeners[1].address",
-        reason: "\"127.0.0.1:8443\" is also bound by listeners[0] (UDP (quic);",
+        reason: "\"127.0.0.1:8443\" is also bound by listeners[0] (UDP;",
     },
     Case {
         name: "alt_svc_max_age_seconds on an h1 listener",
@@ -656,7 +656,7 @@ address = "127.0.0.1:8081"
 protocol = "h1"
 "#,
         path: "listeners[0]",
-        reason: "a listener needs routes, backends or (for tcp) a cluster; it has none",
+        reason: "a listener needs routes, backends or (for tcp and udp) a cluster; it has none",
     },
     Case {
         name: "listener with both routes and backends",
@@ -1307,8 +1307,144 @@ routes = [{ direct = { status = 200 } }]
         path: "observability.admin_idle_timeout_ms",
         reason: "off without observability.metrics_bind",
     },
+    Case {
+        name: "udp listener with tcp backends",
+        toml: r#"
+[[clusters]]
+name = "dns"
+[[clusters.backends]]
+address = "127.0.0.1:5301"
+protocol = "tcp"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+cluster = "dns"
+"#,
+        path: "listeners[0].cluster",
+        reason: "cluster \"dns\" has tcp backends; a udp listener needs protocol = \"udp\" backends",
+    },
+    Case {
+        name: "udp backends behind an HTTP listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+backends = [{ address = "127.0.0.1:5301", protocol = "udp" }]
+"#,
+        path: "listeners[0].backends",
+        reason: "has udp backends; an HTTP listener needs h1, h2 or h3 backends",
+    },
+    Case {
+        name: "udp check without its datagram",
+        toml: r#"
+[[clusters]]
+name = "dns"
+health_check = { kind = "udp" }
+[[clusters.backends]]
+address = "127.0.0.1:5301"
+protocol = "udp"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+cluster = "dns"
+"#,
+        path: "clusters[0].health_check.payload",
+        reason: "a udp check needs the datagram it sends",
+    },
+    Case {
+        name: "tcp check of udp backends",
+        toml: r#"
+[[clusters]]
+name = "dns"
+health_check = { kind = "tcp" }
+[[clusters.backends]]
+address = "127.0.0.1:5301"
+protocol = "udp"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+cluster = "dns"
+"#,
+        path: "clusters[0].health_check.kind",
+        reason: "udp backends are checked with kind = \"udp\"",
+    },
+    Case {
+        name: "odd hex payload",
+        toml: r#"
+[[clusters]]
+name = "dns"
+health_check = { payload_hex = "abc" }
+[[clusters.backends]]
+address = "127.0.0.1:5301"
+protocol = "udp"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+cluster = "dns"
+"#,
+        path: "clusters[0].health_check.payload_hex",
+        reason: "must be an even number of hexadecimal digits",
+    },
+    Case {
+        name: "retries on a udp cluster",
+        toml: r#"
+[[clusters]]
+name = "dns"
+retries = { attempts = 2 }
+[[clusters.backends]]
+address = "127.0.0.1:5301"
+protocol = "udp"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+cluster = "dns"
+"#,
+        path: "clusters[0].retries",
+        reason: "applies to tcp and HTTP backends only",
+    },
+    Case {
+        name: "TLS towards a udp backend",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+backends = [{ address = "127.0.0.1:5301", protocol = "udp", tls = true }]
+"#,
+        path: "listeners[0].backends[0].tls",
+        reason: "a udp backend carries datagrams as they are; TLS does not apply",
+    },
+    Case {
+        name: "HTTP key on a udp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+max_header_count = 10
+backends = [{ address = "127.0.0.1:5301", protocol = "udp" }]
+"#,
+        path: "listeners[0].max_header_count",
+        reason: "applies to HTTP listeners only; this is a udp listener",
+    },
+    Case {
+        name: "udp and quic listeners on one address",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+backends = [{ address = "127.0.0.1:5301", protocol = "udp" }]
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:9001", protocol = "h3" }]
+[listeners.tls]
+[[listeners.tls.certificates]]
+cert_path = "c.pem"
+key_path = "k.pem"
+"#,
+        path: "listeners[1].address",
+        reason: "is also bound by listeners[0] (UDP;",
+    },
 ];
-
 /// Run `--check` on `toml`; returns (exit code, stdout, stderr).
 fn check(toml: &str) -> (i32, String, String) {
     let path = temp_dir("reject").join("config.toml");

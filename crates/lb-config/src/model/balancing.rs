@@ -76,7 +76,7 @@ impl Policy {
 pub enum HashKey {
     /// The client's IP address.
     SourceIp,
-    /// The client's IP address and port (tcp listeners).
+    /// The client's IP address and port (tcp and udp listeners).
     SourceIpPort,
     /// A request header's first value; the name is lowercase.
     Header(String),
@@ -132,6 +132,11 @@ pub enum HealthCheckKind {
         service: String,
         /// `:authority`; the backend's address when `None`.
         host: Option<String>,
+    },
+    /// Passes when a datagram sent to the backend brings any reply.
+    Udp {
+        /// The datagram sent.
+        payload: Vec<u8>,
     },
 }
 

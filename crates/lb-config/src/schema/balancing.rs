@@ -12,13 +12,15 @@ pub enum RawHealthCheckKind {
     Http,
     /// A grpc.health.v1 `Check` call.
     Grpc,
+    /// A datagram sent, any reply expected.
+    Udp,
 }
 
 /// `[clusters.health_check]`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    /// tcp or http.
+    /// tcp, http, grpc or udp.
     pub kind: Option<RawHealthCheckKind>,
     /// Request path (http).
     pub path: Option<String>,
@@ -28,6 +30,10 @@ pub struct RawHealthCheck {
     pub expected_status: Option<String>,
     /// The gRPC service asked about (grpc); `""` = the whole server.
     pub service: Option<String>,
+    /// The datagram a udp check sends, as text.
+    pub payload: Option<String>,
+    /// The datagram a udp check sends, as hexadecimal digits.
+    pub payload_hex: Option<String>,
     /// Time between checks.
     pub interval_ms: Option<u64>,
     /// Time one check may take.

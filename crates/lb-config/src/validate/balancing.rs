@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{millis, Errors};
+use super::{millis, Errors, Family};
 use crate::defaults as d;
 use crate::model::*;
 use crate::schema::*;
@@ -46,11 +46,12 @@ pub(super) fn policy(raw: Option<RawPolicy>) -> Policy {
     }
 }
 
-/// `tcp`: the cluster's backends are tcp (so only a tcp listener uses it).
+/// `family`: what the cluster's backends carry (tcp and udp clusters
+/// serve only listeners of their kind).
 pub(super) fn balancing(
     rc: &RawCluster,
     path: &str,
-    tcp: bool,
+    family: Family,
     backends: &[Backend],
     errors: &mut Errors,
 ) -> Balancing {
@@ -67,7 +68,7 @@ pub(super) fn balancing(
     }
     let hash_key = policy.hashes().then(|| {
         let token = rc.hash_key.as_deref().unwrap_or(d::HASH_KEY);
-        hash_key(token, &format!("{path}.hash_key"), tcp, errors)
+        hash_key(token, &format!("{path}.hash_key"), family, errors)
     });
     let hash_key = hash_key.flatten();
     let (ring_size, maglev_table_size) = table_sizes(rc, path, policy, backends, errors);
@@ -102,10 +103,10 @@ pub(super) fn balancing(
         maglev_table_size,
         cookie_secret,
         panic_threshold_percent,
-        health_check: health_check(rc.health_check.as_ref(), path, tcp, errors),
+        health_check: health_check(rc.health_check.as_ref(), path, family, errors),
         outlier_detection: outlier_detection(rc.outlier_detection.as_ref(), path, errors),
-        circuit_breaker: circuit_breaker(rc.circuit_breaker.as_ref(), path, tcp, errors),
-        retries: retries(rc.retries.as_ref(), None, path, tcp, errors),
+        circuit_breaker: circuit_breaker(rc.circuit_breaker.as_ref(), path, family.l4(), errors),
+        retries: retries(rc.retries.as_ref(), None, path, family.l4(), errors),
     }
 }
 
@@ -171,7 +172,7 @@ fn only_for(policy: Policy, path: &str, key: &str, allowed: &[Policy], errors: &
     }
 }
 
-fn hash_key(token: &str, path: &str, tcp: bool, errors: &mut Errors) -> Option<HashKey> {
+fn hash_key(token: &str, path: &str, family: Family, errors: &mut Errors) -> Option<HashKey> {
     let key = match token.split_once(':') {
         None => match token {
             "source_ip" => Some(HashKey::SourceIp),
@@ -197,15 +198,18 @@ fn hash_key(token: &str, path: &str, tcp: bool, errors: &mut Errors) -> Option<H
         );
         return None;
     };
-    if tcp && key.is_http() {
+    if family.l4() && key.is_http() {
         errors.push(
             path,
-            format!("{token:?} needs HTTP requests; a cluster of tcp backends hashes \"source_ip\" or \"source_ip_port\""),
+            format!(
+                "{token:?} needs HTTP requests; a cluster of {} backends hashes \"source_ip\" or \"source_ip_port\"",
+                family.as_str()
+            ),
         );
-    } else if !tcp && key == HashKey::SourceIpPort {
+    } else if !family.l4() && key == HashKey::SourceIpPort {
         errors.push(
             path,
-            "\"source_ip_port\" applies to clusters of tcp backends only",
+            "\"source_ip_port\" applies to clusters of tcp or udp backends only",
         );
     }
     Some(key)
@@ -225,17 +229,34 @@ fn is_prime(n: usize) -> bool {
 fn health_check(
     raw: Option<&RawHealthCheck>,
     path: &str,
-    tcp: bool,
+    family: Family,
     errors: &mut Errors,
 ) -> Option<HealthCheck> {
     let raw = raw?;
     let path = format!("{path}.health_check");
-    let kind = raw.kind.unwrap_or(if tcp {
-        RawHealthCheckKind::Tcp
-    } else {
-        RawHealthCheckKind::Http
+    let kind = raw.kind.unwrap_or(match family {
+        Family::Tcp => RawHealthCheckKind::Tcp,
+        Family::Udp => RawHealthCheckKind::Udp,
+        Family::Http => RawHealthCheckKind::Http,
     });
+    if kind != RawHealthCheckKind::Udp {
+        for (key, set) in [
+            ("payload", raw.payload.is_some()),
+            ("payload_hex", raw.payload_hex.is_some()),
+        ] {
+            if set {
+                errors.push(format!("{path}.{key}"), "applies to udp checks only");
+            }
+        }
+        if family == Family::Udp {
+            errors.push(
+                format!("{path}.kind"),
+                "udp backends are checked with kind = \"udp\" (a datagram and its reply)",
+            );
+        }
+    }
     let kind = match kind {
+        RawHealthCheckKind::Udp => udp_check(raw, &path, family, errors),
         RawHealthCheckKind::Tcp => {
             for (key, set, reason) in [
                 ("path", raw.path.is_some(), "applies to http checks only"),
@@ -279,10 +300,13 @@ fn health_check(
             }
         }
         RawHealthCheckKind::Http => {
-            if tcp {
+            if family.l4() {
                 errors.push(
                     format!("{path}.kind"),
-                    "http checks need HTTP backends; this cluster's backends are tcp",
+                    format!(
+                        "http checks need HTTP backends; this cluster's backends are {}",
+                        family.as_str()
+                    ),
                 );
             }
             if raw.service.is_some() {
@@ -325,6 +349,85 @@ fn health_check(
             errors,
         ),
     })
+}
+
+/// A udp check: the datagram it sends, given as text or as hex digits.
+fn udp_check(
+    raw: &RawHealthCheck,
+    path: &str,
+    family: Family,
+    errors: &mut Errors,
+) -> HealthCheckKind {
+    if family != Family::Udp {
+        errors.push(
+            format!("{path}.kind"),
+            format!(
+                "udp checks need udp backends; this cluster's backends are {}",
+                family.as_str()
+            ),
+        );
+    }
+    for (key, set) in [
+        ("path", raw.path.is_some()),
+        ("host", raw.host.is_some()),
+        ("expected_status", raw.expected_status.is_some()),
+        ("service", raw.service.is_some()),
+    ] {
+        if set {
+            errors.push(
+                format!("{path}.{key}"),
+                "does not apply to udp checks (they send payload and pass on any reply)",
+            );
+        }
+    }
+    let payload = match (&raw.payload, &raw.payload_hex) {
+        (Some(text), None) => text.as_bytes().to_vec(),
+        (None, Some(hex)) => match decode_hex(hex) {
+            Some(bytes) => bytes,
+            None => {
+                errors.push(
+                    format!("{path}.payload_hex"),
+                    "must be an even number of hexadecimal digits",
+                );
+                Vec::new()
+            }
+        },
+        (Some(_), Some(_)) => {
+            errors.push(
+                format!("{path}.payload"),
+                "payload and payload_hex are alternatives; give one",
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            errors.push(
+                format!("{path}.payload"),
+                "a udp check needs the datagram it sends: payload (text) or payload_hex",
+            );
+            Vec::new()
+        }
+    };
+    HealthCheckKind::Udp { payload }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = hex
+        .bytes()
+        .map(|b| {
+            char::from(b)
+                .to_digit(16)
+                .and_then(|d| u8::try_from(d).ok())
+        })
+        .collect::<Option<_>>()?;
+    if digits.is_empty() || digits.len() % 2 != 0 {
+        return None;
+    }
+    Some(
+        digits
+            .chunks_exact(2)
+            .map(|pair| pair.iter().fold(0u8, |acc, d| acc << 4 | d))
+            .collect(),
+    )
 }
 
 fn http_check(raw: &RawHealthCheck, path: &str, errors: &mut Errors) -> HealthCheckKind {

@@ -155,7 +155,7 @@ fn route(
         let tcp = cluster.is_some_and(|c| {
             c.backends
                 .iter()
-                .any(|b| b.protocol == BackendProtocol::Tcp)
+                .any(|b| matches!(b.protocol, BackendProtocol::Tcp | BackendProtocol::Udp))
         });
         balancing::retries(Some(raw), cluster.map(|c| &c.retries), path, tcp, errors)
     });

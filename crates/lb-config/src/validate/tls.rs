@@ -280,6 +280,13 @@ pub(super) fn backend_tls(
     path: &str,
     errors: &mut Errors,
 ) -> Option<BackendTls> {
+    if protocol == BackendProtocol::Udp && rb.tls == Some(true) {
+        errors.push(
+            format!("{path}.tls"),
+            "a udp backend carries datagrams as they are; TLS does not apply",
+        );
+        return None;
+    }
     // QUIC has TLS 1.3 built in: an h3 backend is always TLS.
     let h3 = protocol == BackendProtocol::H3;
     if h3 && rb.tls == Some(false) {

@@ -161,7 +161,7 @@ fn misplaced_and_malformed_keys_are_reported_with_their_paths() {
     rejects(
         &http("policy = \"maglev\"\nhash_key = \"source_ip_port\""),
         &format!("{p}.hash_key"),
-        "tcp backends only",
+        "tcp or udp backends only",
     );
     rejects(
         &tcp("policy = \"maglev\"\nhash_key = \"header:x\""),
@@ -283,5 +283,50 @@ fn misplaced_and_malformed_keys_are_reported_with_their_paths() {
         direct,
         "listeners[0].routes[0].retries",
         "routes with a cluster only",
+    );
+}
+
+fn udp(keys: &str) -> String {
+    format!("[[clusters]]\nname = \"c\"\n{keys}\n[[clusters.backends]]\naddress = \"127.0.0.1:9001\"\nprotocol = \"udp\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\nprotocol = \"udp\"\ncluster = \"c\"\n")
+}
+
+#[test]
+fn udp_clusters_check_with_a_datagram_given_as_text_or_hex() {
+    let text = cluster(&udp("health_check = { payload = \"ping\" }"));
+    let check = text.health_check.unwrap();
+    assert_eq!(
+        check.kind,
+        HealthCheckKind::Udp {
+            payload: b"ping".to_vec()
+        }
+    );
+    let hex = cluster(&udp(
+        "health_check = { kind = \"udp\", payload_hex = \"00Ff10\" }",
+    ));
+    assert_eq!(
+        hex.health_check.unwrap().kind,
+        HealthCheckKind::Udp {
+            payload: vec![0x00, 0xff, 0x10]
+        }
+    );
+    assert_eq!(cluster(&udp("")).hash_key, None);
+    assert_eq!(
+        cluster(&udp("policy = \"maglev\"\nhash_key = \"source_ip_port\"")).hash_key,
+        Some(HashKey::SourceIpPort)
+    );
+    rejects(
+        &udp("health_check = { payload = \"a\", payload_hex = \"61\" }"),
+        "clusters[0].health_check.payload",
+        "alternatives",
+    );
+    rejects(
+        &udp("policy = \"maglev\"\nhash_key = \"path\""),
+        "clusters[0].hash_key",
+        "a cluster of udp backends hashes",
+    );
+    rejects(
+        &http("health_check = { kind = \"udp\", payload = \"x\" }"),
+        "clusters[0].health_check.kind",
+        "udp checks need udp backends",
     );
 }
