@@ -109,6 +109,11 @@ fn listener_changes(o: &Listener, l: &Listener, d: &mut ConfigDiff) {
         d.changes
             .push(format!("listener {a}: TLS settings changed"));
     }
+    if o.proxy_protocol != l.proxy_protocol {
+        d.changes.push(format!(
+            "listener {a}: PROXY protocol settings changed (new connections take them)"
+        ));
+    }
     if o.quic != l.quic {
         d.changes.push(format!(
             "listener {a}: QUIC transport settings changed (new connections take them)"

@@ -1,7 +1,8 @@
 //! The validated configuration: every default applied, every address
 //! resolved, every cross-reference checked. Nothing downstream re-validates.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod actions;
@@ -237,6 +238,118 @@ pub struct Listener {
     /// HTTP/3 advertised in responses (`h1s` listeners whose port a
     /// `quic` listener also serves).
     pub alt_svc: Option<AltSvc>,
+    /// PROXY protocol headers taken from trusted peers (`tcp`, `tls`,
+    /// `h1`, `h1s` listeners).
+    pub proxy_protocol: Option<Arc<ProxyProtocol>>,
+}
+
+/// A listener's `proxy_protocol`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// Versions taken.
+    pub accept: ProxyAccept,
+    /// Peers whose connections must begin with a header.
+    pub from: Vec<IpNet>,
+    /// Serve connections from other peers as plain ones (instead of
+    /// closing them).
+    pub direct: bool,
+}
+
+impl ProxyProtocol {
+    /// Whether a connection from `ip` must carry a header.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.from.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// PROXY protocol versions a listener takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyAccept {
+    /// Text headers only.
+    V1,
+    /// Binary headers only.
+    V2,
+    /// Either.
+    Any,
+}
+
+/// The PROXY protocol version sent to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// Text.
+    V1,
+    /// Binary, with TLVs.
+    V2,
+}
+
+/// An address block: `address/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    /// The block's first address (host bits zero).
+    pub address: IpAddr,
+    /// Leading bits that must match.
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parse `ip/len` or a lone `ip` (a block of one).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (ip, len) = match text.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (text, None),
+        };
+        let address: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or ADDRESS/PREFIX block"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            None => max,
+            Some(len) => len
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0..={max}"))?,
+        };
+        let net = Self { address, prefix };
+        if net.masked(address) != address {
+            return Err(format!(
+                "{text:?} has host bits set; the block is {}/{prefix}",
+                net.masked(address)
+            ));
+        }
+        Ok(net)
+    }
+
+    /// Whether `ip` lies in the block (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.address.is_ipv4() && self.masked(ip) == self.address
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((bits & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((bits & mask).into())
+            }
+        }
+    }
 }
 
 impl Listener {
@@ -560,4 +673,6 @@ pub struct Backend {
     pub weight: u32,
     /// TLS towards the backend, when enabled.
     pub tls: Option<BackendTls>,
+    /// A PROXY protocol header before every new connection's bytes.
+    pub send_proxy_protocol: Option<ProxyVersion>,
 }

@@ -184,6 +184,8 @@ pub struct RawListener {
     pub tls: Option<RawListenerTls>,
     /// Access log.
     pub access_log: Option<RawAccessLog>,
+    /// PROXY protocol headers taken from trusted peers.
+    pub proxy_protocol: Option<RawProxyProtocol>,
     /// Request header rules of every route (HTTP).
     pub request_headers: Option<RawHeaderRules>,
     /// Response header rules of every route (HTTP).
@@ -404,4 +406,40 @@ pub struct RawBackend {
     pub tls_client_cert_path: Option<String>,
     /// Client private key for upstream mTLS.
     pub tls_client_key_path: Option<String>,
+    /// A PROXY protocol header before every new connection's bytes.
+    pub send_proxy_protocol: Option<RawProxyVersion>,
+}
+
+/// `proxy_protocol = { ... }` of a listener.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    /// `v1`, `v2` or `any`.
+    pub accept: Option<RawProxyAccept>,
+    /// Peers (`ip/len` or `ip`) whose connections carry a header.
+    pub from: Option<Vec<String>>,
+    /// Serve connections from other peers as plain ones.
+    pub direct: Option<bool>,
+}
+
+/// PROXY protocol versions a listener accepts.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProxyAccept {
+    /// Text headers only.
+    V1,
+    /// Binary headers only.
+    V2,
+    /// Either.
+    Any,
+}
+
+/// The PROXY protocol version a backend is sent.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProxyVersion {
+    /// Text.
+    V1,
+    /// Binary, with TLVs.
+    V2,
 }

@@ -407,12 +407,27 @@ fn backend(
             return None;
         }
     };
+    let send_proxy_protocol = rb.send_proxy_protocol.map(|v| match v {
+        RawProxyVersion::V1 => ProxyVersion::V1,
+        RawProxyVersion::V2 => ProxyVersion::V2,
+    });
+    if send_proxy_protocol.is_some() && protocol != BackendProtocol::Tcp {
+        let why = match protocol {
+            BackendProtocol::H1 | BackendProtocol::H2 => {
+                "is not supported on h1 and h2 backends: their pooled connections carry many \
+                 clients' requests, while a PROXY header names one client"
+            }
+            _ => "applies to tcp backends only",
+        };
+        errors.push(format!("{path}.send_proxy_protocol"), why);
+    }
     Some(Backend {
         address: rb.address.clone(),
         resolved,
         protocol,
         weight: rb.weight.unwrap_or(d::BACKEND_WEIGHT),
         tls: tls::backend_tls(rb, protocol, path, errors),
+        send_proxy_protocol,
     })
 }
 
@@ -555,7 +570,67 @@ fn listener(
         access_log,
         quic,
         alt_svc: None,
+        proxy_protocol: proxy_protocol(rl, protocol, path, errors),
     })
+}
+
+/// A listener's `proxy_protocol` table.
+fn proxy_protocol(
+    rl: &RawListener,
+    protocol: ListenerProtocol,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<std::sync::Arc<ProxyProtocol>> {
+    let raw = rl.proxy_protocol.as_ref()?;
+    let path = format!("{path}.proxy_protocol");
+    if matches!(protocol, ListenerProtocol::Quic | ListenerProtocol::Udp) {
+        errors.push(
+            path,
+            format!(
+                "applies to tcp, tls, h1 and h1s listeners; a {} listener takes datagrams, which carry no PROXY header",
+                protocol.as_str()
+            ),
+        );
+        return None;
+    }
+    let accept = match raw.accept {
+        None | Some(RawProxyAccept::Any) => ProxyAccept::Any,
+        Some(RawProxyAccept::V1) => ProxyAccept::V1,
+        Some(RawProxyAccept::V2) => ProxyAccept::V2,
+    };
+    let mut from = Vec::new();
+    match &raw.from {
+        None => errors.push(
+            format!("{path}.from"),
+            "names the peers (ADDRESS/PREFIX blocks) whose connections carry a PROXY header; it is required",
+        ),
+        Some(list) if list.is_empty() => errors.push(
+            format!("{path}.from"),
+            "must name at least one address block",
+        ),
+        Some(list) => {
+            for (i, text) in list.iter().enumerate() {
+                match IpNet::parse(text) {
+                    Ok(net) => from.push(net),
+                    Err(reason) => errors.push(format!("{path}.from[{i}]"), reason),
+                }
+            }
+        }
+    }
+    let direct = raw.direct.unwrap_or(false);
+    if direct && protocol == ListenerProtocol::Tcp {
+        errors.push(
+            format!("{path}.direct"),
+            "applies to tls, h1 and h1s listeners: telling a direct client from a PROXY header \
+             means waiting for its first bytes, and a tcp listener may carry protocols in which \
+             the server speaks first",
+        );
+    }
+    Some(std::sync::Arc::new(ProxyProtocol {
+        accept,
+        from,
+        direct,
+    }))
 }
 
 /// The listener kind a protocol token names.

@@ -27,6 +27,7 @@ mod ewma;
 pub mod hash;
 mod membership;
 mod path;
+pub mod proxy_protocol;
 mod retry_budget;
 mod router;
 mod snapshot;

@@ -113,6 +113,7 @@ async fn prepare(
     drain: Arc<Drain>,
 ) -> Option<Connection> {
     let _ = stream.set_nodelay(true);
+    let peer = proxied_peer(&mut stream, peer, &plan).await?;
     let Some(tls) = tls else {
         let timeout = plan.load().http.request_headers_timeout;
         let sniffed = tokio::time::timeout(timeout, sniff_preface(&mut stream)).await;
@@ -135,6 +136,33 @@ async fn prepare(
     let mut info = ConnInfo::tls(peer, session, clients);
     info.drain = Some(Arc::clone(&drain));
     Some(serve_http(stream, Bytes::new(), is_h2, info, plan, drain))
+}
+
+/// The client's address: `peer`, or the one its PROXY header carries when
+/// the listener takes them; `None` when the connection is refused for its
+/// header (missing, malformed, late, or from a peer not trusted to send
+/// one).
+async fn proxied_peer(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    plan: &ArcSwap<ListenerPlan>,
+) -> Option<SocketAddr> {
+    let (settings, timeout) = {
+        let current = plan.load();
+        let Some(settings) = current.listener.proxy_protocol.clone() else {
+            return Some(peer);
+        };
+        (settings, current.http.request_headers_timeout)
+    };
+    let header = lb_core::proxy_protocol::accept(stream, peer, &settings);
+    let refused = match tokio::time::timeout(timeout, header).await {
+        Ok(Ok(carried)) => return Some(carried.map_or(peer, |a| a.source)),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no PROXY header in time".to_owned(),
+    };
+    plan.load().metrics.rejected_proxy_protocol.inc();
+    tracing::debug!(%peer, reason = %refused, "connection refused for its PROXY header");
+    None
 }
 
 /// A connection's whole life once its protocol is known, as one boxed

@@ -252,6 +252,8 @@ pub(crate) struct ListenerMetrics {
     pub(crate) open: Gauge,
     pub(crate) accepted: Counter,
     pub(crate) rejected_at_cap: Counter,
+    /// Connections closed for their PROXY protocol header.
+    pub(crate) rejected_proxy_protocol: Counter,
     pub(crate) duration: Histogram,
     pub(crate) request_body: Counter,
     pub(crate) response_body: Counter,
@@ -310,6 +312,11 @@ impl ListenerMetrics {
                 listener: listener.to_owned(),
                 protocol,
                 reason: "limit",
+            }),
+            rejected_proxy_protocol: f.connections_rejected.get_or_create_owned(&RejectLabels {
+                listener: listener.to_owned(),
+                protocol,
+                reason: "proxy_protocol",
             }),
             duration: f.request_duration.get_or_create_owned(&by_listener),
             request_body: f.request_body.get_or_create_owned(&by_listener),

@@ -22,6 +22,8 @@ pub(crate) struct Admitted {
     pub(crate) idle_timeout: Duration,
     /// Held for the flow's lifetime.
     pub(crate) slot: Slot,
+    /// PROXY protocol headers the listener takes.
+    pub(crate) proxy_protocol: Option<Arc<lb_config::ProxyProtocol>>,
 }
 
 /// Why an accepted connection is closed at once.
@@ -68,6 +70,7 @@ pub(crate) fn admit(
         cluster: Arc::clone(cluster),
         idle_timeout: listener.idle_timeout,
         slot,
+        proxy_protocol: listener.proxy_protocol.clone(),
     })
 }
 

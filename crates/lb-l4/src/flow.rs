@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use crate::admit::Admitted;
 use crate::connect::{connect, ConnectError};
 use crate::copy::{bidirectional, Finished};
-use crate::metrics::{ClusterMetrics, ErrorKind, ListenerMetrics};
+use crate::metrics::{ClusterMetrics, ErrorKind, ListenerMetrics, Rejection};
 use crate::record::{Ends, FlowRecord};
 use crate::stream_copy;
 
@@ -73,12 +73,43 @@ enum FlowError {
 /// Proxy `client` (from `peer`) to a backend of its cluster, then write
 /// the flow's access log line. Closing happens by dropping the sockets on
 /// return.
-pub(crate) async fn run(client: TcpStream, peer: SocketAddr, admitted: Admitted, ctx: FlowContext) {
+pub(crate) async fn run(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    ctx: FlowContext,
+) {
     let FlowContext {
         listener,
         log,
         cluster: cluster_metrics,
     } = ctx;
+    // Before anything else: the PROXY header says whom the flow is for.
+    let local = client
+        .local_addr()
+        .unwrap_or_else(|_| lb_core::proxy_protocol::unspecified_like(peer.ip()));
+    let mut ends_at = lb_core::proxy_protocol::Addresses {
+        source: peer,
+        destination: local,
+    };
+    if let Some(settings) = &admitted.proxy_protocol {
+        let header = lb_core::proxy_protocol::accept(&mut client, peer, settings);
+        match tokio::time::timeout(admitted.idle_timeout, header).await {
+            Ok(Ok(Some(carried))) => ends_at = carried,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                listener.metrics.rejected(Rejection::ProxyProtocol);
+                debug!(listener = %listener.address, client = %peer, error = %e, "tcp connection closed");
+                return;
+            }
+            Err(_) => {
+                listener.metrics.rejected(Rejection::ProxyProtocol);
+                debug!(listener = %listener.address, client = %peer, "no PROXY header in time; closing");
+                return;
+            }
+        }
+    }
+    let peer = ends_at.source;
     let ends = Ends {
         listener: listener.address,
         protocol: listener.protocol,
@@ -91,9 +122,11 @@ pub(crate) async fn run(client: TcpStream, peer: SocketAddr, admitted: Admitted,
         cluster,
         idle_timeout,
         slot: _slot,
+        proxy_protocol: _,
     } = admitted;
     let flow = Flow {
         peer,
+        destination: ends_at.destination,
         cluster: &cluster,
         idle: idle_timeout,
         listener: &listener,
@@ -115,6 +148,9 @@ pub(crate) async fn run(client: TcpStream, peer: SocketAddr, admitted: Admitted,
 /// One flow's inputs while it runs.
 struct Flow<'a> {
     peer: SocketAddr,
+    /// The address the client connected to (as its PROXY header says,
+    /// when it came with one).
+    destination: SocketAddr,
     cluster: &'a Arc<Cluster>,
     idle: Duration,
     listener: &'a ListenerShared,
@@ -133,7 +169,7 @@ impl Flow<'_> {
         }
         // The handshake comes first: a client that cannot complete it
         // costs no backend connection.
-        let mut client = accept(client, self.listener.tls.server.as_deref())
+        let (mut client, session) = accept(client, self.listener.tls.server.as_deref())
             .await
             .map_err(FlowError::ClientTls)?;
         let mut upstream = connect(self.cluster, self.peer, self.metrics)
@@ -144,6 +180,20 @@ impl Flow<'_> {
             })?;
         record.retries = upstream.retries;
         record.backend = Some(Arc::clone(&upstream.backend));
+        if let Some(version) = upstream.backend.spec.send_proxy_protocol {
+            let facts = session.map(|s| lb_core::proxy_protocol::TlsFacts {
+                sni: s.sni().map(str::to_owned),
+                alpn: None,
+                client_identity: s.client_identity().map(str::to_owned),
+            });
+            let addresses = lb_core::proxy_protocol::Addresses {
+                source: self.peer,
+                destination: self.destination,
+            };
+            lb_core::proxy_protocol::send(&mut upstream.stream, version, addresses, facts.as_ref())
+                .await
+                .map_err(FlowError::Copy)?;
+        }
         if let Err(e) = upstream.stream.set_nodelay(true) {
             debug!(listener = %self.listener.address, side = "backend", error = %e, "cannot set TCP_NODELAY");
         }
@@ -200,16 +250,17 @@ impl Flow<'_> {
     }
 }
 
-/// The client stream, after the TLS handshake when the listener has TLS.
+/// The client stream, after the TLS handshake when the listener has TLS
+/// (with what the handshake established).
 async fn accept(
     client: TcpStream,
     server: Option<&ServerTls>,
-) -> Result<ClientSide, HandshakeError> {
+) -> Result<(ClientSide, Option<lb_tls::Session>), HandshakeError> {
     let Some(server) = server else {
-        return Ok(ClientSide::Plain(client));
+        return Ok((ClientSide::Plain(client), None));
     };
-    let (stream, _session) = server.handshake(client).await?;
-    Ok(ClientSide::Tls(stream))
+    let (stream, session) = server.handshake(client).await?;
+    Ok((ClientSide::Tls(stream), Some(session)))
 }
 
 /// The TLS handshake with a backend, within the cluster's connect timeout.

@@ -285,6 +285,9 @@ pub(crate) enum Rejection {
     Limit,
     /// A reload removed the listener (or its cluster) meanwhile.
     ListenerGone,
+    /// The connection's PROXY protocol header was missing, malformed or
+    /// not allowed.
+    ProxyProtocol,
 }
 
 /// A tcp listener's handles, resolved when it starts serving.
@@ -293,7 +296,7 @@ pub(crate) struct ListenerMetrics {
     /// Open connections; also what the connection cap is checked against.
     pub(crate) open: Gauge,
     pub(crate) accepted: Counter,
-    rejected: [Counter; 2],
+    rejected: [Counter; 3],
     received: Counter,
     sent: Counter,
 }
@@ -311,7 +314,7 @@ impl ListenerMetrics {
         Self {
             open: f.open.get_or_create_owned(&connection),
             accepted: f.accepted.get_or_create_owned(&connection),
-            rejected: ["limit", "listener_gone"].map(|reason| {
+            rejected: ["limit", "listener_gone", "proxy_protocol"].map(|reason| {
                 f.rejected.get_or_create_owned(&RejectLabels {
                     listener: listener.to_owned(),
                     protocol,
@@ -324,10 +327,11 @@ impl ListenerMetrics {
     }
 
     pub(crate) fn rejected(&self, why: Rejection) {
-        let [limit, gone] = &self.rejected;
+        let [limit, gone, proxy] = &self.rejected;
         match why {
             Rejection::Limit => limit.inc(),
             Rejection::ListenerGone => gone.inc(),
+            Rejection::ProxyProtocol => proxy.inc(),
         };
     }
 

@@ -1444,6 +1444,76 @@ key_path = "k.pem"
         path: "listeners[1].address",
         reason: "is also bound by listeners[0] (UDP;",
     },
+    Case {
+        name: "proxy_protocol without from",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+proxy_protocol = { accept = "v2" }
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].proxy_protocol.from",
+        reason: "is required",
+    },
+    Case {
+        name: "proxy_protocol block with host bits",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+proxy_protocol = { from = ["10.1.2.3/8"] }
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].proxy_protocol.from[0]",
+        reason: "has host bits set; the block is 10.0.0.0/8",
+    },
+    Case {
+        name: "proxy_protocol on a udp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:5353"
+protocol = "udp"
+proxy_protocol = { from = ["127.0.0.1"] }
+backends = [{ address = "127.0.0.1:5301", protocol = "udp" }]
+"#,
+        path: "listeners[0].proxy_protocol",
+        reason: "applies to tcp, tls, h1 and h1s listeners",
+    },
+    Case {
+        name: "direct on a tcp listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+proxy_protocol = { from = ["127.0.0.1"], direct = true }
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+        path: "listeners[0].proxy_protocol.direct",
+        reason: "applies to tls, h1 and h1s listeners",
+    },
+    Case {
+        name: "send_proxy_protocol to an h1 backend",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+backends = [{ address = "127.0.0.1:9001", send_proxy_protocol = "v2" }]
+"#,
+        path: "listeners[0].backends[0].send_proxy_protocol",
+        reason: "is not supported on h1 and h2 backends",
+    },
+    Case {
+        name: "bad proxy_protocol version",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "tcp"
+backends = [{ address = "127.0.0.1:9001", send_proxy_protocol = "v3" }]
+"#,
+        path: "listeners[0].backends[0].send_proxy_protocol",
+        reason: "unknown variant `v3`",
+    },
 ];
 /// Run `--check` on `toml`; returns (exit code, stdout, stderr).
 fn check(toml: &str) -> (i32, String, String) {

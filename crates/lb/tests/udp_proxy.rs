@@ -173,6 +173,11 @@ async fn idle_sessions_end_with_an_access_log_line_and_the_next_datagram_opens_a
             .as_deref(),
         Some("a:two")
     );
+    // A reply is counted once sent, which may trail the client's read.
+    wait_for(admin, "expressgateway_udp_sent_bytes_total", &labels, |v| {
+        v == 10.0
+    })
+    .await;
     let text = scrape(admin).await;
     assert_eq!(
         value(&text, "expressgateway_udp_sessions_open", &labels),

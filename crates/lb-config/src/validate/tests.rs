@@ -351,3 +351,27 @@ fn h3_backends_are_tls_without_saying_so_and_take_stream_limits() {
     );
     assert_eq!(paths, vec!["listeners[0].backends".to_owned()]);
 }
+
+#[test]
+fn address_blocks_parse_and_match() {
+    use crate::model::IpNet;
+    let net = IpNet::parse("10.0.0.0/8").unwrap();
+    assert!(net.contains("10.200.1.2".parse().unwrap()));
+    assert!(net.contains("::ffff:10.1.1.1".parse().unwrap()));
+    assert!(!net.contains("11.0.0.1".parse().unwrap()));
+    assert!(!net.contains("::1".parse().unwrap()));
+    let one = IpNet::parse("127.0.0.1").unwrap();
+    assert_eq!(one.prefix, 32);
+    assert!(one.contains("127.0.0.1".parse().unwrap()));
+    assert!(!one.contains("127.0.0.2".parse().unwrap()));
+    let v6 = IpNet::parse("2001:db8::/32").unwrap();
+    assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+    assert!(IpNet::parse("0.0.0.0/0")
+        .unwrap()
+        .contains("1.2.3.4".parse().unwrap()));
+    assert!(IpNet::parse("10.0.0.1/8")
+        .unwrap_err()
+        .contains("10.0.0.0/8"));
+    assert!(IpNet::parse("10.0.0.0/33").is_err());
+    assert!(IpNet::parse("not-an-ip").is_err());
+}
