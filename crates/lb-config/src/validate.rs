@@ -411,13 +411,15 @@ fn backend(
         RawProxyVersion::V1 => ProxyVersion::V1,
         RawProxyVersion::V2 => ProxyVersion::V2,
     });
-    if send_proxy_protocol.is_some() && protocol != BackendProtocol::Tcp {
+    if send_proxy_protocol.is_some()
+        && !matches!(protocol, BackendProtocol::Tcp | BackendProtocol::H1)
+    {
         let why = match protocol {
-            BackendProtocol::H1 | BackendProtocol::H2 => {
-                "is not supported on h1 and h2 backends: their pooled connections carry many \
-                 clients' requests, while a PROXY header names one client"
+            BackendProtocol::H2 => {
+                "is not supported on h2 backends: one HTTP/2 connection carries many clients' \
+                 requests at once, while a PROXY header names one client"
             }
-            _ => "applies to tcp backends only",
+            _ => "applies to tcp and h1 backends only",
         };
         errors.push(format!("{path}.send_proxy_protocol"), why);
     }

@@ -27,11 +27,20 @@ pub(crate) async fn connect(
     addr: SocketAddr,
     tls: Option<&UpstreamTls>,
     deadline: Instant,
+    proxy: Option<(lb_config::ProxyVersion, lb_core::proxy_protocol::Addresses)>,
 ) -> Result<TokioIo<UpstreamIo>, UpstreamError> {
-    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
+    // The PROXY header comes first, before any TLS.
+    if let Some((version, addresses)) = proxy {
+        let sent = lb_core::proxy_protocol::send(&mut stream, version, addresses, None);
+        tokio::time::timeout_at(deadline, sent)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(UpstreamError::Connect)?;
+    }
     // Nagle only delays small writes of a proxied exchange; failing to turn
     // it off is harmless.
     let _ = stream.set_nodelay(true);

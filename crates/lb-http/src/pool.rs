@@ -193,6 +193,9 @@ pub struct H1Checkout {
     /// Taken from the idle queue rather than just connected: the backend
     /// may have closed it while it sat there.
     pub(crate) reused: bool,
+    /// Opened with a PROXY header naming its request's client: closed
+    /// after that request instead of going back to the pool.
+    private: bool,
     pool: Arc<BackendPool>,
     /// A checked-out connection carries traffic (`least_connections`).
     _active: ActiveGuard,
@@ -201,6 +204,9 @@ pub struct H1Checkout {
 impl H1Checkout {
     /// Return the connection for reuse (after its response was fully read).
     pub fn release(self) {
+        if self.private {
+            return;
+        }
         let idle = Idle {
             conn: self.conn,
             tls_generation: self.tls_generation,
@@ -278,7 +284,12 @@ impl BackendPool {
     }
 
     /// A connection to send one request on.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Conn, UpstreamError> {
+    /// `ends` name the client and the address it connected to, for a
+    /// backend sent PROXY headers.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        ends: lb_core::proxy_protocol::Addresses,
+    ) -> Result<Conn, UpstreamError> {
         match self.backend.spec.protocol {
             BackendProtocol::H2 => self
                 .acquire_h2()
@@ -290,7 +301,7 @@ impl BackendPool {
                 .map(|(conn, lease)| Conn::H3(conn, lease)),
             // Validation keeps tcp and udp backends out of HTTP clusters.
             BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::Udp => {
-                self.acquire_h1().await.map(Conn::H1)
+                self.acquire_h1(ends).await.map(Conn::H1)
             }
         }
     }
@@ -319,6 +330,7 @@ impl BackendPool {
                 conn: idle.conn,
                 tls_generation: idle.tls_generation,
                 reused: true,
+                private: false,
                 pool: Arc::clone(self),
                 _active: self.backend.activate_connection(),
             });
@@ -326,23 +338,32 @@ impl BackendPool {
         None
     }
 
-    async fn acquire_h1(self: &Arc<Self>) -> Result<H1Checkout, UpstreamError> {
+    async fn acquire_h1(
+        self: &Arc<Self>,
+        ends: lb_core::proxy_protocol::Addresses,
+    ) -> Result<H1Checkout, UpstreamError> {
         let deadline = Instant::now() + self.connect_timeout;
+        // A connection whose PROXY header names one client serves that
+        // request alone: never taken from, nor given back to, the pool.
+        let header = self.backend.spec.send_proxy_protocol.map(|v| (v, ends));
         loop {
-            if let Some(checkout) = self.pop_idle() {
-                self.metrics.reused.inc();
-                return Ok(checkout);
+            if header.is_none() {
+                if let Some(checkout) = self.pop_idle() {
+                    self.metrics.reused.inc();
+                    return Ok(checkout);
+                }
             }
             let released = self.released.notified();
             tokio::select! {
                 permit = Arc::clone(&self.permits).acquire_owned() => {
                     let permit = permit.map_err(|_| UpstreamError::PoolExhausted)?;
-                    let (conn, tls_generation) = self.connect_h1(permit, deadline).await?;
+                    let (conn, tls_generation) = self.connect_h1(permit, deadline, header).await?;
                     self.metrics.new.inc();
                     return Ok(H1Checkout {
                         conn,
                         tls_generation,
                         reused: false,
+                        private: header.is_some(),
                         pool: Arc::clone(self),
                         _active: self.backend.activate_connection(),
                     });
@@ -357,12 +378,13 @@ impl BackendPool {
         &self,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
+        header: Option<(lb_config::ProxyVersion, lb_core::proxy_protocol::Addresses)>,
     ) -> Result<(H1Connection, u64), UpstreamError> {
         let slot = self
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
-        let (io, tls_generation) = self.connect(deadline).await?;
+        let (io, tls_generation) = self.connect(deadline, header).await?;
         let held = Held::new(self, permit, slot);
         Ok((H1Connection::new(io.into_inner(), held), tls_generation))
     }
@@ -457,7 +479,7 @@ impl BackendPool {
             .circuit
             .open_connection()
             .map_err(UpstreamError::Circuit)?;
-        let (io, tls_generation) = self.connect(deadline).await?;
+        let (io, tls_generation) = self.connect(deadline, None).await?;
         let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .handshake(io)
@@ -488,11 +510,13 @@ impl BackendPool {
     async fn connect(
         &self,
         deadline: Instant,
+        header: Option<(lb_config::ProxyVersion, lb_core::proxy_protocol::Addresses)>,
     ) -> Result<(hyper_util::rt::TokioIo<connector::UpstreamIo>, u64), UpstreamError> {
         let started = Instant::now();
         let tls = self.tls.load_full();
         let generation = tls.as_ref().map_or(0, |t| t.generation());
-        let io = connector::connect(self.backend.spec.resolved, tls.as_deref(), deadline).await?;
+        let io = connector::connect(self.backend.spec.resolved, tls.as_deref(), deadline, header)
+            .await?;
         self.metrics
             .connect
             .observe(started.elapsed().as_secs_f64());

@@ -496,6 +496,10 @@ async fn forward(
         forwarding: fw,
         secure: conn.is_tls(),
         tunnel: asked,
+        ends: lb_core::proxy_protocol::Addresses {
+            source: conn.peer,
+            destination: plan.listener.address,
+        },
     };
     // Boxed: the exchange's state (retries, the upstream send, its
     // timeouts) is most of a request's future, which would otherwise be

@@ -38,6 +38,9 @@ pub(crate) struct Exchange<'a> {
     pub(crate) secure: bool,
     /// A WebSocket request: shaped for each backend's protocol.
     pub(crate) tunnel: Option<crate::tunnel::Asked>,
+    /// The client and the address it connected to (the PROXY header of a
+    /// backend that asks for one).
+    pub(crate) ends: lb_core::proxy_protocol::Addresses,
 }
 
 /// What the exchange did, for the request's access log line.
@@ -286,7 +289,7 @@ impl Exchange<'_> {
             Ok(slot) => slot,
             Err(tripped) => return Tried::Failed(UpstreamError::Circuit(tripped)),
         };
-        let conn = match pool.acquire().await {
+        let conn = match pool.acquire(self.ends).await {
             Ok(conn) => {
                 lb_health::connected(cluster, index);
                 conn

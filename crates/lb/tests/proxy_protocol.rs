@@ -76,9 +76,9 @@ fn haproxy(mode: &str, frontends: &[(SocketAddr, String)]) -> Peer {
     peer
 }
 
-/// nginx's stream module on `listen`, taking PROXY headers and answering
-/// each connection with the client address its header carried.
-fn nginx_reporting(listen: SocketAddr) -> Peer {
+/// nginx on `listen` with `server` (a stream or http block's server),
+/// the stream module loaded.
+fn nginx(block: &str) -> Peer {
     require_tool("nginx");
     let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
     assert!(
@@ -88,15 +88,13 @@ fn nginx_reporting(listen: SocketAddr) -> Peer {
     let dir = temp_dir("nginx");
     let conf = format!(
         "load_module {module};\nworker_processes 1;\ndaemon off;\npid {pid};\nerror_log {err} warn;\n\
-         events {{ worker_connections 64; }}\n\
-         stream {{ server {{ listen {listen} proxy_protocol; \
-         return \"$proxy_protocol_addr $proxy_protocol_port\\n\"; }} }}\n",
+         events {{ worker_connections 64; }}\n{block}\n",
         pid = dir.join("nginx.pid").display(),
         err = dir.join("error.log").display(),
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
-    let mut peer = Peer(
+    Peer(
         Command::new("nginx")
             .arg("-c")
             .arg(&path)
@@ -106,7 +104,16 @@ fn nginx_reporting(listen: SocketAddr) -> Peer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+/// nginx's stream module on `listen`, taking PROXY headers and answering
+/// each connection with the client address and port its header carried.
+fn nginx_reporting(listen: SocketAddr) -> Peer {
+    let mut peer = nginx(&format!(
+        "stream {{ server {{ listen {listen} proxy_protocol; \
+         return \"$proxy_protocol_addr $proxy_protocol_port\\n\"; }} }}"
+    ));
     wait_accepting(listen, &mut peer);
     peer
 }
@@ -364,4 +371,40 @@ fn an_h1s_listener_takes_the_header_before_its_tls_handshake() {
         "{}",
         run.output
     );
+}
+
+#[test]
+fn an_h1_backend_gets_a_header_on_a_connection_of_its_request_alone() {
+    let reporter = free_addr();
+    let mut nginx = nginx(&format!(
+        "http {{ access_log off; server {{ listen {reporter} proxy_protocol; \
+         location / {{ return 200 \"$proxy_protocol_addr\\n\"; }} }} }}"
+    ));
+    wait_accepting(reporter, &mut nginx);
+    let listen = free_addr();
+    let text = format!(
+        "[[listeners]]\naddress = \"{listen}\"\nprotocol = \"h1\"\n\
+         backends = [{{ address = \"{reporter}\", send_proxy_protocol = \"v1\" }}]\n"
+    );
+    let _gw = Gateway::start(&text, &[listen]);
+    // Two clients one after the other: the second must not be handed the
+    // first one's connection, whose header names the first.
+    for client in ["127.0.0.2", "127.0.0.3", "127.0.0.2"] {
+        let url = format!("http://{listen}/");
+        let run = run_tool(
+            "curl",
+            &[
+                "--silent",
+                "--show-error",
+                "--max-time",
+                "10",
+                "--interface",
+                client,
+                &url,
+            ],
+            "",
+        );
+        assert!(run.success, "{}", run.output);
+        assert_eq!(run.output, format!("{client}\n"));
+    }
 }
