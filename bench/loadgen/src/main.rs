@@ -103,6 +103,49 @@ struct Seen {
     errors: u64,
 }
 
+/// What every closed-loop mode takes: `--CLIENTS N` (the mode names the
+/// flag: connections, sessions), `--size BYTES`, `--duration S`,
+/// `--warmup S` and one target.
+struct LoopArgs {
+    clients: usize,
+    size: usize,
+    duration: Duration,
+    warmup: Duration,
+    target: String,
+}
+
+fn loop_args(
+    mut it: impl Iterator<Item = String>,
+    clients_flag: &str,
+    size: usize,
+) -> anyhow::Result<LoopArgs> {
+    let mut args = LoopArgs {
+        clients: 64,
+        size,
+        duration: Duration::from_secs(8),
+        warmup: Duration::from_secs(1),
+        target: String::new(),
+    };
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            flag if flag == clients_flag => args.clients = value(clients_flag)?.parse()?,
+            "--size" => args.size = value("--size")?.parse()?,
+            "--duration" => args.duration = Duration::from_secs_f64(value("--duration")?.parse()?),
+            "--warmup" => args.warmup = Duration::from_secs_f64(value("--warmup")?.parse()?),
+            other if other.starts_with("--") => bail!("unexpected argument {other:?}"),
+            other => args.target = other.to_owned(),
+        }
+    }
+    if args.clients == 0 || args.size == 0 {
+        bail!("{clients_flag} and --size must be positive");
+    }
+    if args.target.is_empty() {
+        bail!("a target is required");
+    }
+    Ok(args)
+}
+
 /// Run `clients` copies of `client` on one thread, each given the time
 /// measuring starts, the time to stop and the shared count of completed
 /// exchanges, then print the result line with `completed=N` appended.

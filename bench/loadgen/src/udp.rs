@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use tokio::net::UdpSocket;
 
 use crate::Seen;
@@ -28,39 +28,17 @@ use crate::Seen;
 const LOST_AFTER: Duration = Duration::from_millis(200);
 
 struct Args {
-    sessions: usize,
-    size: usize,
-    duration: Duration,
-    warmup: Duration,
+    common: crate::LoopArgs,
     addr: SocketAddr,
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let mut sessions = 64;
-    let mut size = 64;
-    let mut duration = Duration::from_secs(8);
-    let mut warmup = Duration::from_secs(1);
-    let mut addr = None;
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--sessions" => sessions = value("--sessions")?.parse()?,
-            "--size" => size = value("--size")?.parse()?,
-            "--duration" => duration = Duration::from_secs_f64(value("--duration")?.parse()?),
-            "--warmup" => warmup = Duration::from_secs_f64(value("--warmup")?.parse()?),
-            other => addr = Some(other.parse().context("the target must be IP:PORT")?),
-        }
-    }
-    if sessions == 0 || size == 0 {
-        bail!("--sessions and --size must be positive");
-    }
-    Ok(Args {
-        sessions,
-        size,
-        duration,
-        warmup,
-        addr: addr.context("a target IP:PORT is required")?,
-    })
+fn parse_args(it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let common = crate::loop_args(it, "--sessions", 64)?;
+    let addr = common
+        .target
+        .parse()
+        .context("the target must be IP:PORT")?;
+    Ok(Args { common, addr })
 }
 
 async fn session(
@@ -78,7 +56,7 @@ async fn session(
         seen.errors += 1;
         return seen;
     }
-    let payload = vec![0x5a; args.size];
+    let payload = vec![0x5a; args.common.size];
     let mut buf = vec![0u8; 65_535];
     while Instant::now() < end {
         let sent = Instant::now();
@@ -88,7 +66,7 @@ async fn session(
             continue;
         }
         match tokio::time::timeout(LOST_AFTER, socket.recv(&mut buf)).await {
-            Ok(Ok(n)) if n == args.size => {
+            Ok(Ok(n)) if n == args.common.size => {
                 completed.fetch_add(1, Ordering::Relaxed);
                 if sent >= measure_from {
                     let us = sent.elapsed().as_micros();
@@ -104,10 +82,13 @@ async fn session(
 
 pub fn main(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let args = Arc::new(parse_args(it)?);
-    let (warmup, duration) = (args.warmup, args.duration);
-    crate::closed_loop(args.sessions, warmup, duration, move |from, end, done| {
-        session(Arc::clone(&args), from, end, done)
-    })
+    let (warmup, duration) = (args.common.warmup, args.common.duration);
+    crate::closed_loop(
+        args.common.clients,
+        warmup,
+        duration,
+        move |from, end, done| session(Arc::clone(&args), from, end, done),
+    )
 }
 
 /// Echo every datagram to its sender, on one thread.

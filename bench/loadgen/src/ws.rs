@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -22,50 +22,23 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::Seen;
 
 struct Args {
-    connections: usize,
-    size: usize,
-    duration: Duration,
-    warmup: Duration,
+    common: crate::LoopArgs,
     addr: SocketAddr,
-    url: String,
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
-    let mut connections = 64;
-    let mut size = 128;
-    let mut duration = Duration::from_secs(8);
-    let mut warmup = Duration::from_secs(1);
-    let mut url = None;
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--connections" => connections = value("--connections")?.parse()?,
-            "--size" => size = value("--size")?.parse()?,
-            "--duration" => duration = Duration::from_secs_f64(value("--duration")?.parse()?),
-            "--warmup" => warmup = Duration::from_secs_f64(value("--warmup")?.parse()?),
-            other if other.starts_with("ws://") => url = Some(other.to_owned()),
-            other => bail!("unexpected argument {other:?}"),
-        }
+fn parse_args(it: impl Iterator<Item = String>) -> anyhow::Result<Args> {
+    let common = crate::loop_args(it, "--connections", 128)?;
+    if !common.target.starts_with("ws://") {
+        bail!("a ws:// URL is required");
     }
-    let url = url.context("a ws:// URL is required")?;
-    let uri: http::Uri = url.parse().context("the URL")?;
+    let uri: http::Uri = common.target.parse().context("the URL")?;
     let addr = uri
         .authority()
         .context("the URL needs host:port")?
         .as_str()
         .parse()
         .context("the URL's authority must be an IP address and port")?;
-    if connections == 0 {
-        bail!("--connections must be positive");
-    }
-    Ok(Args {
-        connections,
-        size,
-        duration,
-        warmup,
-        addr,
-        url,
-    })
+    Ok(Args { common, addr })
 }
 
 async fn connection(
@@ -83,11 +56,13 @@ async fn connection(
         }
     };
     let _ = stream.set_nodelay(true);
-    let Ok((mut ws, _)) = tokio_tungstenite::client_async(args.url.as_str(), stream).await else {
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::client_async(args.common.target.as_str(), stream).await
+    else {
         seen.errors += 1;
         return seen;
     };
-    let payload = bytes::Bytes::from(vec![0x5a; args.size]);
+    let payload = bytes::Bytes::from(vec![0x5a; args.common.size]);
     while Instant::now() < end {
         let sent = Instant::now();
         if ws.send(Message::Binary(payload.clone())).await.is_err() {
@@ -95,7 +70,7 @@ async fn connection(
             break;
         }
         match ws.next().await {
-            Some(Ok(Message::Binary(echo))) if echo.len() == args.size => {
+            Some(Ok(Message::Binary(echo))) if echo.len() == args.common.size => {
                 completed.fetch_add(1, Ordering::Relaxed);
                 if sent >= measure_from {
                     let us = sent.elapsed().as_micros();
@@ -115,9 +90,9 @@ async fn connection(
 
 pub fn main(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
     let args = Arc::new(parse_args(it)?);
-    let (warmup, duration) = (args.warmup, args.duration);
+    let (warmup, duration) = (args.common.warmup, args.common.duration);
     crate::closed_loop(
-        args.connections,
+        args.common.clients,
         warmup,
         duration,
         move |from, end, done| connection(Arc::clone(&args), from, end, done),
