@@ -19,6 +19,8 @@ pub(crate) struct ConnInfo {
     tls: Option<Arc<TlsConn>>,
     /// The listener's requests in flight per client address.
     pub(crate) clients: Arc<ClientTable>,
+    /// `peer`'s key in `clients`.
+    pub(crate) client: crate::clients::ClientKey,
     /// How the client takes its responses; `None` when no minimum data
     /// rate applies.
     pub(crate) read: Option<Arc<ReadProgress>>,
@@ -41,6 +43,7 @@ impl ConnInfo {
         Self {
             peer,
             tls: None,
+            client: clients.key(peer.ip()),
             clients,
             read: None,
             drain: None,
@@ -61,6 +64,7 @@ impl ConnInfo {
         Self {
             peer,
             tls: Some(Arc::new(TlsConn { session, identity })),
+            client: clients.key(peer.ip()),
             clients,
             read: None,
             drain: None,
