@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::backend::{headers_echo, Proto};
+use common::scrape::wait_value;
 use common::tls::{curl, run_tool, Pki};
 use common::{free_addr, require_tool, temp_dir, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -319,8 +320,9 @@ fn untrusted_peers_are_refused_or_with_direct_served_unless_they_send_a_header()
             backend.addr
         )
     };
+    let admin = free_addr();
     let text = format!(
-        "{}{}",
+        "[observability]\nmetrics_bind = \"{admin}\"\n{}{}",
         listener(closed, ""),
         listener(direct, ", direct = true")
     );
@@ -341,6 +343,17 @@ fn untrusted_peers_are_refused_or_with_direct_served_unless_they_send_a_header()
         None,
         "a header from an untrusted peer closes the connection"
     );
+    // Each refusal is counted on its listener.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for listen in [closed, direct] {
+        let id = listen.to_string();
+        runtime.block_on(wait_value(
+            admin,
+            "expressgateway_http_connections_rejected_total",
+            &[("listener", id.as_str()), ("reason", "proxy_protocol")],
+            1.0,
+        ));
+    }
 }
 
 #[test]
