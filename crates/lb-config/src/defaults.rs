@@ -92,6 +92,9 @@ pub const POOL_MAX_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Cluster: what `maglev`, `ring_hash` and `session_affinity` hash.
 pub const HASH_KEY: &str = "source_ip";
+
+/// Cluster of quic backends: what the hashing policies hash.
+pub const QUIC_HASH_KEY: &str = "connection_id";
 /// Cluster: points on the `ring_hash` ring per unit of backend weight (as
 /// ketama).
 pub const RING_SIZE: usize = 160;

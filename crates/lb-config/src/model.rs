@@ -201,6 +201,8 @@ pub enum BackendProtocol {
     H3,
     /// UDP datagrams (`udp` listeners).
     Udp,
+    /// QUIC passed through undecrypted (`quic` passthrough listeners).
+    Quic,
 }
 
 impl BackendProtocol {
@@ -212,6 +214,7 @@ impl BackendProtocol {
             Self::H2 => "h2",
             Self::H3 => "h3",
             Self::Udp => "udp",
+            Self::Quic => "quic",
         }
     }
 }
@@ -382,6 +385,16 @@ pub struct QuicSettings {
     pub client_reset_window: Duration,
 }
 
+/// Where a QUIC server ID sits in a connection ID (the plaintext form of
+/// QUIC-LB): `length` bytes after the first `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerIdField {
+    /// Bytes before the server ID.
+    pub offset: u8,
+    /// Bytes of the server ID (1..=8).
+    pub length: u8,
+}
+
 /// An enabled access log's destination.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AccessLogTarget {
@@ -417,6 +430,15 @@ pub enum ListenerKind {
     Udp {
         /// Cluster name.
         cluster: String,
+    },
+    /// QUIC passthrough: every QUIC connection, told by its connection
+    /// IDs, is a session with one backend of one cluster; nothing is
+    /// decrypted.
+    Passthrough {
+        /// Cluster name.
+        cluster: String,
+        /// Where backends encode their server ID in connection IDs.
+        server_id: Option<ServerIdField>,
     },
 }
 
@@ -675,4 +697,7 @@ pub struct Backend {
     pub tls: Option<BackendTls>,
     /// A PROXY protocol header before every new connection's bytes.
     pub send_proxy_protocol: Option<ProxyVersion>,
+    /// The server ID a `quic` backend encodes in the connection IDs it
+    /// issues.
+    pub quic_server_id: Option<u64>,
 }

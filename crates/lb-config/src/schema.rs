@@ -105,6 +105,8 @@ pub enum RawBackendProtocol {
     H3,
     /// UDP datagrams.
     Udp,
+    /// QUIC connections passed through undecrypted.
+    Quic,
 }
 
 /// Balancing policy tokens.
@@ -204,6 +206,12 @@ pub struct RawListener {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuic {
+    /// `terminate` (HTTP/3 served here) or `passthrough` (QUIC routed
+    /// undecrypted by connection ID).
+    pub mode: Option<RawQuicMode>,
+    /// Where backends' connection IDs carry their server ID
+    /// (passthrough).
+    pub server_id: Option<RawServerId>,
     /// Idle time after which a connection closes.
     pub max_idle_timeout_ms: Option<u64>,
     /// Request streams a client may have open at once.
@@ -218,6 +226,26 @@ pub struct RawQuic {
     pub max_client_resets: Option<u32>,
     /// The window `max_client_resets` is counted in.
     pub client_reset_window_ms: Option<u64>,
+}
+
+/// `[listeners.quic] mode` tokens.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawQuicMode {
+    /// HTTP/3 terminated by the gateway.
+    Terminate,
+    /// QUIC routed by connection ID without decryption.
+    Passthrough,
+}
+
+/// `server_id = { offset, length }`.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerId {
+    /// Bytes of the connection ID before the server ID.
+    pub offset: Option<u8>,
+    /// Bytes of the server ID.
+    pub length: Option<u8>,
 }
 
 /// `escaped_slashes` tokens.
@@ -408,6 +436,8 @@ pub struct RawBackend {
     pub tls_client_key_path: Option<String>,
     /// A PROXY protocol header before every new connection's bytes.
     pub send_proxy_protocol: Option<RawProxyVersion>,
+    /// The server ID this QUIC backend encodes in its connection IDs.
+    pub quic_server_id: Option<u64>,
 }
 
 /// `proxy_protocol = { ... }` of a listener.

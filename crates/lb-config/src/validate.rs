@@ -71,6 +71,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         }
     }
     alt_svc::advertise(&raw.listeners, &mut listeners, &mut errors);
+    unrouted_server_ids(&raw, &clusters, &listeners, &mut errors);
     let listeners: Vec<Listener> = listeners.into_iter().map(|(_, l)| l).collect();
 
     // The admin listener is TCP: only TCP listeners can take its address.
@@ -210,25 +211,16 @@ fn cluster(
             )
         })
         .collect();
-    let count = |p: BackendProtocol| backends.iter().filter(|b| b.protocol == p).count();
-    let (tcp, udp) = (count(BackendProtocol::Tcp), count(BackendProtocol::Udp));
-    if tcp != 0 && tcp != backends.len() {
+    let family = backends
+        .first()
+        .map_or(Family::Http, |b| Family::of(b.protocol));
+    if backends.iter().any(|b| Family::of(b.protocol) != family) {
         errors.push(
             format!("{path}.backends"),
-            "a cluster cannot mix tcp backends with HTTP (h1, h2, h3) or udp backends",
+            "a cluster cannot mix backend kinds: its backends are all HTTP (h1, h2, h3), \
+             all tcp, all udp or all quic",
         );
     }
-    if udp != 0 && udp != backends.len() {
-        errors.push(
-            format!("{path}.backends"),
-            "a cluster cannot mix udp backends with tcp or HTTP (h1, h2, h3) backends",
-        );
-    }
-    let family = match (tcp, udp) {
-        (0, 0) => Family::Http,
-        (_, 0) => Family::Tcp,
-        _ => Family::Udp,
-    };
     if family != Family::Http && rc.timeouts.response_headers_ms.is_some() {
         errors.push(
             format!("{path}.timeouts.response_headers_ms"),
@@ -238,7 +230,7 @@ fn cluster(
             ),
         );
     }
-    if family == Family::Udp {
+    if family.datagrams() {
         for (key, set) in [
             ("timeouts.connect_ms", rc.timeouts.connect_ms.is_some()),
             ("retries", rc.retries.is_some()),
@@ -247,9 +239,12 @@ fn cluster(
             if set {
                 errors.push(
                     format!("{path}.{key}"),
-                    "applies to tcp and HTTP backends only: a udp session connects no socket \
-                     to wait for, moves to another backend when its own refuses datagrams, \
-                     and is capped by its listener's max_connections",
+                    format!(
+                        "applies to tcp and HTTP backends only: a {} session connects no socket \
+                         to wait for, moves to another backend when its own refuses datagrams, \
+                         and is capped by its listener's max_connections",
+                        family.as_str()
+                    ),
                 );
             }
         }
@@ -399,6 +394,7 @@ fn backend(
         Some(RawBackendProtocol::H2) => BackendProtocol::H2,
         Some(RawBackendProtocol::H3) => BackendProtocol::H3,
         Some(RawBackendProtocol::Udp) => BackendProtocol::Udp,
+        Some(RawBackendProtocol::Quic) => BackendProtocol::Quic,
     };
     let resolved = match resolve(&rb.address) {
         Ok(addr) => addr,
@@ -423,6 +419,12 @@ fn backend(
         };
         errors.push(format!("{path}.send_proxy_protocol"), why);
     }
+    if rb.quic_server_id.is_some() && protocol != BackendProtocol::Quic {
+        errors.push(
+            format!("{path}.quic_server_id"),
+            "applies to quic backends (passthrough) only",
+        );
+    }
     Some(Backend {
         address: rb.address.clone(),
         resolved,
@@ -430,6 +432,7 @@ fn backend(
         weight: rb.weight.unwrap_or(d::BACKEND_WEIGHT),
         tls: tls::backend_tls(rb, protocol, path, errors),
         send_proxy_protocol,
+        quic_server_id: rb.quic_server_id,
     })
 }
 
@@ -479,9 +482,10 @@ fn listener(
     if max_connections == 0 {
         errors.push(format!("{path}.max_connections"), "must be greater than 0");
     }
+    let passthrough = quic::passthrough(rl, protocol);
     let idle_timeout = millis(
         rl.timeouts.idle_ms,
-        if protocol == ListenerProtocol::Udp {
+        if protocol == ListenerProtocol::Udp || passthrough {
             d::UDP_IDLE_MS
         } else {
             d::CLIENT_IDLE_MS
@@ -501,7 +505,7 @@ fn listener(
     if given == 0 {
         errors.push(
             path,
-            "a listener needs routes, backends or (for tcp and udp) a cluster; it has none",
+            "a listener needs routes, backends or (for tcp, udp and quic passthrough) a cluster; it has none",
         );
     } else if given > 1 {
         errors.push(
@@ -510,24 +514,21 @@ fn listener(
         );
     }
     let is_tcp = matches!(protocol, ListenerProtocol::Tcp | ListenerProtocol::Tls);
-    let is_l4 = is_tcp || protocol == ListenerProtocol::Udp;
+    let is_l4 = is_tcp || protocol == ListenerProtocol::Udp || passthrough;
     let tls = tls::listener_tls(rl, protocol, path, errors);
     let access_log = access_log::access_log(rl.access_log.as_ref(), path, errors);
     let quic = quic::quic_settings(rl, protocol, path, errors);
     let anonymous = rl.backends.as_ref().map(|backends| {
         // A quic listener may share its address with a TCP one: the
         // suffix keeps their anonymous clusters apart.
-        let name = match protocol {
-            ListenerProtocol::Quic => format!("listener:{}/quic", rl.address),
-            ListenerProtocol::Udp => format!("listener:{}/udp", rl.address),
-            _ => format!("listener:{}", rl.address),
-        };
+        let name = anonymous_name(rl);
         let raw = RawCluster {
             name: name.clone(),
             ..RawCluster::default()
         };
         let default_protocol = match protocol {
             ListenerProtocol::Udp => BackendProtocol::Udp,
+            ListenerProtocol::Quic if passthrough => BackendProtocol::Quic,
             _ if is_tcp => BackendProtocol::Tcp,
             _ => BackendProtocol::H1,
         };
@@ -547,6 +548,11 @@ fn listener(
         };
         if protocol == ListenerProtocol::Udp {
             ListenerKind::Udp { cluster }
+        } else if passthrough {
+            ListenerKind::Passthrough {
+                cluster,
+                server_id: quic::server_id(rl, path, errors),
+            }
         } else {
             ListenerKind::Tcp { cluster }
         }
@@ -574,6 +580,15 @@ fn listener(
         alt_svc: None,
         proxy_protocol: proxy_protocol(rl, protocol, path, errors),
     })
+}
+
+/// The name of the cluster a listener's inline backends form.
+fn anonymous_name(rl: &RawListener) -> String {
+    match listener_protocol(rl.protocol) {
+        ListenerProtocol::Quic => format!("listener:{}/quic", rl.address),
+        ListenerProtocol::Udp => format!("listener:{}/udp", rl.address),
+        _ => format!("listener:{}", rl.address),
+    }
 }
 
 /// A listener's `proxy_protocol` table.
@@ -724,7 +739,9 @@ fn check_backend_kinds(
     errors: &mut Errors,
 ) {
     let referenced: Vec<(String, &str)> = match kind {
-        ListenerKind::Tcp { cluster } | ListenerKind::Udp { cluster } => {
+        ListenerKind::Tcp { cluster }
+        | ListenerKind::Udp { cluster }
+        | ListenerKind::Passthrough { cluster, .. } => {
             vec![(format!("{path}.cluster"), cluster.as_str())]
         }
         ListenerKind::Http(h) => h
@@ -747,6 +764,10 @@ fn check_backend_kinds(
         ListenerKind::Udp { .. } => (
             Family::Udp,
             "a udp listener needs protocol = \"udp\" backends",
+        ),
+        ListenerKind::Passthrough { .. } => (
+            Family::Quic,
+            "a passthrough quic listener needs protocol = \"quic\" backends",
         ),
         ListenerKind::Http(_) => (Family::Http, "an HTTP listener needs h1, h2 or h3 backends"),
     };
@@ -773,6 +794,87 @@ fn check_backend_kinds(
                     other.as_str()
                 ),
             );
+        } else if let ListenerKind::Passthrough {
+            server_id: Some(field),
+            ..
+        } = kind
+        {
+            server_ids(c, *field, &key, errors);
+        }
+    }
+}
+
+/// A `quic_server_id` is read only by a passthrough listener with a
+/// `server_id` field in front of its cluster.
+fn unrouted_server_ids(
+    raw: &RawConfig,
+    clusters: &[Cluster],
+    listeners: &[(usize, Listener)],
+    errors: &mut Errors,
+) {
+    for c in clusters {
+        let routed = listeners.iter().any(|(_, l)| {
+            matches!(&l.kind, ListenerKind::Passthrough { cluster, server_id: Some(_) } if *cluster == c.name)
+        });
+        if routed {
+            continue;
+        }
+        for (j, b) in c.backends.iter().enumerate() {
+            if b.quic_server_id.is_none() {
+                continue;
+            }
+            let named = raw.clusters.iter().position(|rc| rc.name == c.name);
+            let inline = raw
+                .listeners
+                .iter()
+                .position(|rl| rl.backends.is_some() && anonymous_name(rl) == c.name);
+            let path = match (named, inline) {
+                (Some(i), _) => format!("clusters[{i}].backends[{j}].quic_server_id"),
+                (None, Some(i)) => format!("listeners[{i}].backends[{j}].quic_server_id"),
+                (None, None) => format!("cluster {:?}.backends[{j}].quic_server_id", c.name),
+            };
+            errors.push(
+                path,
+                "no passthrough quic listener with [listeners.quic] server_id routes to this \
+                 cluster, so nothing would read it",
+            );
+        }
+    }
+}
+
+/// The server IDs of the backends behind a listener that routes by them:
+/// each backend has one, it fits the field, and no two are equal.
+fn server_ids(cluster: &Cluster, field: ServerIdField, key: &str, errors: &mut Errors) {
+    let bits = u32::from(field.length) * 8;
+    let mut seen: HashMap<u64, &str> = HashMap::new();
+    for b in &cluster.backends {
+        let Some(id) = b.quic_server_id else {
+            errors.push(
+                key,
+                format!(
+                    "cluster {:?}: backend {} has no quic_server_id, and the listener routes by server ID",
+                    cluster.name, b.address
+                ),
+            );
+            continue;
+        };
+        if bits < 64 && id >> bits != 0 {
+            errors.push(
+                key,
+                format!(
+                    "cluster {:?}: backend {}'s quic_server_id {id} does not fit the listener's {}-byte server_id",
+                    cluster.name, b.address, field.length
+                ),
+            );
+        }
+        if let Some(other) = seen.insert(id, &b.address) {
+            errors.push(
+                key,
+                format!(
+                    "cluster {:?}: backends {other} and {} share quic_server_id {id}",
+                    cluster.name, b.address
+                ),
+            );
         }
     }
 }
@@ -786,6 +888,8 @@ pub(crate) enum Family {
     Tcp,
     /// Datagrams.
     Udp,
+    /// QUIC packets, passed through.
+    Quic,
 }
 
 impl Family {
@@ -793,6 +897,7 @@ impl Family {
         match protocol {
             BackendProtocol::Tcp => Self::Tcp,
             BackendProtocol::Udp => Self::Udp,
+            BackendProtocol::Quic => Self::Quic,
             BackendProtocol::H1 | BackendProtocol::H2 | BackendProtocol::H3 => Self::Http,
         }
     }
@@ -802,10 +907,18 @@ impl Family {
             Self::Http => "HTTP",
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Quic => "quic",
         }
     }
 
-    /// Whether the backends are L4 (tcp or udp): no HTTP request to read.
+    /// Whether the backends take datagrams (udp or quic): sessions, not
+    /// connections.
+    pub(crate) fn datagrams(self) -> bool {
+        matches!(self, Self::Udp | Self::Quic)
+    }
+
+    /// Whether the backends are L4 (tcp, udp or quic): no HTTP request to
+    /// read.
     pub(crate) fn l4(self) -> bool {
         self != Self::Http
     }

@@ -28,6 +28,7 @@ pub mod hash;
 mod membership;
 mod path;
 pub mod proxy_protocol;
+pub mod quic;
 mod retry_budget;
 mod router;
 mod snapshot;

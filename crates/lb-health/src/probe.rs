@@ -43,6 +43,9 @@ pub(crate) enum ProbeError {
     /// it (an ICMP port unreachable).
     #[error("udp check failed: {0}")]
     Udp(std::io::Error),
+    /// A quic check's packet could not be sent or was refused.
+    #[error("quic check failed: {0}")]
+    Quic(std::io::Error),
     /// The probe took longer than `timeout_ms`.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -59,6 +62,8 @@ pub(crate) async fn probe(
     let checked = async {
         if let HealthCheckKind::Udp { payload } = kind {
             udp_check(backend, payload).await
+        } else if *kind == HealthCheckKind::Quic {
+            quic_check(backend).await
         } else if backend.spec.protocol == BackendProtocol::H3 {
             h3_check(backend, kind, tls, Instant::now() + timeout).await
         } else {
@@ -171,21 +176,44 @@ async fn run(
 /// any datagram back passes. A refused datagram (ICMP port unreachable)
 /// fails at once; silence fails at the caller's timeout.
 async fn udp_check(backend: &Backend, payload: &[u8]) -> Result<(), ProbeError> {
+    let socket = datagram_socket(backend).await.map_err(ProbeError::Udp)?;
+    socket.send(payload).await.map_err(ProbeError::Udp)?;
+    let mut reply = [0u8; 1];
+    // A reply longer than the buffer is cut, which is enough to know it came.
+    socket.recv(&mut reply).await.map_err(ProbeError::Udp)?;
+    Ok(())
+}
+
+/// A quic check: a packet of a version no server speaks, from a socket of
+/// its own; passes on the version negotiation every QUIC server answers
+/// it with (other datagrams are ignored until the probe times out).
+async fn quic_check(backend: &Backend) -> Result<(), ProbeError> {
+    let socket = datagram_socket(backend).await.map_err(ProbeError::Quic)?;
+    // Connection IDs only need to tell this probe's answer apart.
+    let scid = lb_core::clock::now_micros().to_be_bytes();
+    let dcid = lb_core::hash::stable_hash(&scid).to_be_bytes();
+    let probe = lb_core::quic::version_probe(&dcid, &scid);
+    socket.send(&probe).await.map_err(ProbeError::Quic)?;
+    let mut reply = vec![0u8; 2048];
+    loop {
+        let n = socket.recv(&mut reply).await.map_err(ProbeError::Quic)?;
+        if lb_core::quic::is_version_negotiation(reply.get(..n).unwrap_or_default(), &scid) {
+            return Ok(());
+        }
+    }
+}
+
+/// A UDP socket of the probe's own, connected to `backend`.
+async fn datagram_socket(backend: &Backend) -> std::io::Result<tokio::net::UdpSocket> {
     let peer = backend.spec.resolved;
     let local: std::net::SocketAddr = if peer.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let socket = tokio::net::UdpSocket::bind(local)
-        .await
-        .map_err(ProbeError::Udp)?;
-    socket.connect(peer).await.map_err(ProbeError::Udp)?;
-    socket.send(payload).await.map_err(ProbeError::Udp)?;
-    let mut reply = [0u8; 1];
-    // A reply longer than the buffer is cut, which is enough to know it came.
-    socket.recv(&mut reply).await.map_err(ProbeError::Udp)?;
-    Ok(())
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    socket.connect(peer).await?;
+    Ok(socket)
 }
 
 /// The TCP connection a probe runs on (TLS, for an http check of a TLS
@@ -224,7 +252,11 @@ where
             tokio::spawn(conn);
             sender.send_request(req).await?
         }
-        BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::H3 | BackendProtocol::Udp => {
+        BackendProtocol::H1
+        | BackendProtocol::Tcp
+        | BackendProtocol::H3
+        | BackendProtocol::Udp
+        | BackendProtocol::Quic => {
             let req = Request::get(path)
                 .header(header::HOST, authority)
                 .header(header::CONNECTION, "close")

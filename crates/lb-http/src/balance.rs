@@ -20,6 +20,8 @@ pub(crate) fn pick_context(cluster: &Cluster, peer: SocketAddr, parts: &Parts) -
     ctx.key = cluster.spec.hash_key.as_ref().and_then(|key| match key {
         HashKey::SourceIp => Some(hash_ip(peer.ip())),
         HashKey::SourceIpPort => Some(hash_ip_port(peer)),
+        // Validation keeps it to clusters of quic backends.
+        HashKey::ConnectionId => None,
         HashKey::Header(name) => parts
             .headers
             .get(name.as_str())

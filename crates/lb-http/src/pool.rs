@@ -299,10 +299,11 @@ impl BackendPool {
                 .acquire_h3()
                 .await
                 .map(|(conn, lease)| Conn::H3(conn, lease)),
-            // Validation keeps tcp and udp backends out of HTTP clusters.
-            BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::Udp => {
-                self.acquire_h1(ends).await.map(Conn::H1)
-            }
+            // Validation keeps tcp, udp and quic backends out of HTTP clusters.
+            BackendProtocol::H1
+            | BackendProtocol::Tcp
+            | BackendProtocol::Udp
+            | BackendProtocol::Quic => self.acquire_h1(ends).await.map(Conn::H1),
         }
     }
 

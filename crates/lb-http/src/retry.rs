@@ -384,7 +384,10 @@ fn shape(
                 *req.uri_mut() = uri;
             }
         }
-        BackendProtocol::H1 | BackendProtocol::Tcp | BackendProtocol::Udp => {
+        BackendProtocol::H1
+        | BackendProtocol::Tcp
+        | BackendProtocol::Udp
+        | BackendProtocol::Quic => {
             *req.version_mut() = Version::HTTP_11;
             if let Some(a) = authority {
                 req.headers_mut().insert(header::HOST, a);

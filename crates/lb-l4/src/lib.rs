@@ -1,8 +1,9 @@
-//! ExpressGateway userspace L4 proxying for `tcp`, `tls` and `udp`
-//! listeners.
+//! ExpressGateway userspace L4 proxying for `tcp`, `tls`, `udp` and
+//! passthrough `quic` listeners.
 //!
 //! [`serve_udp`] relays datagrams by session (client address and port);
-//! see its module. [`serve`] accepts connections until drain starts. Each connection is
+//! [`serve_quic_passthrough`] relays QUIC connections by connection ID;
+//! see their modules. [`serve`] accepts connections until drain starts. Each connection is
 //! admitted against the snapshot current at accept time (the listener must
 //! still exist and its connection cap must have room), then spawned as a
 //! flow: pick a backend (failing over once), connect, and copy bytes both
@@ -25,6 +26,7 @@ mod connect;
 mod copy;
 mod flow;
 mod metrics;
+mod passthrough;
 mod record;
 mod stream_copy;
 mod udp;
@@ -46,6 +48,7 @@ use crate::flow::{FlowContext, FlowTls, ListenerShared};
 use crate::metrics::{ClusterMetrics, ListenerMetrics, Rejection};
 
 pub use metrics::register_metrics;
+pub use passthrough::serve_quic_passthrough;
 pub use udp::serve_udp;
 
 /// Pause after an accept error that is not about one connection (out of

@@ -193,10 +193,19 @@ pub(crate) enum Dropped {
     ClientQueueFull,
     /// Sending failed otherwise.
     SendError,
+    /// Not a QUIC packet: empty, or a long header cut short or with a
+    /// connection ID over 20 bytes (passthrough).
+    Malformed,
+    /// A packet of no known connection: a short header whose connection
+    /// ID no session has, or a long header of a new connection in a
+    /// datagram under 1200 bytes (passthrough).
+    UnknownConnection,
+    /// A connection ID whose server ID no backend has (passthrough).
+    UnknownServerId,
 }
 
 impl Dropped {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 11] = [
         Self::SessionLimit,
         Self::Draining,
         Self::NoBackend,
@@ -205,6 +214,9 @@ impl Dropped {
         Self::Refused,
         Self::ClientQueueFull,
         Self::SendError,
+        Self::Malformed,
+        Self::UnknownConnection,
+        Self::UnknownServerId,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -217,6 +229,9 @@ impl Dropped {
             Self::Refused => "refused",
             Self::ClientQueueFull => "client_queue_full",
             Self::SendError => "send_error",
+            Self::Malformed => "malformed",
+            Self::UnknownConnection => "unknown_connection",
+            Self::UnknownServerId => "unknown_server_id",
         }
     }
 }

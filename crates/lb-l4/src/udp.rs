@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_config::{ListenerKind, Transport};
+use lb_config::{ListenerId, ListenerKind, Transport};
 use lb_core::clock::now_micros;
+use lb_core::quic::{self, ConnectionId};
 use lb_core::{ActiveGuard, Backend, Cluster, Drain, InFlightGuard, PickContext, Snapshot};
 use lb_health::Outcome;
 use lb_observability::{AccessLog, AccessLogs, LogLimiter};
@@ -44,10 +45,15 @@ use crate::record::{Ends, FlowRecord};
 use prometheus_client::metrics::counter::Counter;
 
 /// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
+
+/// Connection IDs a passthrough session learns from its backend at most;
+/// later ones are not routed by table (a backend issues a handful during
+/// a handshake).
+const MAX_LEARNED_IDS: usize = 8;
 
 /// Pause after a receive error that is not about one datagram.
-const RECEIVE_BACKOFF: Duration = Duration::from_millis(50);
+pub(crate) const RECEIVE_BACKOFF: Duration = Duration::from_millis(50);
 
 thread_local! {
     /// Where sessions read their backends' replies: one buffer per thread
@@ -70,12 +76,7 @@ pub async fn serve_udp(
         address,
         transport: Transport::Udp,
     };
-    let listener = Arc::new(Listener {
-        address,
-        socket,
-        metrics: UdpMetrics::new(&id.to_string()),
-        failure_log: LogLimiter::new(10, Duration::from_secs(1)),
-    });
+    let listener = Arc::new(Listener::new(id, socket));
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
     let mut sessions: HashMap<SocketAddr, Arc<Session>> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -87,9 +88,11 @@ pub async fn serve_udp(
     loop {
         tokio::select! {
             biased;
-            Some((client, id)) = ended_rx.recv() => {
-                if sessions.get(&client).is_some_and(|s: &Arc<Session>| s.id == id) {
-                    sessions.remove(&client);
+            Some(event) = ended_rx.recv() => {
+                if let Event::Ended { client, id } = event {
+                    if sessions.get(&client).is_some_and(|s: &Arc<Session>| s.id == id) {
+                        sessions.remove(&client);
+                    }
                 }
             }
             () = &mut draining, if !is_draining => is_draining = true,
@@ -118,7 +121,9 @@ pub async fn serve_udp(
                     listener: &listener,
                     client,
                     id: next_id,
-                    ended: &ended_tx,
+                    key: None,
+                    server_id: None,
+                    events: &ended_tx,
                     drain: &drain,
                 }
                 .open(&snapshot, &mut view);
@@ -142,15 +147,53 @@ pub async fn serve_udp(
     Ok(())
 }
 
+/// What a session tells its listener's task.
+pub(crate) enum Event {
+    /// The session ended; its entries are stale.
+    Ended {
+        /// The client address it was opened for.
+        client: SocketAddr,
+        /// The session.
+        id: u64,
+    },
+    /// The backend chose a connection ID for the session's QUIC
+    /// connection (passthrough): packets to it belong to the session.
+    Learned {
+        /// The session.
+        id: u64,
+        /// The ID, from the source connection ID of a long header.
+        cid: ConnectionId,
+    },
+}
+
 /// What every session of one listener shares.
-struct Listener {
-    address: SocketAddr,
-    socket: Arc<UdpSocket>,
-    metrics: UdpMetrics,
+pub(crate) struct Listener {
+    pub(crate) id: ListenerId,
+    pub(crate) address: SocketAddr,
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) metrics: UdpMetrics,
     failure_log: LogLimiter,
 }
 
-async fn receive_failed(listener: &Listener, e: &io::Error) {
+impl Listener {
+    pub(crate) fn new(id: ListenerId, socket: Arc<UdpSocket>) -> Self {
+        Self {
+            id,
+            address: id.address,
+            socket,
+            metrics: UdpMetrics::new(&id.to_string()),
+            failure_log: LogLimiter::new(10, Duration::from_secs(1)),
+        }
+    }
+
+    /// Sessions of a passthrough listener learn their backends'
+    /// connection IDs.
+    fn passthrough(&self) -> bool {
+        self.id.transport == Transport::Quic
+    }
+}
+
+pub(crate) async fn receive_failed(listener: &Listener, e: &io::Error) {
     use io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted, WouldBlock};
     // An ICMP error for an earlier reply, or a spurious wake-up: about one
     // datagram, not the socket.
@@ -167,8 +210,13 @@ async fn receive_failed(listener: &Listener, e: &io::Error) {
 }
 
 /// The session side the listener's task writes into.
-struct Session {
-    id: u64,
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    /// Where replies go: the client's latest address (a passthrough
+    /// session follows a client whose address changes).
+    pub(crate) client: ArcSwap<SocketAddr>,
+    /// The `quic_server_id` of the backend the session opened on.
+    pub(crate) server_id: Option<u64>,
     /// The socket towards the backend; replaced when the session moves.
     upstream: ArcSwap<UdpSocket>,
     /// When a datagram last moved either way (process clock, µs).
@@ -184,7 +232,7 @@ struct Session {
 impl Session {
     /// Send a client datagram to the backend; `false` when the session
     /// has ended and a new one should take the datagram.
-    fn forward(&self, data: &[u8], metrics: &UdpMetrics) -> bool {
+    pub(crate) fn forward(&self, data: &[u8], metrics: &UdpMetrics) -> bool {
         if self.closed.load(Ordering::Acquire) {
             return false;
         }
@@ -205,18 +253,22 @@ impl Session {
 }
 
 /// A new session being opened for `client`.
-struct Opening<'a> {
-    listener: &'a Arc<Listener>,
-    client: SocketAddr,
-    id: u64,
-    ended: &'a mpsc::UnboundedSender<(SocketAddr, u64)>,
-    drain: &'a Arc<Drain>,
+pub(crate) struct Opening<'a> {
+    pub(crate) listener: &'a Arc<Listener>,
+    pub(crate) client: SocketAddr,
+    pub(crate) id: u64,
+    /// The hash a hashing policy uses instead of the client address's.
+    pub(crate) key: Option<u64>,
+    /// The backend with this `quic_server_id` takes the session.
+    pub(crate) server_id: Option<u64>,
+    pub(crate) events: &'a mpsc::UnboundedSender<Event>,
+    pub(crate) drain: &'a Arc<Drain>,
 }
 
 impl Opening<'_> {
     /// Admit the session under the current snapshot, pick its backend,
     /// connect its socket and start its task.
-    fn open(
+    pub(crate) fn open(
         self,
         snapshot: &ArcSwap<Snapshot>,
         view: &mut Option<(Arc<Snapshot>, Option<AccessLog>)>,
@@ -228,7 +280,9 @@ impl Opening<'_> {
             .listeners
             .iter()
             .find_map(|l| match &l.kind {
-                ListenerKind::Udp { cluster } if l.address == listener.address => {
+                ListenerKind::Udp { cluster } | ListenerKind::Passthrough { cluster, .. }
+                    if l.id() == listener.id =>
+                {
                     Some((l, cluster))
                 }
                 _ => None,
@@ -237,8 +291,20 @@ impl Opening<'_> {
         let cluster = Arc::clone(current.cluster(cluster_name).ok_or(Dropped::ListenerGone)?);
         let slot = Slot::take(&listener.metrics.open, spec.max_connections)
             .ok_or(Dropped::SessionLimit)?;
-        let ctx = pick_context(&cluster, self.client);
-        let (index, backend) = cluster.pick(&ctx, None).map_err(|_| Dropped::NoBackend)?;
+        let mut ctx = pick_context(&cluster, self.client);
+        if cluster.spec.hash_key == Some(lb_config::HashKey::ConnectionId) {
+            ctx.key = self.key;
+        }
+        let (index, backend) = match self.server_id {
+            // The connection lives on that backend alone, healthy or not.
+            Some(sid) => cluster
+                .backends
+                .iter()
+                .enumerate()
+                .find(|(_, b)| b.spec.quic_server_id == Some(sid))
+                .ok_or(Dropped::UnknownServerId)?,
+            None => cluster.pick(&ctx, None).map_err(|_| Dropped::NoBackend)?,
+        };
         let backend = Arc::clone(backend);
         let upstream = match connect(backend.spec.resolved) {
             Ok(socket) => socket,
@@ -265,6 +331,8 @@ impl Opening<'_> {
         listener.metrics.sessions.inc();
         let session = Arc::new(Session {
             id: self.id,
+            client: ArcSwap::from_pointee(self.client),
+            server_id: backend.spec.quic_server_id,
             upstream: ArcSwap::from_pointee(upstream),
             last: AtomicU64::new(now_micros()),
             refused: Notify::new(),
@@ -273,8 +341,12 @@ impl Opening<'_> {
         });
         let ends = Ends {
             listener: listener.address,
-            protocol: "udp",
-            transport: Transport::Udp,
+            protocol: if listener.passthrough() {
+                "quic"
+            } else {
+                "udp"
+            },
+            transport: listener.id.transport,
             client: self.client,
         };
         let mut record = FlowRecord::start(
@@ -296,11 +368,16 @@ impl Opening<'_> {
             idle: spec.idle_timeout,
             replied: false,
             record,
+            learned: listener.passthrough().then(Vec::new),
+            events: self.events.clone(),
         };
         let tracked = self.drain.track();
         let drain = Arc::clone(self.drain);
-        let ended = self.ended.clone();
-        let key = (self.client, self.id);
+        let ended = self.events.clone();
+        let key = Event::Ended {
+            client: self.client,
+            id: self.id,
+        };
         tokio::spawn(async move {
             // When the drain budget runs out the session is dropped, which
             // closes its socket and writes its access log line.
@@ -366,6 +443,9 @@ struct Run {
     /// A reply has come from the current backend.
     replied: bool,
     record: FlowRecord,
+    /// The connection IDs learned so far (passthrough sessions only).
+    learned: Option<Vec<ConnectionId>>,
+    events: mpsc::UnboundedSender<Event>,
 }
 
 /// How a session's relay loop ended.
@@ -453,7 +533,10 @@ impl Run {
                     lb_health::connected(&self.cluster, self.index);
                 }
                 let reply = buf.get(..n).unwrap_or_default();
-                match send_to(&self.listener.socket, reply, self.client) {
+                if let Some(learned) = &mut self.learned {
+                    learn(learned, reply, self.session.id, &self.events);
+                }
+                match send_to(&self.listener.socket, reply, **self.session.client.load()) {
                     Ok(sent) => {
                         metrics.sent(sent);
                         self.record.transferred.count_sent(sent);
@@ -496,12 +579,35 @@ impl Run {
     }
 }
 
+/// A backend's long-header packet names, in its source connection ID, the
+/// ID it chose for the connection: tell the listener's task before the
+/// packet reaches the client, so the client's answer finds it routed.
+fn learn(
+    learned: &mut Vec<ConnectionId>,
+    reply: &[u8],
+    id: u64,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    let Ok(quic::Header::Long { version, scid, .. }) = quic::parse(reply) else {
+        return;
+    };
+    if version == quic::VERSION_NEGOTIATION
+        || scid.is_empty()
+        || learned.len() >= MAX_LEARNED_IDS
+        || learned.contains(&scid)
+    {
+        return;
+    }
+    learned.push(scid);
+    let _ = events.send(Event::Learned { id, cid: scid });
+}
+
 /// Send on a non-blocking socket at once. Not through tokio's `try_send`:
 /// that answers `WouldBlock` until the reactor has seen the socket
 /// writable once, which would drop a fresh session's first datagrams; a
 /// datagram socket is writable unless its send buffer is full, which the
 /// kernel reports as `WouldBlock` itself.
-fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<usize> {
+pub(crate) fn send(socket: &UdpSocket, data: &[u8]) -> io::Result<usize> {
     rustix::net::send(socket, data, rustix::net::SendFlags::empty()).map_err(io::Error::from)
 }
 

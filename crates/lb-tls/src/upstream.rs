@@ -105,7 +105,7 @@ impl UpstreamTls {
             BackendProtocol::H2 => vec![b"h2".to_vec()],
             BackendProtocol::H1 => vec![b"http/1.1".to_vec()],
             BackendProtocol::H3 => vec![b"h3".to_vec()],
-            BackendProtocol::Tcp | BackendProtocol::Udp => Vec::new(),
+            BackendProtocol::Tcp | BackendProtocol::Udp | BackendProtocol::Quic => Vec::new(),
         };
         let quic = protocol == BackendProtocol::H3;
         let generation = generation(spec, runtime, &alpn, quic, system, warnings)?;

@@ -117,7 +117,12 @@ pub fn start(
     let drain = Drain::new();
     let socket = match socket {
         Socket::Tcp(socket) => socket,
-        Socket::Udp(socket) if spec.protocol == ListenerProtocol::Udp => {
+        Socket::Udp(socket)
+            if matches!(
+                spec.kind,
+                ListenerKind::Udp { .. } | ListenerKind::Passthrough { .. }
+            ) =>
+        {
             return Ok(start_udp(spec, socket, ctx))
         }
         Socket::Udp(socket) => return start_quic(spec, socket, server_tls, ctx),
@@ -133,8 +138,8 @@ pub fn start(
             ));
             (task, Some(plan))
         }
-        ListenerKind::Udp { .. } => {
-            anyhow::bail!("listener {}: a udp listener needs a UDP socket", spec.id())
+        ListenerKind::Udp { .. } | ListenerKind::Passthrough { .. } => {
+            anyhow::bail!("listener {}: it needs a UDP socket", spec.id())
         }
         ListenerKind::Tcp { .. } => {
             let task = tokio::spawn(lb_l4::serve(
@@ -159,21 +164,28 @@ pub fn start(
     })
 }
 
-/// Serve a `udp` listener's socket: datagrams relayed by session.
+/// Serve a `udp` or passthrough `quic` listener's socket: datagrams
+/// relayed by session.
 fn start_udp(spec: &Listener, socket: std::net::UdpSocket, ctx: &Context<'_>) -> RunningListener {
     let id = spec.id();
     let drain = Drain::new();
-    let served = lb_l4::serve_udp(
-        socket,
-        spec.address,
-        Arc::clone(ctx.snapshot),
-        Arc::clone(&drain),
-    );
-    let task = tokio::spawn(async move {
-        if let Err(e) = served.await {
-            tracing::error!(listener = %id, error = %e, "udp listener stopped");
-        }
-    });
+    let snapshot = Arc::clone(ctx.snapshot);
+    let task = if matches!(spec.kind, ListenerKind::Passthrough { .. }) {
+        let served =
+            lb_l4::serve_quic_passthrough(socket, spec.address, snapshot, Arc::clone(&drain));
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!(listener = %id, error = %e, "quic passthrough listener stopped");
+            }
+        })
+    } else {
+        let served = lb_l4::serve_udp(socket, spec.address, snapshot, Arc::clone(&drain));
+        tokio::spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!(listener = %id, error = %e, "udp listener stopped");
+            }
+        })
+    };
     tracing::info!(address = %spec.address, listener = %id, protocol = spec.protocol.as_str(), "listening");
     RunningListener {
         spec: spec.clone(),

@@ -204,7 +204,9 @@ fn keep_as_is(old: &Config, new: &mut Config, ids: &[ListenerId]) -> Result<(), 
 
 fn cluster_refs(l: &lb_config::Listener) -> Vec<&str> {
     match &l.kind {
-        ListenerKind::Tcp { cluster } | ListenerKind::Udp { cluster } => vec![cluster.as_str()],
+        ListenerKind::Tcp { cluster }
+        | ListenerKind::Udp { cluster }
+        | ListenerKind::Passthrough { cluster, .. } => vec![cluster.as_str()],
         ListenerKind::Http(h) => h
             .routes
             .iter()

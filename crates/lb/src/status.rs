@@ -152,6 +152,13 @@ fn routes(l: &lb_config::Listener) -> Vec<String> {
         ListenerKind::Tcp { cluster } | ListenerKind::Udp { cluster } => {
             vec![format!("-> cluster {cluster}")]
         }
+        ListenerKind::Passthrough { cluster, server_id } => vec![match server_id {
+            None => format!("-> cluster {cluster} (quic passthrough)"),
+            Some(f) => format!(
+                "-> cluster {cluster} (quic passthrough, server ID at byte {} of {})",
+                f.offset, f.length
+            ),
+        }],
         ListenerKind::Http(h) => h.routes.iter().map(crate::summary::route_line).collect(),
     }
 }

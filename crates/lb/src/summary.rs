@@ -31,6 +31,18 @@ pub fn render(path: &str, config: &Config) -> String {
                     l.max_connections
                 );
             }
+            ListenerKind::Passthrough { cluster, server_id } => {
+                let _ = writeln!(
+                    out,
+                    "    -> cluster {cluster}, QUIC passed through by connection ID{}, sessions idle after {} ms, at most {}",
+                    server_id.map_or(String::new(), |f| format!(
+                        " and by the {}-byte server ID at byte {}",
+                        f.length, f.offset
+                    )),
+                    l.idle_timeout.as_millis(),
+                    l.max_connections
+                );
+            }
             ListenerKind::Http(h) => {
                 for r in &h.routes {
                     let _ = writeln!(out, "    {}", route_line(r));

@@ -656,7 +656,7 @@ address = "127.0.0.1:8081"
 protocol = "h1"
 "#,
         path: "listeners[0]",
-        reason: "a listener needs routes, backends or (for tcp and udp) a cluster; it has none",
+        reason: "a listener needs routes, backends or (for tcp, udp and quic passthrough) a cluster; it has none",
     },
     Case {
         name: "listener with both routes and backends",
@@ -1384,6 +1384,140 @@ cluster = "dns"
 "#,
         path: "clusters[0].health_check.payload_hex",
         reason: "must be an even number of hexadecimal digits",
+    },
+    Case {
+        name: "TLS on a passthrough quic listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:4434", protocol = "quic" }]
+tls = { cert_path = "c.pem", key_path = "k.pem" }
+[listeners.quic]
+mode = "passthrough"
+"#,
+        path: "listeners[0].tls",
+        reason: "a passthrough quic listener decrypts nothing",
+    },
+    Case {
+        name: "terminating transport setting on a passthrough listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:4434", protocol = "quic" }]
+[listeners.quic]
+mode = "passthrough"
+max_idle_timeout_ms = 5000
+"#,
+        path: "listeners[0].quic.max_idle_timeout_ms",
+        reason: "applies to mode = \"terminate\" only",
+    },
+    Case {
+        name: "quic backends behind a terminating quic listener",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+tls = { cert_path = "c.pem", key_path = "k.pem" }
+backends = [{ address = "127.0.0.1:4434", protocol = "quic" }]
+"#,
+        path: "listeners[0].backends",
+        reason: "has quic backends; an HTTP listener needs h1, h2 or h3 backends",
+    },
+    Case {
+        name: "server ID routing with a backend that has no server ID",
+        toml: r#"
+[[clusters]]
+name = "q"
+[[clusters.backends]]
+address = "127.0.0.1:4434"
+protocol = "quic"
+quic_server_id = 1
+[[clusters.backends]]
+address = "127.0.0.1:4435"
+protocol = "quic"
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+cluster = "q"
+[listeners.quic]
+mode = "passthrough"
+server_id = { offset = 1, length = 1 }
+"#,
+        path: "listeners[0].cluster",
+        reason: "backend 127.0.0.1:4435 has no quic_server_id",
+    },
+    Case {
+        name: "server ID too large for its field",
+        toml: r#"
+[[clusters]]
+name = "q"
+[[clusters.backends]]
+address = "127.0.0.1:4434"
+protocol = "quic"
+quic_server_id = 256
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+cluster = "q"
+[listeners.quic]
+mode = "passthrough"
+server_id = { offset = 1, length = 1 }
+"#,
+        path: "listeners[0].cluster",
+        reason: "does not fit the listener's 1-byte server_id",
+    },
+    Case {
+        name: "server ID nothing reads",
+        toml: r#"
+[[clusters]]
+name = "q"
+[[clusters.backends]]
+address = "127.0.0.1:4434"
+protocol = "quic"
+quic_server_id = 3
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+cluster = "q"
+[listeners.quic]
+mode = "passthrough"
+"#,
+        path: "clusters[0].backends[0].quic_server_id",
+        reason: "no passthrough quic listener with [listeners.quic] server_id routes to this cluster",
+    },
+    Case {
+        name: "connection ID hash key on a tcp cluster",
+        toml: r#"
+[[clusters]]
+name = "t"
+policy = "maglev"
+hash_key = "connection_id"
+[[clusters.backends]]
+address = "127.0.0.1:9001"
+protocol = "tcp"
+[[listeners]]
+address = "127.0.0.1:9000"
+protocol = "tcp"
+cluster = "t"
+"#,
+        path: "clusters[0].hash_key",
+        reason: "\"connection_id\" applies to clusters of quic backends (passthrough) only",
+    },
+    Case {
+        name: "server ID field past the longest connection ID",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:4433"
+protocol = "quic"
+backends = [{ address = "127.0.0.1:4434", protocol = "quic" }]
+[listeners.quic]
+mode = "passthrough"
+server_id = { offset = 15, length = 8 }
+"#,
+        path: "listeners[0].quic.server_id.offset",
+        reason: "a QUIC connection ID has at most 20 bytes",
     },
     Case {
         name: "retries on a udp cluster",

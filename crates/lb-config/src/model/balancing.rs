@@ -86,12 +86,18 @@ pub enum HashKey {
     Path,
     /// A query parameter's raw (undecoded) value.
     Query(String),
+    /// The destination connection ID of a QUIC client's first packet
+    /// (quic passthrough).
+    ConnectionId,
 }
 
 impl HashKey {
     /// Whether the key needs an HTTP request (rather than a connection).
     pub fn is_http(&self) -> bool {
-        !matches!(self, Self::SourceIp | Self::SourceIpPort)
+        !matches!(
+            self,
+            Self::SourceIp | Self::SourceIpPort | Self::ConnectionId
+        )
     }
 }
 
@@ -138,6 +144,9 @@ pub enum HealthCheckKind {
         /// The datagram sent.
         payload: Vec<u8>,
     },
+    /// Passes when a QUIC packet of a version no server speaks brings a
+    /// version negotiation packet back (`quic` backends).
+    Quic,
 }
 
 /// Passive health: ejection of backends that keep failing requests.

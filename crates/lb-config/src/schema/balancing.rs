@@ -14,6 +14,9 @@ pub enum RawHealthCheckKind {
     Grpc,
     /// A datagram sent, any reply expected.
     Udp,
+    /// A QUIC packet of an unknown version, a version negotiation
+    /// expected.
+    Quic,
 }
 
 /// `[clusters.health_check]`.

@@ -20,7 +20,9 @@ pub(super) fn advertise(
 ) {
     let quic: Vec<std::net::SocketAddr> = listeners
         .iter()
-        .filter(|(_, l)| l.protocol == ListenerProtocol::Quic)
+        .filter(|(_, l)| {
+            l.protocol == ListenerProtocol::Quic && matches!(l.kind, ListenerKind::Http(_))
+        })
         .map(|(_, l)| l.address)
         .collect();
     for (i, l) in listeners.iter_mut() {

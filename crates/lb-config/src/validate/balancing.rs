@@ -67,7 +67,12 @@ pub(super) fn balancing(
         );
     }
     let hash_key = policy.hashes().then(|| {
-        let token = rc.hash_key.as_deref().unwrap_or(d::HASH_KEY);
+        let default = if family == Family::Quic {
+            d::QUIC_HASH_KEY
+        } else {
+            d::HASH_KEY
+        };
+        let token = rc.hash_key.as_deref().unwrap_or(default);
         hash_key(token, &format!("{path}.hash_key"), family, errors)
     });
     let hash_key = hash_key.flatten();
@@ -178,6 +183,7 @@ fn hash_key(token: &str, path: &str, family: Family, errors: &mut Errors) -> Opt
             "source_ip" => Some(HashKey::SourceIp),
             "source_ip_port" => Some(HashKey::SourceIpPort),
             "path" => Some(HashKey::Path),
+            "connection_id" => Some(HashKey::ConnectionId),
             _ => None,
         },
         Some(("header", name)) if is_token(name) => {
@@ -193,12 +199,29 @@ fn hash_key(token: &str, path: &str, family: Family, errors: &mut Errors) -> Opt
         errors.push(
             path,
             format!(
-                "{token:?} is not a hash key: expected \"source_ip\", \"source_ip_port\", \"header:NAME\", \"cookie:NAME\", \"path\" or \"query:NAME\""
+                "{token:?} is not a hash key: expected \"source_ip\", \"source_ip_port\", \"connection_id\", \"header:NAME\", \"cookie:NAME\", \"path\" or \"query:NAME\""
             ),
         );
         return None;
     };
-    if family.l4() && key.is_http() {
+    if (key == HashKey::ConnectionId) != (family == Family::Quic) && family.l4() {
+        errors.push(
+            path,
+            if family == Family::Quic {
+                "a cluster of quic backends hashes \"connection_id\", \"source_ip\" or \"source_ip_port\"".to_owned()
+            } else {
+                format!(
+                    "\"connection_id\" applies to clusters of quic backends (passthrough) only; this cluster's backends are {}",
+                    family.as_str()
+                )
+            },
+        );
+    } else if key == HashKey::ConnectionId && !family.l4() {
+        errors.push(
+            path,
+            "\"connection_id\" applies to clusters of quic backends (passthrough) only",
+        );
+    } else if family.l4() && key.is_http() {
         errors.push(
             path,
             format!(
@@ -209,7 +232,7 @@ fn hash_key(token: &str, path: &str, family: Family, errors: &mut Errors) -> Opt
     } else if !family.l4() && key == HashKey::SourceIpPort {
         errors.push(
             path,
-            "\"source_ip_port\" applies to clusters of tcp or udp backends only",
+            "\"source_ip_port\" applies to clusters of tcp, udp or quic backends only",
         );
     }
     Some(key)
@@ -237,8 +260,24 @@ fn health_check(
     let kind = raw.kind.unwrap_or(match family {
         Family::Tcp => RawHealthCheckKind::Tcp,
         Family::Udp => RawHealthCheckKind::Udp,
+        Family::Quic => RawHealthCheckKind::Quic,
         Family::Http => RawHealthCheckKind::Http,
     });
+    if (kind == RawHealthCheckKind::Quic) != (family == Family::Quic) {
+        errors.push(
+            format!("{path}.kind"),
+            if family == Family::Quic {
+                "quic backends are checked with kind = \"quic\" (a packet of an unknown \
+                 version, answered by a version negotiation)"
+                    .to_owned()
+            } else {
+                format!(
+                    "quic checks need quic backends; this cluster's backends are {}",
+                    family.as_str()
+                )
+            },
+        );
+    }
     if kind != RawHealthCheckKind::Udp {
         for (key, set) in [
             ("payload", raw.payload.is_some()),
@@ -257,6 +296,22 @@ fn health_check(
     }
     let kind = match kind {
         RawHealthCheckKind::Udp => udp_check(raw, &path, family, errors),
+        RawHealthCheckKind::Quic => {
+            for (key, set) in [
+                ("path", raw.path.is_some()),
+                ("host", raw.host.is_some()),
+                ("expected_status", raw.expected_status.is_some()),
+                ("service", raw.service.is_some()),
+            ] {
+                if set {
+                    errors.push(
+                        format!("{path}.{key}"),
+                        "does not apply to quic checks (they pass on a version negotiation reply)",
+                    );
+                }
+            }
+            HealthCheckKind::Quic
+        }
         RawHealthCheckKind::Tcp => {
             for (key, set, reason) in [
                 ("path", raw.path.is_some(), "applies to http checks only"),

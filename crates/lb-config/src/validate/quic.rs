@@ -39,6 +39,16 @@ pub(super) fn quic_settings(
         }
         return None;
     }
+    if passthrough(rl, protocol) {
+        passthrough_keys(rl, &qpath, errors);
+        return None;
+    }
+    if rl.quic.as_ref().is_some_and(|q| q.server_id.is_some()) {
+        errors.push(
+            format!("{qpath}.server_id"),
+            "applies to mode = \"passthrough\" only: a terminating listener is the QUIC server itself",
+        );
+    }
     not_on_quic(rl, path, errors);
     let raw = rl.quic.as_ref();
     let get = |f: fn(&RawQuic) -> Option<u64>, default: u64| raw.and_then(f).unwrap_or(default);
@@ -95,6 +105,94 @@ pub(super) fn quic_settings(
         max_client_resets,
         client_reset_window,
     })
+}
+
+/// Whether `rl` is a `quic` listener in passthrough mode.
+pub(super) fn passthrough(rl: &RawListener, protocol: ListenerProtocol) -> bool {
+    protocol == ListenerProtocol::Quic
+        && rl
+            .quic
+            .as_ref()
+            .is_some_and(|q| q.mode == Some(RawQuicMode::Passthrough))
+}
+
+/// Longest server ID: QUIC-LB's plaintext form allows up to 15 bytes; the
+/// gateway reads it as a 64-bit number.
+const MAX_SERVER_ID_LEN: u8 = 8;
+
+/// Longest connection ID QUIC version 1 allows (RFC 9000 §17.2).
+const MAX_CID_LEN: u8 = 20;
+
+/// A passthrough listener terminates nothing: the transport settings of
+/// a terminating one do not apply.
+fn passthrough_keys(rl: &RawListener, qpath: &str, errors: &mut Errors) {
+    let Some(q) = rl.quic.as_ref() else { return };
+    let RawQuic {
+        mode: _,
+        server_id: _,
+        max_idle_timeout_ms,
+        max_concurrent_bidi_streams,
+        stream_receive_window,
+        receive_window,
+        handshake_timeout_ms,
+        max_client_resets,
+        client_reset_window_ms,
+    } = q;
+    for (key, set) in [
+        ("max_idle_timeout_ms", max_idle_timeout_ms.is_some()),
+        (
+            "max_concurrent_bidi_streams",
+            max_concurrent_bidi_streams.is_some(),
+        ),
+        ("stream_receive_window", stream_receive_window.is_some()),
+        ("receive_window", receive_window.is_some()),
+        ("handshake_timeout_ms", handshake_timeout_ms.is_some()),
+        ("max_client_resets", max_client_resets.is_some()),
+        ("client_reset_window_ms", client_reset_window_ms.is_some()),
+    ] {
+        if set {
+            errors.push(
+                format!("{qpath}.{key}"),
+                "applies to mode = \"terminate\" only: in passthrough the backends are the QUIC \
+                 servers; a connection's idle end is timeouts.idle_ms",
+            );
+        }
+    }
+}
+
+/// `[listeners.quic] server_id` of a passthrough listener.
+pub(super) fn server_id(
+    rl: &RawListener,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<ServerIdField> {
+    let raw = rl.quic.as_ref()?.server_id?;
+    let spath = format!("{path}.quic.server_id");
+    let (Some(offset), Some(length)) = (raw.offset, raw.length) else {
+        errors.push(
+            spath,
+            "needs offset (bytes of the connection ID before the server ID) and length",
+        );
+        return None;
+    };
+    if !(1..=MAX_SERVER_ID_LEN).contains(&length) {
+        errors.push(
+            format!("{spath}.length"),
+            format!("{length} is outside 1..={MAX_SERVER_ID_LEN}"),
+        );
+        return None;
+    }
+    if u16::from(offset) + u16::from(length) > u16::from(MAX_CID_LEN) {
+        errors.push(
+            format!("{spath}.offset"),
+            format!(
+                "offset + length is {}; a QUIC connection ID has at most {MAX_CID_LEN} bytes",
+                u16::from(offset) + u16::from(length)
+            ),
+        );
+        return None;
+    }
+    Some(ServerIdField { offset, length })
 }
 
 /// `max_client_resets` per `client_reset_window_ms`: the cap on request

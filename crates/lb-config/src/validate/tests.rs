@@ -375,3 +375,63 @@ fn address_blocks_parse_and_match() {
     assert!(IpNet::parse("10.0.0.0/33").is_err());
     assert!(IpNet::parse("not-an-ip").is_err());
 }
+
+#[test]
+fn passthrough_quic_listeners_take_a_cluster_of_quic_backends_hashed_by_connection_id() {
+    let c = valid(
+        r#"
+        [[clusters]]
+        name = "q"
+        policy = "maglev"
+        [[clusters.backends]]
+        address = "127.0.0.1:4434"
+        protocol = "quic"
+        quic_server_id = 513
+        [[listeners]]
+        address = "127.0.0.1:4433"
+        protocol = "quic"
+        cluster = "q"
+        [listeners.quic]
+        mode = "passthrough"
+        server_id = { offset = 1, length = 2 }
+        "#,
+    );
+    let l = &c.listeners[0];
+    assert_eq!(l.id().to_string(), "127.0.0.1:4433/quic");
+    assert!(l.tls.is_none() && l.quic.is_none());
+    assert_eq!(l.idle_timeout, Duration::from_millis(d::UDP_IDLE_MS));
+    assert_eq!(
+        l.kind,
+        ListenerKind::Passthrough {
+            cluster: "q".into(),
+            server_id: Some(ServerIdField {
+                offset: 1,
+                length: 2
+            }),
+        }
+    );
+    assert_eq!(c.clusters[0].hash_key, Some(HashKey::ConnectionId));
+    assert_eq!(c.clusters[0].backends[0].quic_server_id, Some(513));
+
+    // A terminating quic listener takes neither server IDs nor quic
+    // backends.
+    let paths = error_paths(
+        r#"
+        [[listeners]]
+        address = "127.0.0.1:4433"
+        protocol = "quic"
+        tls = { cert_path = "c.pem", key_path = "k.pem" }
+        backends = [{ address = "127.0.0.1:4434", protocol = "quic", quic_server_id = 1 }]
+        [listeners.quic]
+        server_id = { offset = 0, length = 1 }
+        "#,
+    );
+    assert_eq!(
+        paths,
+        vec![
+            "listeners[0].quic.server_id",
+            "listeners[0].backends",
+            "listeners[0].backends[0].quic_server_id"
+        ]
+    );
+}

@@ -76,12 +76,22 @@ pub(super) fn listener_tls(
     errors: &mut Errors,
 ) -> Option<ListenerTls> {
     let tpath = format!("{path}.tls");
-    let terminates = matches!(
-        protocol,
-        ListenerProtocol::Tls | ListenerProtocol::H1s | ListenerProtocol::Quic
-    );
+    let passthrough = super::quic::passthrough(rl, protocol);
+    let terminates = !passthrough
+        && matches!(
+            protocol,
+            ListenerProtocol::Tls | ListenerProtocol::H1s | ListenerProtocol::Quic
+        );
     match (&rl.tls, terminates) {
         (None, false) => None,
+        (Some(_), false) if passthrough => {
+            errors.push(
+                tpath,
+                "a passthrough quic listener decrypts nothing: TLS runs between the client \
+                 and the backend, which holds the certificate",
+            );
+            None
+        }
         (Some(_), false) => {
             errors.push(
                 tpath,
@@ -284,6 +294,14 @@ pub(super) fn backend_tls(
         errors.push(
             format!("{path}.tls"),
             "a udp backend carries datagrams as they are; TLS does not apply",
+        );
+        return None;
+    }
+    if protocol == BackendProtocol::Quic && rb.tls.is_some() {
+        errors.push(
+            format!("{path}.tls"),
+            "a quic backend is passed its clients' QUIC packets as they are: TLS runs \
+             end to end between them, so the gateway has no TLS of its own to configure",
         );
         return None;
     }

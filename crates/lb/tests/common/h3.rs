@@ -109,6 +109,59 @@ pub fn start(pki: &Pki, name: &'static str) -> H3Backend {
 
 /// Start an HTTP/3 backend on `addr` (port 0: any).
 pub fn start_on(pki: &Pki, name: &'static str, addr: SocketAddr) -> H3Backend {
+    start_with(pki, name, addr, quinn::EndpointConfig::default())
+}
+
+/// Connection IDs of 8 bytes carrying a server ID in bytes 1 and 2 (the
+/// plaintext form of QUIC-LB, `server_id = { offset = 1, length = 2 }`),
+/// the rest random.
+struct ServerIdCids {
+    server_id: u16,
+    state: std::collections::hash_map::RandomState,
+    count: u64,
+}
+
+impl quinn::ConnectionIdGenerator for ServerIdCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        use std::hash::BuildHasher;
+        self.count += 1;
+        let noise = self.state.hash_one(self.count).to_be_bytes();
+        let [hi, lo] = self.server_id.to_be_bytes();
+        let id = [
+            noise[0], hi, lo, noise[1], noise[2], noise[3], noise[4], noise[5],
+        ];
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Start an HTTP/3 backend whose connection IDs carry `server_id` in
+/// bytes 1 and 2.
+pub fn start_with_server_id(pki: &Pki, name: &'static str, server_id: u16) -> H3Backend {
+    let mut config = quinn::EndpointConfig::default();
+    config.cid_generator(move || {
+        Box::new(ServerIdCids {
+            server_id,
+            state: std::collections::hash_map::RandomState::new(),
+            count: 0,
+        })
+    });
+    start_with(pki, name, SocketAddr::from(([127, 0, 0, 1], 0)), config)
+}
+
+fn start_with(
+    pki: &Pki,
+    name: &'static str,
+    addr: SocketAddr,
+    endpoint_config: quinn::EndpointConfig,
+) -> H3Backend {
     let tls = server_tls(pki, &["127.0.0.1", "h3.test"]);
     let shared = Arc::new(Shared {
         hits: AtomicUsize::new(0),
@@ -130,7 +183,14 @@ pub fn start_on(pki: &Pki, name: &'static str, addr: SocketAddr) -> H3Backend {
             .unwrap();
         rt.block_on(async move {
             let config = quinn::ServerConfig::with_crypto(tls);
-            let endpoint = quinn::Endpoint::server(config, addr).unwrap();
+            let socket = std::net::UdpSocket::bind(addr).unwrap();
+            let endpoint = quinn::Endpoint::new(
+                endpoint_config,
+                Some(config),
+                socket,
+                quinn::default_runtime().unwrap(),
+            )
+            .unwrap();
             ready_tx.send(endpoint.local_addr().unwrap()).unwrap();
             let accept = async {
                 while let Some(incoming) = endpoint.accept().await {

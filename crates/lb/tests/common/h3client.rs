@@ -17,7 +17,7 @@ pub struct H3Client {
     pub send: SendRequest,
     pub conn: quinn::Connection,
     pub driver: tokio::task::JoinHandle<()>,
-    _endpoint: quinn::Endpoint,
+    pub endpoint: quinn::Endpoint,
 }
 
 impl H3Client {
@@ -84,6 +84,6 @@ pub async fn connect_with(
         send,
         conn,
         driver,
-        _endpoint: endpoint,
+        endpoint,
     })
 }

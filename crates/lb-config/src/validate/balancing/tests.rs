@@ -161,7 +161,7 @@ fn misplaced_and_malformed_keys_are_reported_with_their_paths() {
     rejects(
         &http("policy = \"maglev\"\nhash_key = \"source_ip_port\""),
         &format!("{p}.hash_key"),
-        "tcp or udp backends only",
+        "tcp, udp or quic backends only",
     );
     rejects(
         &tcp("policy = \"maglev\"\nhash_key = \"header:x\""),
