@@ -514,3 +514,51 @@ async fn reload_adds_a_passthrough_listener_and_keeps_the_connections_of_an_unch
     assert_eq!(backend_of(&mut kept).await, "a");
     assert_eq!(a.connections(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_lets_open_connections_run_and_opens_no_new_one() {
+    let pki = Pki::new("qpt-drain");
+    let a = h3::start(&pki, "a");
+    let listen = free_udp();
+    let admin = free_addr();
+    let text = format!(
+        "[runtime]\ndrain_timeout_ms = 1500\nreadiness_settle_ms = 0\n\
+         [observability]\nmetrics_bind = \"{admin}\"\n\
+         [[clusters]]\nname = \"q\"\n{}{}",
+        backends_toml(&[(&a, None)]),
+        listener_toml(listen, "q", false)
+    );
+    let mut gw = Gateway::start(&text, &[listen]);
+    wait_admin(admin).await;
+    let mut open = h3client::connect(listen, "h3.test", &pki).await;
+    assert_eq!(backend_of(&mut open).await, "a");
+    let started = std::time::Instant::now();
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backend_of(&mut open).await,
+        "a",
+        "an open connection runs on while draining"
+    );
+    let late = tokio::time::timeout(
+        Duration::from_millis(500),
+        h3client::connect_with(
+            listen,
+            "h3.test",
+            common::tls::client_config(&pki, &[b"h3"], None),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "no new connection while draining"
+    );
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}:\n{}", gw.log());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "the open connection held the drain until its budget ran out ({took:?})"
+    );
+    assert_eq!(a.connections(), 1);
+}
