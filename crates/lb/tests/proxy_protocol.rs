@@ -197,8 +197,9 @@ async fn a_tcp_listener_takes_haproxys_header_and_sends_its_own_to_nginx_in_both
              backends = [{{ address = \"{backend}\", protocol = \"tcp\", send_proxy_protocol = \"{version}\" }}]\n"
         )
     };
+    let admin = free_addr();
     let text = format!(
-        "{}{}",
+        "[observability]\nmetrics_bind = \"{admin}\"\n{}{}",
         listener(to_v1, nginx_v1, "v1"),
         listener(to_v2, nginx_v2, "v2")
     );
@@ -219,6 +220,29 @@ async fn a_tcp_listener_takes_haproxys_header_and_sends_its_own_to_nginx_in_both
             "nginx saw the client HAProxy saw"
         );
     }
+    // A peer outside `from`, and a trusted one sending v1 where only v2
+    // is taken: each closed before anything reaches nginx, and counted.
+    let (_, said) = read_from_client(to_v1).await;
+    assert_eq!(said, "", "an untrusted peer is closed");
+    let mut trusted = tokio::net::TcpStream::connect(to_v1).await.unwrap();
+    trusted
+        .write_all(b"PROXY TCP4 10.1.1.1 10.2.2.2 1111 2222\r\n")
+        .await
+        .unwrap();
+    let mut rest = String::new();
+    // Closed with the header unread: a reset, or an end of stream.
+    let read = tokio::time::timeout(Duration::from_secs(10), trusted.read_to_string(&mut rest))
+        .await
+        .expect("a refused v1 header closes the connection");
+    assert!(read.is_err() || rest.is_empty(), "{read:?} {rest:?}");
+    let id = to_v1.to_string();
+    wait_value(
+        admin,
+        "expressgateway_tcp_connections_rejected_total",
+        &[("listener", id.as_str()), ("reason", "proxy_protocol")],
+        2.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
