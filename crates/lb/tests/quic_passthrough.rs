@@ -5,10 +5,11 @@
 //! a NAT that rebinds keeps its connection and backend; with server-ID
 //! backends a second gateway routes a connection the first one carried,
 //! and a client that moves to a new socket keeps its backend; version
-//! negotiation passes through; malformed, truncated and unknown packets
-//! are dropped and counted; active `quic` checks keep new connections off
-//! a dead backend; reload adds a passthrough listener while an unchanged
-//! one keeps its connections.
+//! negotiation and stateless resets pass through; malformed, truncated
+//! and unknown packets are dropped and counted; active `quic` checks keep
+//! new connections off a dead backend; reload adds a passthrough listener
+//! while an unchanged one keeps its connections; drain lets open
+//! connections run; `--check` and the status API show the listener.
 
 mod common;
 
@@ -561,4 +562,73 @@ async fn drain_lets_open_connections_run_and_opens_no_new_one() {
         "the open connection held the drain until its budget ran out ({took:?})"
     );
     assert_eq!(a.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_stateless_reset_passes_through() {
+    let pki = Pki::new("qpt-reset");
+    let a = h3::start_with_server_id(&pki, "a", 5);
+    let listen = free_udp();
+    let text = format!(
+        "[[clusters]]\nname = \"q\"\n{}{}",
+        backends_toml(&[(&a, Some(5))]),
+        listener_toml(listen, "q", true)
+    );
+    let _gw = Gateway::start(&text, &[listen]);
+    // A short header carrying backend a's server ID but no connection of
+    // its: the gateway routes it there by server ID, and quinn answers a
+    // packet of a connection it does not know with a stateless reset.
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut packet = vec![0x40, 0x33, 0, 5, 1, 2, 3, 4, 5];
+    packet.resize(200, 0x5a);
+    raw.send_to(&packet, listen).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), raw.recv_from(&mut buf))
+        .await
+        .expect("no stateless reset came back")
+        .unwrap();
+    assert_eq!(from, listen);
+    // RFC 9000 §10.3: a short-header-shaped datagram ending in a 16-byte
+    // token, shorter than the packet that incited it.
+    assert_eq!(buf[0] & 0x80, 0, "short header form");
+    assert!((21..200).contains(&n), "{n} bytes");
+    assert_eq!(a.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_the_status_api_show_a_passthrough_listener() {
+    let pki = Pki::new("qpt-show");
+    let a = h3::start_with_server_id(&pki, "a", 1);
+    let listen = free_udp();
+    let admin = free_addr();
+    let text = format!(
+        "[observability]\nmetrics_bind = \"{admin}\"\n\
+         [[clusters]]\nname = \"edge\"\n{}{}",
+        backends_toml(&[(&a, Some(1))]),
+        listener_toml(listen, "edge", true)
+    );
+    let dir = common::temp_dir("qpt-show");
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    let (code, out, err) = common::run_cli(&["--check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("{listen} quic")) && out.contains(
+            "-> cluster edge, QUIC passed through by connection ID and by the 2-byte server ID at byte 1, sessions idle after 30000 ms"
+        ),
+        "{out}"
+    );
+    let _gw = Gateway::start_file(path, &[listen]);
+    wait_admin(admin).await;
+    let mut c = common::client::Client::connect(common::backend::Proto::H1, admin).await;
+    let req = http::Request::builder()
+        .uri("/api/v1/status")
+        .header("host", "admin")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let body = common::body::text(c.send(req).await.unwrap().into_body()).await;
+    assert!(
+        body.contains("-> cluster edge (quic passthrough, server ID at byte 1 of 2)"),
+        "{body}"
+    );
 }
