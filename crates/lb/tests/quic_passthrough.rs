@@ -491,7 +491,8 @@ async fn active_quic_checks_keep_new_connections_off_a_dead_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_adds_a_passthrough_listener_and_keeps_the_connections_of_an_unchanged_one() {
+async fn reload_adds_and_removes_passthrough_listeners_and_keeps_the_connections_of_an_unchanged_one(
+) {
     let pki = Pki::new("qpt-reload");
     let a = h3::start(&pki, "a");
     let (listen_1, listen_2) = (free_udp(), free_udp());
@@ -509,9 +510,29 @@ async fn reload_adds_a_passthrough_listener_and_keeps_the_connections_of_an_unch
     )
     .unwrap();
     gw.signal("HUP");
-    common::tls::wait_for_log(&gw, &format!("{listen_2}/quic"), 1);
+    common::tls::wait_for_log(&gw, &format!("listener {listen_2}/quic (quic) added"), 1);
     let mut added = h3client::connect(listen_2, "h3.test", &pki).await;
     assert_eq!(backend_of(&mut added).await, "a");
+    assert_eq!(backend_of(&mut kept).await, "a");
+    assert_eq!(a.connections(), 2);
+
+    // Removed again: it opens no new connection.
+    std::fs::write(&gw.config_path, &first).unwrap();
+    gw.signal("HUP");
+    common::tls::wait_for_log(&gw, &format!("listener {listen_2}/quic (quic) removed"), 1);
+    let late = tokio::time::timeout(
+        Duration::from_secs(1),
+        h3client::connect_with(
+            listen_2,
+            "h3.test",
+            common::tls::client_config(&pki, &[b"h3"], None),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "the removed listener opened a connection"
+    );
     assert_eq!(backend_of(&mut kept).await, "a");
     assert_eq!(a.connections(), 2);
 }
