@@ -68,24 +68,22 @@ pub async fn serve(
         metrics.accepted.inc();
         drop(current);
         let tracked = drain.track();
-        let plan = Arc::clone(&plan);
+        // Two stages, each boxed, and built out here so the task's future
+        // keeps none of what went into them: the first (protocol
+        // detection or TLS handshake) is freed once the second starts, so
+        // a connection that lives on holds only what serving it needs.
+        let setup = Box::pin(prepare(
+            stream,
+            peer,
+            Arc::clone(&plan),
+            tls.clone(),
+            Arc::clone(&clients),
+            Arc::clone(&drain),
+        ));
         let drain = Arc::clone(&drain);
-        let tls = tls.clone();
-        let clients = Arc::clone(&clients);
         tokio::spawn(async move {
             // When the drain budget runs out the connection is dropped,
-            // which closes it, before its guard reports it gone. Two
-            // stages, each boxed: the first (protocol detection or TLS
-            // handshake) is freed once the second starts, so a connection
-            // that lives on holds only what serving it needs.
-            let setup = Box::pin(prepare(
-                stream,
-                peer,
-                plan,
-                tls,
-                clients,
-                Arc::clone(&drain),
-            ));
+            // which closes it, before its guard reports it gone.
             let conn = tokio::select! {
                 conn = setup => conn,
                 () = drain.aborted() => None,

@@ -331,14 +331,19 @@ enum Next {
 /// Serve HTTP/1.1 requests on `io` until the client closes, a request
 /// asks to close, an error, or drain (idle connections close at once,
 /// busy ones after their response).
-pub(crate) async fn serve<S>(
+///
+/// Not an `async fn`: its arguments would stay in the connection's future
+/// for its whole life, `io` among them after it moved into the shared
+/// state. The future holds only what an idle connection needs.
+pub(crate) fn serve<S>(
     io: FrontIo<S>,
     info: ConnInfo,
     plan: Arc<ArcSwap<ListenerPlan>>,
     drain: Arc<Drain>,
     settings: Settings,
-    mut guards: Guards,
-) where
+    guards: Guards,
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = Arc::new(Shared {
@@ -351,27 +356,86 @@ pub(crate) async fn serve<S>(
             watcher: None,
         }),
     });
+    serve_requests(Box::new(Conn {
+        shared,
+        info,
+        plan,
+        drain,
+        settings,
+        guards,
+    }))
+}
+
+/// What serving a connection needs, in one allocation: an `async fn`
+/// keeps two copies of each argument in its future (the argument and
+/// the local it is moved into), so it takes one pointer instead.
+struct Conn<S> {
+    shared: Arc<Shared<S>>,
+    info: ConnInfo,
+    plan: Arc<ArcSwap<ListenerPlan>>,
+    drain: Arc<Drain>,
+    settings: Settings,
+    guards: Guards,
+}
+
+async fn serve_requests<S>(mut conn: Box<Conn<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut first = true;
     loop {
-        let head = next_head(&shared, &settings, first, &drain, &guards).await;
+        let Conn {
+            shared,
+            info,
+            plan,
+            drain,
+            settings,
+            guards,
+        } = &mut *conn;
+        // The head goes straight into its exchange's boxed future: a
+        // local holding it would keep a slot in this future (so in every
+        // idle connection) as long as the largest head.
+        let step = serve_one(
+            next_head(shared, settings, first, drain, guards).await,
+            shared,
+            info,
+            plan,
+            drain,
+            guards,
+        );
         first = false;
-        let next = match head {
-            Ok(Some(head)) => {
-                boxed_exchange(&shared, head, &info, &plan, &drain, &mut guards).await
-            }
-            Ok(None) => Next::Close,
-            Err(refused) => {
-                boxed_refusal(&shared, refused, &info, &plan).await;
-                Next::Close
-            }
-        };
-        match next {
+        match step.await {
             Next::KeepAlive => {}
             Next::Upgraded => return,
             Next::Close => break,
         }
     }
-    let _ = poll_fn(|cx| shared.lock().poll_shutdown(cx)).await;
+    let _ = poll_fn(|cx| conn.shared.lock().poll_shutdown(cx)).await;
+}
+
+/// What a head read leads to: its exchange, its refusal, or the end.
+fn serve_one<'a, S>(
+    head: Result<Option<head::Head>, head::Refused>,
+    shared: &'a Arc<Shared<S>>,
+    info: &'a ConnInfo,
+    plan: &'a ArcSwap<ListenerPlan>,
+    drain: &'a Drain,
+    guards: &'a mut Guards,
+) -> Pin<Box<dyn Future<Output = Next> + Send + 'a>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match head {
+        Ok(Some(head)) => boxed_exchange(shared, head, info, plan, drain, guards),
+        Ok(None) => Box::pin(std::future::ready(Next::Close)),
+        Err(refused) => {
+            let refusal = boxed_refusal(shared, refused, info, plan);
+            Box::pin(async move {
+                refusal.await;
+                Next::Close
+            })
+        }
+    }
 }
 
 /// An exchange's future, boxed outside the connection's: built inside an
