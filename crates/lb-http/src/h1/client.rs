@@ -98,11 +98,15 @@ impl Connection {
     }
 
     /// Read what the backend sent, with room for `want` bytes (between
-    /// `READ_ROOM` and `MAX_READ`).
+    /// `READ_ROOM` and `MAX_READ`) and one more: the read that brings the
+    /// rest of a body then comes back short, which tells tokio the socket
+    /// is drained, so the pool's check of the idle connection (a
+    /// non-blocking read) is answered without a system call.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: u64) -> Poll<Result<usize, Error>> {
         let want = usize::try_from(want)
             .unwrap_or(MAX_READ)
-            .clamp(READ_ROOM, MAX_READ);
+            .clamp(READ_ROOM, MAX_READ)
+            + 1;
         if self.buf.capacity() - self.buf.len() < want.min(READ_ROOM) / 8 {
             self.buf.reserve(want);
         }
