@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lb_core::Drain;
 use lb_tls::ServerTls;
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::ProxyBody;
@@ -265,10 +266,17 @@ async fn sniff_preface(stream: &mut TcpStream) -> std::io::Result<(Bytes, bool)>
     loop {
         stream.readable().await?;
         let mut buf = [0u8; 2048];
-        let n = match stream.try_read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        // Read through `poll_read`, not `try_read`: a short read through it
+        // tells tokio the socket is drained, so the exchange's next look
+        // at the client costs no failed `recvfrom`. Nothing waits here
+        // (the buffer is not held across an await); a spurious wake-up
+        // goes back to `readable`.
+        let mut read = ReadBuf::new(&mut buf);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let n = match Pin::new(&mut *stream).poll_read(&mut cx, &mut read) {
+            Poll::Ready(Ok(())) => read.filled().len(),
+            Poll::Pending => continue,
+            Poll::Ready(Err(e)) => return Err(e),
         };
         if n == 0 {
             break;
