@@ -408,16 +408,15 @@ fn backend(
         RawProxyVersion::V2 => ProxyVersion::V2,
     });
     if send_proxy_protocol.is_some()
-        && !matches!(protocol, BackendProtocol::Tcp | BackendProtocol::H1)
+        && !matches!(
+            protocol,
+            BackendProtocol::Tcp | BackendProtocol::H1 | BackendProtocol::H2
+        )
     {
-        let why = match protocol {
-            BackendProtocol::H2 => {
-                "is not supported on h2 backends: one HTTP/2 connection carries many clients' \
-                 requests at once, while a PROXY header names one client"
-            }
-            _ => "applies to tcp and h1 backends only",
-        };
-        errors.push(format!("{path}.send_proxy_protocol"), why);
+        errors.push(
+            format!("{path}.send_proxy_protocol"),
+            "applies to tcp, h1 and h2 backends only",
+        );
     }
     if rb.quic_server_id.is_some() && protocol != BackendProtocol::Quic {
         errors.push(

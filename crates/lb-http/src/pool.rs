@@ -291,10 +291,11 @@ impl BackendPool {
         ends: lb_core::proxy_protocol::Addresses,
     ) -> Result<Conn, UpstreamError> {
         match self.backend.spec.protocol {
-            BackendProtocol::H2 => self
-                .acquire_h2()
-                .await
-                .map(|(sender, lease)| Conn::H2(sender, lease)),
+            BackendProtocol::H2 => match self.backend.spec.send_proxy_protocol {
+                None => self.acquire_h2().await,
+                Some(version) => self.private_h2((version, ends)).await,
+            }
+            .map(|(sender, lease)| Conn::H2(sender, lease)),
             BackendProtocol::H3 => self
                 .acquire_h3()
                 .await
@@ -388,6 +389,51 @@ impl BackendPool {
         let (io, tls_generation) = self.connect(deadline, header).await?;
         let held = Held::new(self, permit, slot);
         Ok((H1Connection::new(io.into_inner(), held), tls_generation))
+    }
+
+    /// A new HTTP/2 connection that begins with a PROXY header naming
+    /// this request's client, for this request alone: it is never shared
+    /// (a header names one client), and closes once the request's stream
+    /// ends. It counts against the backend's connection cap like any
+    /// other; when the cap is reached it waits for a connection to close,
+    /// until the connect deadline.
+    async fn private_h2(
+        self: &Arc<Self>,
+        header: (lb_config::ProxyVersion, lb_core::proxy_protocol::Addresses),
+    ) -> Result<H2Stream, UpstreamError> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let permit = tokio::time::timeout_at(deadline, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::PoolExhausted)?
+            .map_err(|_| UpstreamError::PoolExhausted)?;
+        let slot = self
+            .circuit
+            .open_connection()
+            .map_err(UpstreamError::Circuit)?;
+        let (io, tls_generation) = self.connect(deadline, Some(header)).await?;
+        let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        let active = self.backend.activate_connection();
+        self.spawn_driver((permit, slot, Some(active)), log_end(conn));
+        self.metrics.new.inc();
+        // Not in the pool's list: when the lease drops its handle, the last
+        // sender goes and the connection closes.
+        let conn = Arc::new(H2Conn {
+            sender: sender.clone(),
+            tls_generation,
+            slots: Slots::new(),
+        });
+        if !conn.slots.take(1) {
+            return Err(UpstreamError::PoolExhausted);
+        }
+        let lease = StreamLease {
+            conn: Leased::H2(conn),
+            pool: Arc::clone(self),
+        };
+        Ok((sender, lease))
     }
 
     /// A stream slot on an open HTTP/2 connection with room, or on a new

@@ -1627,15 +1627,15 @@ backends = [{ address = "127.0.0.1:9001" }]
         reason: "applies to tls, h1 and h1s listeners",
     },
     Case {
-        name: "send_proxy_protocol to an h2 backend",
+        name: "send_proxy_protocol to a udp backend",
         toml: r#"
 [[listeners]]
-address = "127.0.0.1:8081"
-protocol = "h1"
-backends = [{ address = "127.0.0.1:9001", protocol = "h2", send_proxy_protocol = "v2" }]
+address = "127.0.0.1:5353"
+protocol = "udp"
+backends = [{ address = "127.0.0.1:9001", protocol = "udp", send_proxy_protocol = "v2" }]
 "#,
         path: "listeners[0].backends[0].send_proxy_protocol",
-        reason: "is not supported on h2 backends",
+        reason: "applies to tcp, h1 and h2 backends only",
     },
     Case {
         name: "bad proxy_protocol version",

@@ -445,3 +445,41 @@ fn an_h1_backend_gets_a_header_on_a_connection_of_its_request_alone() {
         assert_eq!(run.output, format!("{client}\n"));
     }
 }
+
+#[test]
+fn an_h2_backend_gets_a_header_on_a_connection_of_its_request_alone() {
+    // nginx speaking HTTP/2 with prior knowledge (cleartext) behind a
+    // PROXY header, answering with the client address the header named.
+    let reporter = free_addr();
+    let mut nginx = nginx(&format!(
+        "http {{ access_log off; server {{ listen {reporter} proxy_protocol http2; \
+         location / {{ return 200 \"$proxy_protocol_addr $server_protocol\\n\"; }} }} }}"
+    ));
+    wait_accepting(reporter, &mut nginx);
+    let listen = free_addr();
+    let text = format!(
+        "[[listeners]]\naddress = \"{listen}\"\nprotocol = \"h1\"\n\
+         backends = [{{ address = \"{reporter}\", protocol = \"h2\", send_proxy_protocol = \"v2\" }}]\n"
+    );
+    let _gw = Gateway::start(&text, &[listen]);
+    // Each request on a connection of its own: HTTP/2 connections are
+    // otherwise shared by every client's requests.
+    for client in ["127.0.0.2", "127.0.0.3", "127.0.0.2"] {
+        let url = format!("http://{listen}/");
+        let run = run_tool(
+            "curl",
+            &[
+                "--silent",
+                "--show-error",
+                "--max-time",
+                "10",
+                "--interface",
+                client,
+                &url,
+            ],
+            "",
+        );
+        assert!(run.success, "{}", run.output);
+        assert_eq!(run.output, format!("{client} HTTP/2.0\n"));
+    }
+}
