@@ -49,7 +49,6 @@ use lb_core::hash::stable_hash;
 use lb_core::quic::{self, ConnectionId, Header};
 use lb_core::{Drain, Snapshot};
 use lb_observability::AccessLog;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -65,13 +64,7 @@ pub async fn serve_quic_passthrough(
     snapshot: Arc<ArcSwap<Snapshot>>,
     drain: Arc<Drain>,
 ) -> io::Result<()> {
-    socket.set_nonblocking(true)?;
-    let socket = Arc::new(UdpSocket::from_std(socket)?);
-    let id = lb_config::ListenerId {
-        address,
-        transport: Transport::Quic,
-    };
-    let listener = Arc::new(Listener::new(id, socket));
+    let listener = Listener::serve(socket, address, Transport::Quic)?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut table = Table::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];

@@ -70,13 +70,7 @@ pub async fn serve_udp(
     snapshot: Arc<ArcSwap<Snapshot>>,
     drain: Arc<Drain>,
 ) -> io::Result<()> {
-    socket.set_nonblocking(true)?;
-    let socket = Arc::new(UdpSocket::from_std(socket)?);
-    let id = lb_config::ListenerId {
-        address,
-        transport: Transport::Udp,
-    };
-    let listener = Arc::new(Listener::new(id, socket));
+    let listener = Listener::serve(socket, address, Transport::Udp)?;
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel();
     let mut sessions: HashMap<SocketAddr, Arc<Session>> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -176,14 +170,22 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    pub(crate) fn new(id: ListenerId, socket: Arc<UdpSocket>) -> Self {
-        Self {
+    /// Serve the bound `socket` as the listener at `address` that speaks
+    /// `transport` (plain datagrams, or QUIC passed through).
+    pub(crate) fn serve(
+        socket: std::net::UdpSocket,
+        address: SocketAddr,
+        transport: Transport,
+    ) -> io::Result<Arc<Self>> {
+        socket.set_nonblocking(true)?;
+        let id = ListenerId { address, transport };
+        Ok(Arc::new(Self {
             id,
-            address: id.address,
-            socket,
+            address,
+            socket: Arc::new(UdpSocket::from_std(socket)?),
             metrics: UdpMetrics::new(&id.to_string()),
             failure_log: LogLimiter::new(10, Duration::from_secs(1)),
-        }
+        }))
     }
 
     /// Sessions of a passthrough listener learn their backends'

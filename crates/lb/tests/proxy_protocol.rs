@@ -137,6 +137,27 @@ fn curl_from_client(addr: SocketAddr, extra: &[&str]) -> Option<String> {
     run.success.then_some(run.output)
 }
 
+/// curl from `client` for `http://{addr}/`: the body of a request that
+/// must succeed.
+fn get_from(client: &str, addr: SocketAddr) -> String {
+    let url = format!("http://{addr}/");
+    let run = run_tool(
+        "curl",
+        &[
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--interface",
+            client,
+            &url,
+        ],
+        "",
+    );
+    assert!(run.success, "{}", run.output);
+    run.output
+}
+
 /// Connect from [`CLIENT`] and read what the far end says until it closes.
 async fn read_from_client(addr: SocketAddr) -> (SocketAddr, String) {
     let socket = TcpSocket::new_v4().unwrap();
@@ -427,22 +448,7 @@ fn an_h1_backend_gets_a_header_on_a_connection_of_its_request_alone() {
     // Two clients one after the other: the second must not be handed the
     // first one's connection, whose header names the first.
     for client in ["127.0.0.2", "127.0.0.3", "127.0.0.2"] {
-        let url = format!("http://{listen}/");
-        let run = run_tool(
-            "curl",
-            &[
-                "--silent",
-                "--show-error",
-                "--max-time",
-                "10",
-                "--interface",
-                client,
-                &url,
-            ],
-            "",
-        );
-        assert!(run.success, "{}", run.output);
-        assert_eq!(run.output, format!("{client}\n"));
+        assert_eq!(get_from(client, listen), format!("{client}\n"));
     }
 }
 
@@ -465,21 +471,6 @@ fn an_h2_backend_gets_a_header_on_a_connection_of_its_request_alone() {
     // Each request on a connection of its own: HTTP/2 connections are
     // otherwise shared by every client's requests.
     for client in ["127.0.0.2", "127.0.0.3", "127.0.0.2"] {
-        let url = format!("http://{listen}/");
-        let run = run_tool(
-            "curl",
-            &[
-                "--silent",
-                "--show-error",
-                "--max-time",
-                "10",
-                "--interface",
-                client,
-                &url,
-            ],
-            "",
-        );
-        assert!(run.success, "{}", run.output);
-        assert_eq!(run.output, format!("{client} HTTP/2.0\n"));
+        assert_eq!(get_from(client, listen), format!("{client} HTTP/2.0\n"));
     }
 }

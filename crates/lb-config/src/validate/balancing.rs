@@ -297,19 +297,12 @@ fn health_check(
     let kind = match kind {
         RawHealthCheckKind::Udp => udp_check(raw, &path, family, errors),
         RawHealthCheckKind::Quic => {
-            for (key, set) in [
-                ("path", raw.path.is_some()),
-                ("host", raw.host.is_some()),
-                ("expected_status", raw.expected_status.is_some()),
-                ("service", raw.service.is_some()),
-            ] {
-                if set {
-                    errors.push(
-                        format!("{path}.{key}"),
-                        "does not apply to quic checks (they pass on a version negotiation reply)",
-                    );
-                }
-            }
+            no_http_keys(
+                raw,
+                &path,
+                "does not apply to quic checks (they pass on a version negotiation reply)",
+                errors,
+            );
             HealthCheckKind::Quic
         }
         RawHealthCheckKind::Tcp => {
@@ -422,19 +415,12 @@ fn udp_check(
             ),
         );
     }
-    for (key, set) in [
-        ("path", raw.path.is_some()),
-        ("host", raw.host.is_some()),
-        ("expected_status", raw.expected_status.is_some()),
-        ("service", raw.service.is_some()),
-    ] {
-        if set {
-            errors.push(
-                format!("{path}.{key}"),
-                "does not apply to udp checks (they send payload and pass on any reply)",
-            );
-        }
-    }
+    no_http_keys(
+        raw,
+        path,
+        "does not apply to udp checks (they send payload and pass on any reply)",
+        errors,
+    );
     let payload = match (&raw.payload, &raw.payload_hex) {
         (Some(text), None) => text.as_bytes().to_vec(),
         (None, Some(hex)) => match decode_hex(hex) {
@@ -463,6 +449,20 @@ fn udp_check(
         }
     };
     HealthCheckKind::Udp { payload }
+}
+
+/// The request keys of http and grpc checks, refused on a datagram check.
+fn no_http_keys(raw: &RawHealthCheck, path: &str, reason: &str, errors: &mut Errors) {
+    for (key, set) in [
+        ("path", raw.path.is_some()),
+        ("host", raw.host.is_some()),
+        ("expected_status", raw.expected_status.is_some()),
+        ("service", raw.service.is_some()),
+    ] {
+        if set {
+            errors.push(format!("{path}.{key}"), reason);
+        }
+    }
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
