@@ -548,32 +548,70 @@ def bulk(port, nbytes):
             "bytes": size, "errors": 0 if size == nbytes else 1, "p50": None, "p99": None}
 
 
-async def hold_idle(port, count):
+# An HTTP/2 GET / on stream 1 with prior knowledge: the preface, an empty
+# SETTINGS frame, and a HEADERS frame (END_STREAM, END_HEADERS) whose HPACK
+# block is :method GET, :scheme http, :path / (static table) and
+# :authority "bench" (literal, indexed name).
+H2_HELLO = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+            + bytes([0, 0, 10, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 5]) + b"bench")
+
+
+async def h1_once(r, w):
+    w.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    await w.drain()
+    head = await r.readuntil(b"\r\n\r\n")
+    m = re.search(rb"content-length: (\d+)", head, re.I)
+    if m:
+        await r.readexactly(int(m.group(1)))
+
+
+async def h2_once(r, w):
+    """One HTTP/2 request; frames are read until stream 1 ends, and the
+    server's SETTINGS are acknowledged as a client must."""
+    w.write(H2_HELLO)
+    await w.drain()
+    while True:
+        head = await r.readexactly(9)
+        length = int.from_bytes(head[:3], "big")
+        kind, flags, stream = head[3], head[4], int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        await r.readexactly(length)
+        if kind == 4 and not flags & 1:
+            w.write(bytes([0, 0, 0, 4, 1, 0, 0, 0, 0]))
+        if kind in (0, 1) and stream == 1 and flags & 1:
+            return
+
+
+async def hold_idle(port, count, once=h1_once, tls=None):
     """Open `count` keep-alive connections, one request each, and hold them."""
     conns = []
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
     sem = asyncio.Semaphore(500)
 
     async def one():
         async with sem:
-            r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.write(request)
-            await w.drain()
-            head = await r.readuntil(b"\r\n\r\n")
-            m = re.search(rb"content-length: (\d+)", head, re.I)
-            if m:
-                await r.readexactly(int(m.group(1)))
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+            await once(r, w)
             conns.append((r, w))
 
     await asyncio.gather(*(one() for _ in range(count)))
     return conns
 
 
-def idle_memory(target, count):
+def tls_http11():
+    """A client TLS context offering only HTTP/1.1 (the benchmark's
+    self-signed certificate is not verified)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def idle_memory(target, count, port=None, once=h1_once, tls=None):
     pids = target.pids()
     before = rss_kib(pids)
     loop = asyncio.new_event_loop()
-    conns = loop.run_until_complete(hold_idle(target.h1, count))
+    conns = loop.run_until_complete(hold_idle(port or target.h1, count, once, tls))
     time.sleep(1.0)
     after = rss_kib(target.pids())
     for _, w in conns:
@@ -717,6 +755,18 @@ def main():
                               f"x{TLS_CLIENTS}, one HTTP/1.0 request per connection)", res)
                     if want("idle") and t.name != "direct":
                         r(f"{idle_count:,} idle keep-alive connections", idle_memory(t, idle_count))
+                        # A fresh process for each: memory the previous
+                        # connections left with the allocator would
+                        # otherwise serve the next ones.
+                        t.stop()
+                        t.start()
+                        r(f"{idle_count:,} idle HTTP/2 (h2c) keep-alive connections",
+                          idle_memory(t, idle_count, t.h2c, h2_once))
+                        if t.tls:
+                            t.stop()
+                            t.start()
+                            r(f"{idle_count:,} idle HTTP/1.1-over-TLS keep-alive connections",
+                              idle_memory(t, idle_count, t.tls, h1_once, tls_http11()))
                 finally:
                     t.stop()
         for scenario, by_target in per.items():
@@ -781,7 +831,7 @@ def main():
     for scenario, rows in results.items():
         lines.append(f"## {scenario}")
         lines.append("")
-        if scenario.endswith("idle keep-alive connections"):
+        if " idle " in scenario and scenario.endswith("keep-alive connections"):
             lines.append("| target | RSS before (KiB) | RSS with connections (KiB) | KiB per connection |")
             lines.append("|---|---:|---:|---:|")
             for t, r in rows:
