@@ -70,6 +70,7 @@ pub async fn serve_quic_passthrough(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut next_id = 0u64;
     let mut view: Option<(Arc<Snapshot>, Option<AccessLog>)> = None;
+    let mut field_of = FieldOf::default();
     let draining = drain.draining();
     tokio::pin!(draining);
     let mut is_draining = false;
@@ -90,7 +91,7 @@ pub async fn serve_quic_passthrough(
                 };
                 let data = buf.get(..n).unwrap_or_default();
                 listener.metrics.received(n);
-                let server_id = server_id_field(&snapshot, &listener);
+                let server_id = field_of.get(&snapshot, &listener);
                 let route = match table.route(data, client, server_id) {
                     Ok(route) => route,
                     Err(why) => {
@@ -153,18 +154,33 @@ pub async fn serve_quic_passthrough(
     Ok(())
 }
 
-/// The listener's `server_id` field under the current configuration.
-fn server_id_field(snapshot: &ArcSwap<Snapshot>, listener: &Listener) -> Option<ServerIdField> {
-    snapshot
-        .load()
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.id() == listener.id)
-        .and_then(|l| match &l.kind {
-            ListenerKind::Passthrough { server_id, .. } => *server_id,
-            _ => None,
-        })
+/// The listener's `server_id` field under the current configuration,
+/// looked up again only when a reload replaced the snapshot.
+#[derive(Default)]
+struct FieldOf {
+    seen: Option<(Arc<Snapshot>, Option<ServerIdField>)>,
+}
+
+impl FieldOf {
+    fn get(&mut self, snapshot: &ArcSwap<Snapshot>, listener: &Listener) -> Option<ServerIdField> {
+        let current = snapshot.load();
+        if let Some((seen, field)) = &self.seen {
+            if Arc::ptr_eq(seen, &current) {
+                return *field;
+            }
+        }
+        let field = current
+            .config
+            .listeners
+            .iter()
+            .find(|l| l.id() == listener.id)
+            .and_then(|l| match &l.kind {
+                ListenerKind::Passthrough { server_id, .. } => *server_id,
+                _ => None,
+            });
+        self.seen = Some((arc_swap::Guard::into_inner(current), field));
+        field
+    }
 }
 
 /// Where a client's packet goes.
