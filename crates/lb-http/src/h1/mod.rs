@@ -428,13 +428,10 @@ where
     match head {
         Ok(Some(head)) => boxed_exchange(shared, head, info, plan, drain, guards),
         Ok(None) => Box::pin(std::future::ready(Next::Close)),
-        Err(refused) => {
-            let refusal = boxed_refusal(shared, refused, info, plan);
-            Box::pin(async move {
-                refusal.await;
-                Next::Close
-            })
-        }
+        Err(refused) => Box::pin(async move {
+            refuse(shared, refused, info, plan).await;
+            Next::Close
+        }),
     }
 }
 
@@ -452,18 +449,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     Box::pin(exchange(shared, head, info, plan, drain, guards))
-}
-
-fn boxed_refusal<'a, S>(
-    shared: &'a Shared<S>,
-    refused: head::Refused,
-    info: &'a ConnInfo,
-    plan: &'a ArcSwap<ListenerPlan>,
-) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    Box::pin(refuse(shared, refused, info, plan))
 }
 
 /// Wait for the next request head. `Ok(None)`: the connection is done
