@@ -8,6 +8,7 @@
     clippy::unimplemented
 )]
 
+mod allocator;
 mod cli;
 mod gateway;
 mod listeners;
@@ -31,7 +32,7 @@ use crate::gateway::Gateway;
 use crate::status::StatusSource;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
