@@ -290,21 +290,33 @@ impl BackendPool {
         self: &Arc<Self>,
         ends: lb_core::proxy_protocol::Addresses,
     ) -> Result<Conn, UpstreamError> {
+        // Each way of getting a connection but an idle HTTP/1.1 one is
+        // boxed: their states (connecting, handshakes) are kilobytes, which
+        // every request's future would otherwise carry and copy.
         match self.backend.spec.protocol {
             BackendProtocol::H2 => match self.backend.spec.send_proxy_protocol {
-                None => self.acquire_h2().await,
-                Some(version) => self.private_h2((version, ends)).await,
+                None => Box::pin(self.acquire_h2()).await,
+                Some(version) => Box::pin(self.private_h2((version, ends))).await,
             }
             .map(|(sender, lease)| Conn::H2(sender, lease)),
-            BackendProtocol::H3 => self
-                .acquire_h3()
+            BackendProtocol::H3 => Box::pin(self.acquire_h3())
                 .await
                 .map(|(conn, lease)| Conn::H3(conn, lease)),
             // Validation keeps tcp, udp and quic backends out of HTTP clusters.
             BackendProtocol::H1
             | BackendProtocol::Tcp
             | BackendProtocol::Udp
-            | BackendProtocol::Quic => self.acquire_h1(ends).await.map(Conn::H1),
+            | BackendProtocol::Quic => {
+                // A connection whose PROXY header names one client serves
+                // that request alone: never taken from the pool.
+                if self.backend.spec.send_proxy_protocol.is_none() {
+                    if let Some(checkout) = self.pop_idle() {
+                        self.metrics.reused.inc();
+                        return Ok(Conn::H1(checkout));
+                    }
+                }
+                Box::pin(self.acquire_h1(ends)).await.map(Conn::H1)
+            }
         }
     }
 

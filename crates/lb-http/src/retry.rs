@@ -419,7 +419,9 @@ async fn send(
                 Some(Checkout::Stream(lease)),
             )
         }
-        Conn::H3(conn, lease) => return send_h3(conn, lease, req, headers_timeout).await,
+        // Boxed: HTTP/3's send state is kilobytes the other protocols'
+        // requests would carry too.
+        Conn::H3(conn, lease) => return Box::pin(send_h3(conn, lease, req, headers_timeout)).await,
     };
     match sent {
         Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),

@@ -495,13 +495,28 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         // `100 Continue`, `103 Early Hints`: the final response follows.
         return Ok(Parsed::Interim);
     }
-    let mut headers = super::head::fields(&head, &spans).ok_or(Error::Malformed("header field"))?;
-    let connection = tokens(&headers, &header::CONNECTION);
-    let mut keep_alive =
-        version == Version::HTTP_11 && !connection.iter().any(|t| t.eq_ignore_ascii_case("close"));
-    let chunked = tokens(&headers, &header::TRANSFER_ENCODING)
-        .last()
-        .map(|t| t.eq_ignore_ascii_case("chunked"));
+    let (mut headers, seen) =
+        super::head::fields(&head, &spans).ok_or(Error::Malformed("header field"))?;
+    let mut keep_alive = version == Version::HTTP_11;
+    if seen.connection {
+        let connection = tokens(&headers, &header::CONNECTION);
+        keep_alive &= !connection.iter().any(|t| t.eq_ignore_ascii_case("close"));
+        // `keep-alive` and `close` say nothing past this hop, and are read:
+        // the field goes now rather than by name lookups when the
+        // response's hop-by-hop fields are removed. Any other token (an
+        // upgrade's) leaves it to that removal.
+        let plain = status != StatusCode::SWITCHING_PROTOCOLS
+            && connection
+                .iter()
+                .all(|t| t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"));
+        if plain {
+            headers.remove(header::CONNECTION);
+        }
+    }
+    let chunked = seen
+        .transfer_encoding
+        .then(|| tokens(&headers, &header::TRANSFER_ENCODING))
+        .and_then(|coding| coding.last().map(|t| t.eq_ignore_ascii_case("chunked")));
     let delimit = if head_request
         || status == StatusCode::SWITCHING_PROTOCOLS
         || status == StatusCode::NO_CONTENT
@@ -512,7 +527,7 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         // Both a coding and a length: the coding wins, the length must not
         // reach the client, and the connection is not trusted with another
         // exchange.
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if seen.content_length && headers.remove(header::CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
         if chunked {
@@ -520,7 +535,7 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         } else {
             Delimit::Close
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
+    } else if seen.content_length {
         let mut length = None;
         for value in headers.get_all(header::CONTENT_LENGTH) {
             for item in value.as_bytes().split(|b| *b == b',') {

@@ -129,32 +129,42 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         .map_err(|_| Refused::bad("malformed request head: method"))?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1.min(head.len())))
         .map_err(|_| Refused::bad("malformed request head: target"))?;
-    let Some(headers) = fields(&head, &spans) else {
+    let Some((headers, seen)) = fields(&head, &spans) else {
         return Err(Refused {
             line: Some(Box::new((method, uri))),
             ..Refused::bad("malformed header field")
         });
     };
     let line = (method, uri);
-    let framed = framing(version, &headers).map_err(|(status, reason)| Refused {
-        status,
-        reason,
-        line: Some(Box::new(line.clone())),
-    })?;
-    let connection = tokens(&headers, &header::CONNECTION);
+    let framed = if seen.transfer_encoding || seen.content_length {
+        framing(version, &headers).map_err(|(status, reason)| Refused {
+            status,
+            reason,
+            line: Some(Box::new(line.clone())),
+        })?
+    } else {
+        Framing::Empty
+    };
+    let connection = if seen.connection {
+        tokens(&headers, &header::CONNECTION)
+    } else {
+        Vec::new()
+    };
     let keep_alive = match version {
         Version::HTTP_10 => connection
             .iter()
             .any(|t| t.eq_ignore_ascii_case("keep-alive")),
         _ => !connection.iter().any(|t| t.eq_ignore_ascii_case("close")),
     };
-    let expect_continue = version == Version::HTTP_11
+    let expect_continue = seen.expect
+        && version == Version::HTTP_11
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let trailers = tokens(&headers, &header::TE)
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case("trailers"));
+    let trailers = seen.te
+        && tokens(&headers, &header::TE)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("trailers"));
     let mut request = Request::new(());
     *request.method_mut() = line.0;
     *request.uri_mut() = line.1;
@@ -177,15 +187,38 @@ pub(super) type Span = ((usize, usize), (usize, usize));
 /// grow and rehash it.
 const ADDED_FIELDS: usize = 6;
 
+/// Which of the fields framing and connection handling read a head has,
+/// noted while its map is built: a field that is absent costs no lookup.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Seen {
+    pub(super) connection: bool,
+    pub(super) transfer_encoding: bool,
+    pub(super) content_length: bool,
+    pub(super) te: bool,
+    pub(super) expect: bool,
+}
+
 /// The header fields of `head` at `spans`; values share the head's bytes.
 /// `None` when a name or value is not valid.
-pub(super) fn fields(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
+pub(super) fn fields(head: &Bytes, spans: &[Span]) -> Option<(HeaderMap, Seen)> {
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
+    let mut seen = Seen::default();
     for &((ns, ne), (vs, ve)) in spans {
         let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
+        if name == header::CONNECTION {
+            seen.connection = true;
+        } else if name == header::TRANSFER_ENCODING {
+            seen.transfer_encoding = true;
+        } else if name == header::CONTENT_LENGTH {
+            seen.content_length = true;
+        } else if name == header::TE {
+            seen.te = true;
+        } else if name == header::EXPECT {
+            seen.expect = true;
+        }
         headers.append(name, value_at(head, vs, ve)?);
     }
-    Some(headers)
+    Some((headers, seen))
 }
 
 fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {

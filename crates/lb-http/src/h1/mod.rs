@@ -21,6 +21,7 @@ pub(crate) mod replay;
 
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
@@ -138,8 +139,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> State<S> {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let io = self.io.as_mut().ok_or_else(gone)?;
         if self.buf.capacity() == 0 {
-            let mut stack = [0u8; FIRST_READ];
-            let mut read = ReadBuf::new(&mut stack);
+            // Left uninitialised: only what the read fills is looked at.
+            let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut read = ReadBuf::uninit(&mut stack);
             ready!(Pin::new(io).poll_read(cx, &mut read))?;
             let n = read.filled().len();
             if n > 0 {
@@ -765,10 +767,26 @@ where
         || status == StatusCode::NOT_MODIFIED;
     let mut keep_alive = reply.keep_alive;
     let headers = &mut parts.headers;
-    headers.remove(header::TRANSFER_ENCODING);
+    // One pass notes which of the fields rewritten below are there: an
+    // absent one costs no lookup.
+    let (mut coding, mut connection, mut dated, mut length) = (false, false, false, false);
+    for name in headers.keys() {
+        if name == header::TRANSFER_ENCODING {
+            coding = true;
+        } else if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::DATE {
+            dated = true;
+        } else if name == header::CONTENT_LENGTH {
+            length = true;
+        }
+    }
+    if coding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
     let delimit = if bodiless {
         Delimit::None
-    } else if let Some(n) = declared_length(headers) {
+    } else if let Some(n) = length.then(|| declared_length(headers)).flatten() {
         Delimit::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
@@ -784,14 +802,16 @@ where
         Delimit::Close
     };
     if status != StatusCode::SWITCHING_PROTOCOLS {
-        headers.remove(header::CONNECTION);
+        if connection {
+            headers.remove(header::CONNECTION);
+        }
         if !keep_alive {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         } else if reply.version == Version::HTTP_10 {
             headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         }
     }
-    if !headers.contains_key(header::DATE) {
+    if !dated {
         headers.insert(header::DATE, date());
     }
     // Trailer fields go only to a client that takes them, and only the
