@@ -82,7 +82,7 @@ pub(crate) async fn handle(
     }
     let vars = Vars {
         client_ip: conn.peer.ip(),
-        request_id: &record.request_id,
+        request_id: record.request_id.to_str().unwrap_or_default(),
         listener: &plan.address,
         route: record
             .route
@@ -117,32 +117,26 @@ pub(crate) async fn handle(
     if let Some(routed) = routed {
         rules::apply(&routed.rules.response_headers, headers, &vars);
     }
-    if let Some(id) = id_value(&record.request_id) {
-        headers.insert(plan.request_id.clone(), id);
-    }
+    headers.insert(plan.request_id.clone(), record.request_id.clone());
     *response.version_mut() = version;
     Ok(record.respond(response))
 }
 
-/// The request ID as a header value, marked never to be indexed: a value
+/// The request's ID: the client's own when the listener trusts it and it
+/// is well formed, otherwise a new one. Marked never to be indexed: a value
 /// unique to each request would only churn an HTTP/2 HPACK table (each
 /// insertion evicts an entry and lengthens the name's chain every later
 /// lookup walks).
-fn id_value(id: &str) -> Option<HeaderValue> {
-    let mut value = HeaderValue::from_str(id).ok()?;
-    value.set_sensitive(true);
-    Some(value)
-}
-
-/// The request's ID: the client's own when the listener trusts it and it
-/// is well formed, otherwise a new one.
-fn request_id(plan: &ListenerPlan, req: &Request<ProxyBody>) -> String {
+fn request_id(plan: &ListenerPlan, req: &Request<ProxyBody>) -> HeaderValue {
     let trusted = plan.http.rules.request_id.trust_incoming;
-    req.headers()
+    let mut id = req
+        .headers()
         .get(&plan.request_id)
-        .filter(|_| trusted)
-        .and_then(rules::acceptable_id)
-        .map_or_else(rules::new_request_id, str::to_owned)
+        .filter(|v| trusted && rules::acceptable_id(v).is_some())
+        .cloned()
+        .unwrap_or_else(rules::new_request_id);
+    id.set_sensitive(true);
+    id
 }
 
 /// Request hygiene that hyper does not already enforce; `Some` is the
@@ -463,7 +457,7 @@ async fn forward(
     let rules = &routed.rules;
     let vars = Vars {
         client_ip: conn.peer.ip(),
-        request_id: &record.request_id,
+        request_id: record.request_id.to_str().unwrap_or_default(),
         listener: &plan.address,
         route: plan
             .routes
@@ -473,9 +467,9 @@ async fn forward(
     };
     rules::apply(&plan.http.rules.request_headers, &mut parts.headers, &vars);
     rules::apply(&rules.request_headers, &mut parts.headers, &vars);
-    if let Some(id) = id_value(&record.request_id) {
-        parts.headers.insert(plan.request_id.clone(), id);
-    }
+    parts
+        .headers
+        .insert(plan.request_id.clone(), record.request_id.clone());
     if let Some(change) = &rules.rewrite {
         let path = rules::changed_path(change, &routed.prefix, parts.uri.path());
         if let Some(pq) = rules::with_path(&parts.uri, &path) {

@@ -42,8 +42,9 @@ pub(crate) struct Record {
     request_bytes: Option<Arc<AtomicU64>>,
     response_bytes: u64,
     error: Option<Cow<'static, str>>,
-    /// The request's ID, sent to the backend and back to the client.
-    pub(crate) request_id: String,
+    /// The request's ID, sent to the backend and back to the client
+    /// (empty until the proxy gives it one).
+    pub(crate) request_id: http::HeaderValue,
     /// The path sent upstream, when a rewrite changed it.
     pub(crate) upstream_path: Option<String>,
     /// What only the access log needs; `None` when the listener has none.
@@ -77,6 +78,12 @@ struct Logged {
 }
 
 impl Record {
+    /// The request's ID as text (IDs are visible ASCII, made or checked
+    /// by the proxy).
+    pub(crate) fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     /// Start recording `req`, arrived on `conn` at `plan`'s listener.
     pub(crate) fn start<B>(plan: Arc<ListenerPlan>, conn: &ConnInfo, req: &Request<B>) -> Self {
         let logged = plan.access_log.is_some().then(|| {
@@ -122,7 +129,7 @@ impl Record {
             request_bytes: None,
             response_bytes: 0,
             error: None,
-            request_id: String::new(),
+            request_id: http::HeaderValue::from_static(""),
             upstream_path: None,
             logged: None,
             permit: None,
@@ -224,7 +231,7 @@ impl Record {
             backend: self.trace.backend.as_ref().map(|b| b.spec.address.as_str()),
             retries: self.trace.retries,
             error,
-            request_id: Some(self.request_id.as_str()).filter(|id| !id.is_empty()),
+            request_id: Some(self.request_id()).filter(|id| !id.is_empty()),
             traceparent: logged.traceparent.as_deref(),
             upstream_path: self.upstream_path.as_deref(),
             grpc_status: self.grpc_status,

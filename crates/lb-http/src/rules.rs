@@ -68,7 +68,7 @@ pub(crate) fn apply(rules: &HeaderRules, headers: &mut HeaderMap, vars: &Vars<'_
 }
 
 /// A fresh request ID: 128 random bits in hex.
-pub(crate) fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> HeaderValue {
     // Nibbles are below 16, so the lookup never misses.
     let hex = |nibble: u8| {
         b"0123456789abcdef"
@@ -86,7 +86,8 @@ pub(crate) fn new_request_id() -> String {
             *low = hex(byte & 0xf);
         }
     }
-    String::from_utf8_lossy(&digits).into_owned()
+    // Hex digits are always a valid value.
+    HeaderValue::from_bytes(&digits).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Whether a client's request ID may be kept: 1 to 200 visible ASCII
@@ -247,6 +248,6 @@ mod tests {
         );
         let id = new_request_id();
         assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(id.as_bytes().iter().all(|b| b.is_ascii_hexdigit()));
     }
 }
