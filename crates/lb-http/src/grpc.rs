@@ -77,15 +77,14 @@ pub(crate) struct Answered(pub(crate) String);
 
 /// Whether `headers` are those of a gRPC call (gRPC-Web is not).
 pub(crate) fn is_call(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.to_ascii_lowercase();
-            ct == "application/grpc"
-                || ct.starts_with("application/grpc+")
-                || ct.starts_with("application/grpc;")
-        })
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        // Compared without case and without a lowercased copy.
+        let ct = ct.as_bytes();
+        let base = b"application/grpc";
+        ct.get(..base.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(base))
+            && matches!(ct.get(base.len()), None | Some(b'+' | b';'))
+    })
 }
 
 /// The call's `grpc-timeout` (gRPC over HTTP/2: at most 8 digits, then a
@@ -223,6 +222,9 @@ mod tests {
         assert!(!is("application/grpc-web"));
         assert!(!is("application/grpc-web-text"));
         assert!(!is("application/json"));
+        assert!(is("Application/GRPC; charset=utf-8"));
+        assert!(!is("application/grpcx"));
+        assert!(!is("application/grp"));
     }
 
     #[test]

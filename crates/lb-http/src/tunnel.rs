@@ -50,10 +50,12 @@ pub(crate) enum Asked {
 pub(crate) fn asked<B>(req: &Request<B>) -> Option<Asked> {
     match req.version() {
         Version::HTTP_11 => {
-            let upgrade = has_token(req.headers(), header::UPGRADE, "websocket");
-            let connection = has_token(req.headers(), header::CONNECTION, "upgrade");
-            let key = req.headers().contains_key("sec-websocket-key");
-            (req.method() == Method::GET && upgrade && connection && key).then_some(Asked::Upgrade)
+            // Cheapest first: most requests stop at the first test.
+            let asked = req.method() == Method::GET
+                && has_token(req.headers(), header::UPGRADE, "websocket")
+                && has_token(req.headers(), header::CONNECTION, "upgrade")
+                && req.headers().contains_key(header::SEC_WEBSOCKET_KEY);
+            asked.then_some(Asked::Upgrade)
         }
         Version::HTTP_2 => {
             let protocol = req.extensions().get::<hyper::ext::Protocol>()?;

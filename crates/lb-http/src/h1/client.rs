@@ -499,17 +499,10 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         super::head::fields(&head, &spans).ok_or(Error::Malformed("header field"))?;
     let mut keep_alive = version == Version::HTTP_11;
     if seen.connection {
-        let connection = tokens(&headers, &header::CONNECTION);
-        keep_alive &= !connection.iter().any(|t| t.eq_ignore_ascii_case("close"));
-        // `keep-alive` and `close` say nothing past this hop, and are read:
-        // the field goes now rather than by name lookups when the
-        // response's hop-by-hop fields are removed. Any other token (an
-        // upgrade's) leaves it to that removal.
-        let plain = status != StatusCode::SWITCHING_PROTOCOLS
-            && connection
-                .iter()
-                .all(|t| t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"));
-        if plain {
+        let connection = || super::head::token_iter(&headers, &header::CONNECTION);
+        keep_alive &= !connection().any(|t| t.eq_ignore_ascii_case("close"));
+        if status != StatusCode::SWITCHING_PROTOCOLS && super::head::persistence_only(connection())
+        {
             headers.remove(header::CONNECTION);
         }
     }

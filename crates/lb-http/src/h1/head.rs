@@ -129,7 +129,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         .map_err(|_| Refused::bad("malformed request head: method"))?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1.min(head.len())))
         .map_err(|_| Refused::bad("malformed request head: target"))?;
-    let Some((headers, seen)) = fields(&head, &spans) else {
+    let Some((mut headers, seen)) = fields(&head, &spans) else {
         return Err(Refused {
             line: Some(Box::new((method, uri))),
             ..Refused::bad("malformed header field")
@@ -145,26 +145,26 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
     } else {
         Framing::Empty
     };
-    let connection = if seen.connection {
-        tokens(&headers, &header::CONNECTION)
+    let keep_alive = if seen.connection {
+        let connection = || token_iter(&headers, &header::CONNECTION);
+        let keep_alive = match version {
+            Version::HTTP_10 => connection().any(|t| t.eq_ignore_ascii_case("keep-alive")),
+            _ => !connection().any(|t| t.eq_ignore_ascii_case("close")),
+        };
+        if persistence_only(connection()) {
+            headers.remove(header::CONNECTION);
+        }
+        keep_alive
     } else {
-        Vec::new()
-    };
-    let keep_alive = match version {
-        Version::HTTP_10 => connection
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("keep-alive")),
-        _ => !connection.iter().any(|t| t.eq_ignore_ascii_case("close")),
+        version != Version::HTTP_10
     };
     let expect_continue = seen.expect
         && version == Version::HTTP_11
         && headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let trailers = seen.te
-        && tokens(&headers, &header::TE)
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("trailers"));
+    let trailers =
+        seen.te && token_iter(&headers, &header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
     let mut request = Request::new(());
     *request.method_mut() = line.0;
     *request.uri_mut() = line.1;
@@ -228,16 +228,31 @@ fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(head.slice(start..end)).ok()
 }
 
+/// `Connection` tokens that only say whether the connection persists:
+/// once read, the field means nothing past this hop and goes at once,
+/// rather than by the name lookups of the proxy's hop-by-hop removal. Any
+/// other token (an upgrade's, a field's name) leaves it to that removal.
+pub(super) fn persistence_only<'a>(mut connection: impl Iterator<Item = &'a str>) -> bool {
+    connection.all(|t| t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"))
+}
+
 /// The comma-separated tokens of every `name` field, trimmed.
 pub(crate) fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Vec<&'a str> {
+    token_iter(headers, name).collect()
+}
+
+/// [`tokens`], one at a time: nothing is collected.
+pub(crate) fn token_iter<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(name)
-        .iter()
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .collect()
 }
 
 /// The body's framing (RFC 9112 §6). A request with both

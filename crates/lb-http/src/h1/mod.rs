@@ -694,9 +694,7 @@ async fn too_slow(read: Option<&mut (ReadWatch, Counter)>) {
 /// `Connection: upgrade` with an `Upgrade` field.
 fn asks_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && head::tokens(headers, &header::CONNECTION)
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        && head::token_iter(headers, &header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Answer a refused head (400, 431, 501) and count it like any request:
