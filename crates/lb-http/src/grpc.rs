@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use lb_observability::Metrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -182,7 +182,10 @@ fn percent_encode(text: &str) -> String {
 /// The `grpc-status` in `headers` (a trailers-only response's head, or
 /// trailers).
 pub(crate) fn status_in(headers: &HeaderMap) -> Option<u8> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    // A name made once: looked up by text, it would be parsed on every
+    // response.
+    static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    headers.get(&GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 #[cfg(test)]

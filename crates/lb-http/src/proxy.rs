@@ -160,25 +160,20 @@ fn check(
     if req.method() == Method::CONNECT && asked.is_none() {
         return Some((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported"));
     }
-    if req.version() == Version::HTTP_11
-        && req.uri().authority().is_none()
-        && !h.contains_key(header::HOST)
-    {
+    let mut hosts = h.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if host.is_none() && req.version() == Version::HTTP_11 && req.uri().authority().is_none() {
         return Some((StatusCode::BAD_REQUEST, "missing Host header"));
     }
-    if !host_valid(h) {
+    // At most one `Host` line, empty or a valid authority (RFC 9112
+    // §3.2): a second value could route on one host while a backend reads
+    // the other.
+    let valid = hosts.next().is_none()
+        && host.is_none_or(|v| v.is_empty() || Authority::try_from(v.as_bytes()).is_ok());
+    if !valid {
         return Some((StatusCode::BAD_REQUEST, "repeated or invalid Host header"));
     }
     None
-}
-
-/// At most one `Host` line, empty or a valid authority (RFC 9112 §3.2): a
-/// second value could route on one host while a backend reads the other.
-fn host_valid(h: &header::HeaderMap) -> bool {
-    let mut hosts = h.get_all(header::HOST).iter();
-    let first = hosts.next();
-    hosts.next().is_none()
-        && first.is_none_or(|v| v.is_empty() || Authority::try_from(v.as_bytes()).is_ok())
 }
 
 async fn route<'p>(
