@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 /// Where a drain stands; each stage includes the ones before it.
@@ -16,6 +21,76 @@ enum Stage {
     Serving,
     Draining,
     Aborting,
+}
+
+pin_project_lite::pin_project! {
+    /// Completes once the drain reaches a stage; it may be polled again
+    /// after that (it stays complete), so a connection can keep one for
+    /// its whole life.
+    ///
+    /// A connection task polls it each time anything wakes the task,
+    /// several times a request. While the stage has not moved and the task
+    /// is the one already registered, a poll is one atomic load: the wait
+    /// registered with the `Notify` (behind a lock) is polled again only
+    /// when the stage moved or the waker changed.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Reached<'a> {
+        drain: &'a Drain,
+        stage: Stage,
+        // The stage when `moved` was last polled (`u8::MAX`: never).
+        seen: u8,
+        registered: Option<Waker>,
+        #[pin]
+        moved: Notified<'a>,
+    }
+}
+
+impl<'a> Reached<'a> {
+    fn new(drain: &'a Drain, stage: Stage) -> Self {
+        Self {
+            drain,
+            stage,
+            seen: u8::MAX,
+            registered: None,
+            // Made before any check of the stage: a move after this point
+            // completes it (`Notify::notify_waiters` counts its calls).
+            moved: drain.moved.notified(),
+        }
+    }
+}
+
+impl Future for Reached<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            let now = this.drain.stage.load(Ordering::Acquire);
+            if now >= *this.stage as u8 {
+                return Poll::Ready(());
+            }
+            let waiting = now == *this.seen
+                && this
+                    .registered
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()));
+            if waiting {
+                return Poll::Pending;
+            }
+            *this.seen = now;
+            match this.moved.as_mut().poll(cx) {
+                // The stage moved, short of the one awaited: wait again.
+                Poll::Ready(()) => {
+                    this.moved.set(this.drain.moved.notified());
+                    *this.registered = None;
+                }
+                Poll::Pending => {
+                    *this.registered = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
 }
 
 /// Shared drain state; clone the `Arc` freely.
@@ -68,27 +143,14 @@ impl Drain {
     }
 
     /// Completes once draining has started.
-    pub async fn draining(&self) {
-        self.reached(Stage::Draining).await;
+    pub fn draining(&self) -> Reached<'_> {
+        Reached::new(self, Stage::Draining)
     }
 
     /// Completes once the drain budget ran out: a connection task selects
     /// on this and drops its connection, closing it.
-    pub async fn aborted(&self) {
-        self.reached(Stage::Aborting).await;
-    }
-
-    async fn reached(&self, stage: Stage) {
-        loop {
-            // Registered before the check, so a move in between wakes it.
-            let moved = self.moved.notified();
-            let mut moved = std::pin::pin!(moved);
-            moved.as_mut().enable();
-            if self.at_least(stage) {
-                return;
-            }
-            moved.await;
-        }
+    pub fn aborted(&self) -> Reached<'_> {
+        Reached::new(self, Stage::Aborting)
     }
 
     /// Track one open connection until the guard drops.
@@ -155,5 +217,54 @@ mod tests {
         aborted.await.unwrap();
         assert_eq!(drain.wait_idle(Duration::from_secs(5)).await, 0);
         drain.aborted().await;
+    }
+
+    #[tokio::test]
+    async fn a_wait_kept_across_polls_sees_each_stage() {
+        use std::future::poll_fn;
+        let drain = Drain::new();
+        let mut aborted = std::pin::pin!(drain.aborted());
+        let mut draining = std::pin::pin!(drain.draining());
+        // Registered, then polled again with nothing moved.
+        for _ in 0..3 {
+            assert!(poll_fn(|cx| Poll::Ready(aborted.as_mut().poll(cx)))
+                .await
+                .is_pending());
+            assert!(poll_fn(|cx| Poll::Ready(draining.as_mut().poll(cx)))
+                .await
+                .is_pending());
+        }
+        // Draining moves the stage short of aborting: the abort wait must
+        // stay armed and still see the abort.
+        let waiter = tokio::spawn({
+            let drain = Arc::clone(&drain);
+            async move {
+                let mut aborted = std::pin::pin!(drain.aborted());
+                let mut polls = 0;
+                poll_fn(|cx| {
+                    polls += 1;
+                    aborted.as_mut().poll(cx)
+                })
+                .await;
+                polls
+            }
+        });
+        tokio::task::yield_now().await;
+        drain.start();
+        draining.as_mut().await;
+        // Complete, and complete again when polled after that.
+        draining.as_mut().await;
+        assert!(poll_fn(|cx| Poll::Ready(aborted.as_mut().poll(cx)))
+            .await
+            .is_pending());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drain.abort();
+        aborted.as_mut().await;
+        let polls = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(polls >= 2);
     }
 }

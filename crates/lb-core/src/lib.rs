@@ -38,7 +38,7 @@ pub use attempts::{Attempts, Retry};
 pub use backend::{ActiveGuard, Backend, BackendState, InFlightGuard};
 pub use circuit::{Circuit, CircuitSlot, Tripped};
 pub use cluster::{Candidates, Cluster, NoBackend, PickContext, Policy};
-pub use drain::{ConnectionGuard, Drain};
+pub use drain::{ConnectionGuard, Drain, Reached};
 pub use ewma::Ewma;
 pub use path::{normalize_path, PathError};
 pub use retry_budget::RetryBudget;

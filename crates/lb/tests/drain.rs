@@ -534,3 +534,44 @@ impl tokio::io::AsyncWrite for GoawayWatch {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// A keep-alive connection waiting between requests is closed as soon as
+/// drain starts, not when the drain budget runs out: its wait for the next
+/// head also waits for the drain.
+#[tokio::test]
+async fn an_idle_h1_keep_alive_connection_closes_when_drain_starts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = slow_backend(Duration::ZERO);
+    let listen = free_addr();
+    let mut gw = Gateway::start(&config(listen, backend.addr, 60_000), &[listen]);
+    let mut stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let mut seen = Vec::new();
+    // Two requests, so the second idle wait is one the connection kept
+    // from before.
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: d.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        seen.clear();
+        while !seen.ends_with(b"slow done") {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed before the response ended");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    let started = Instant::now();
+    gw.signal("TERM");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+        .await
+        .expect("the idle connection stayed open while draining")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no bytes, only the close");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(gw.wait_exit(Duration::from_secs(20)).success());
+}

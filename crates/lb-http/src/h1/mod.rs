@@ -385,6 +385,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut first = true;
+    // One wait for the drain for the connection's life, registered once
+    // rather than at every idle wait.
+    let drain = Arc::clone(&conn.drain);
+    let mut draining = std::pin::pin!(drain.draining());
     loop {
         let Conn {
             shared,
@@ -398,7 +402,7 @@ where
         // local holding it would keep a slot in this future (so in every
         // idle connection) as long as the largest head.
         let step = serve_one(
-            next_head(shared, settings, first, drain, guards).await,
+            next_head(shared, settings, first, draining.as_mut(), guards).await,
             shared,
             info,
             plan,
@@ -459,7 +463,7 @@ async fn next_head<S>(
     shared: &Shared<S>,
     settings: &Settings,
     first: bool,
-    drain: &Drain,
+    mut draining: Pin<&mut lb_core::Reached<'_>>,
     guards: &Guards,
 ) -> Result<Option<head::Head>, head::Refused>
 where
@@ -507,7 +511,7 @@ where
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             },
-            () = drain.draining(), if idle => return Ok(None),
+            () = draining.as_mut(), if idle => return Ok(None),
             () = tokio::time::sleep_until(at) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     tracing::debug!("request head not complete in time; closing");
