@@ -236,12 +236,26 @@ impl Pump {
 fn prepare(req: Request<ProxyBody>) -> (Pump, bool) {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
-    headers.remove(header::TRANSFER_ENCODING);
-    let declared = declared_length(headers);
+    // One pass notes which framing fields are there: an absent one costs
+    // no lookup.
+    let (mut coding, mut length) = (false, false);
+    for name in headers.keys() {
+        if name == header::TRANSFER_ENCODING {
+            coding = true;
+        } else if name == header::CONTENT_LENGTH {
+            length = true;
+        }
+    }
+    if coding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    let declared = length.then(|| declared_length(headers)).flatten();
     let framing = if let Some(n) = declared {
         Framing::Length(n)
     } else {
-        headers.remove(header::CONTENT_LENGTH);
+        if length {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         match body.size_hint().exact() {
             Some(0) if body.is_end_stream() => {
                 if !matches!(
@@ -499,10 +513,9 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         super::head::fields(&head, &spans).ok_or(Error::Malformed("header field"))?;
     let mut keep_alive = version == Version::HTTP_11;
     if seen.connection {
-        let connection = || super::head::token_iter(&headers, &header::CONNECTION);
-        keep_alive &= !connection().any(|t| t.eq_ignore_ascii_case("close"));
-        if status != StatusCode::SWITCHING_PROTOCOLS && super::head::persistence_only(connection())
-        {
+        let options = super::head::connection_options(&headers);
+        keep_alive &= !options.close;
+        if status != StatusCode::SWITCHING_PROTOCOLS && options.persistence_only() {
             headers.remove(header::CONNECTION);
         }
     }

@@ -146,15 +146,14 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         Framing::Empty
     };
     let keep_alive = if seen.connection {
-        let connection = || token_iter(&headers, &header::CONNECTION);
-        let keep_alive = match version {
-            Version::HTTP_10 => connection().any(|t| t.eq_ignore_ascii_case("keep-alive")),
-            _ => !connection().any(|t| t.eq_ignore_ascii_case("close")),
-        };
-        if persistence_only(connection()) {
+        let options = connection_options(&headers);
+        if options.persistence_only() {
             headers.remove(header::CONNECTION);
         }
-        keep_alive
+        match version {
+            Version::HTTP_10 => options.keep_alive,
+            _ => !options.close,
+        }
     } else {
         version != Version::HTTP_10
     };
@@ -228,12 +227,38 @@ fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(head.slice(start..end)).ok()
 }
 
-/// `Connection` tokens that only say whether the connection persists:
-/// once read, the field means nothing past this hop and goes at once,
-/// rather than by the name lookups of the proxy's hop-by-hop removal. Any
-/// other token (an upgrade's, a field's name) leaves it to that removal.
-pub(super) fn persistence_only<'a>(mut connection: impl Iterator<Item = &'a str>) -> bool {
-    connection.all(|t| t.eq_ignore_ascii_case("keep-alive") || t.eq_ignore_ascii_case("close"))
+/// What a head's `Connection` fields say, read in one pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ConnectionOptions {
+    pub(super) close: bool,
+    pub(super) keep_alive: bool,
+    /// A token other than `close` and `keep-alive` (an upgrade's, a
+    /// field's name).
+    pub(super) other: bool,
+}
+
+impl ConnectionOptions {
+    /// Only whether the connection persists is said: once read, the field
+    /// means nothing past this hop and goes at once, rather than by the
+    /// name lookups of the proxy's hop-by-hop removal. Any other token
+    /// leaves it to that removal.
+    pub(super) fn persistence_only(self) -> bool {
+        !self.other
+    }
+}
+
+pub(super) fn connection_options(headers: &HeaderMap) -> ConnectionOptions {
+    let mut options = ConnectionOptions::default();
+    for token in token_iter(headers, &header::CONNECTION) {
+        if token.eq_ignore_ascii_case("close") {
+            options.close = true;
+        } else if token.eq_ignore_ascii_case("keep-alive") {
+            options.keep_alive = true;
+        } else {
+            options.other = true;
+        }
+    }
+    options
 }
 
 /// The comma-separated tokens of every `name` field, trimmed.
@@ -332,6 +357,27 @@ mod tests {
     fn parse_str(s: &str) -> Result<Option<Head>, Refused> {
         let mut buf = BytesMut::from(s.as_bytes());
         parse(&mut buf, LIMITS)
+    }
+
+    #[test]
+    fn a_connection_field_that_only_says_persistence_is_dropped_once_read() {
+        let head = parse_str("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!head.keep_alive);
+        assert!(head.request.headers().get("connection").is_none());
+        let head = parse_str("GET / HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.keep_alive);
+        assert!(head.request.headers().get("connection").is_none());
+        let head = parse_str(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade, close\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!head.keep_alive);
+        assert_eq!(head.request.headers()["connection"], "upgrade, close");
     }
 
     #[test]
