@@ -418,18 +418,7 @@ impl BackendPool {
             .await
             .map_err(|_| UpstreamError::PoolExhausted)?
             .map_err(|_| UpstreamError::PoolExhausted)?;
-        let slot = self
-            .circuit
-            .open_connection()
-            .map_err(UpstreamError::Circuit)?;
-        let (io, tls_generation) = self.connect(deadline, Some(header)).await?;
-        let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        let active = self.backend.activate_connection();
-        self.spawn_driver((permit, slot, Some(active)), log_end(conn));
+        let (sender, tls_generation) = self.open_h2(permit, deadline, Some(header)).await?;
         self.metrics.new.inc();
         // Not in the pool's list: when the lease drops its handle, the last
         // sender goes and the connection closes.
@@ -534,19 +523,7 @@ impl BackendPool {
             // Every connection allowed is open and full.
             return Ok(None);
         };
-        let slot = self
-            .circuit
-            .open_connection()
-            .map_err(UpstreamError::Circuit)?;
-        let (io, tls_generation) = self.connect(deadline, None).await?;
-        let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        // An open HTTP/2 connection carries traffic while it is open.
-        let active = self.backend.activate_connection();
-        self.spawn_driver((permit, slot, Some(active)), log_end(conn));
+        let (sender, tls_generation) = self.open_h2(permit, deadline, None).await?;
         let conn = Arc::new(H2Conn {
             sender,
             tls_generation,
@@ -562,6 +539,31 @@ impl BackendPool {
         open.push(conn);
         self.h2.store(Arc::new(open));
         Ok(self.take_stream().map(|taken| (taken, true)))
+    }
+
+    /// Connect under `permit`, make the HTTP/2 handshake and run the
+    /// connection's driver; the sender, with the TLS generation the
+    /// connection was made with.
+    async fn open_h2(
+        &self,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+        header: Option<(lb_config::ProxyVersion, lb_core::proxy_protocol::Addresses)>,
+    ) -> Result<(http2::SendRequest<ProxyBody>, u64), UpstreamError> {
+        let slot = self
+            .circuit
+            .open_connection()
+            .map_err(UpstreamError::Circuit)?;
+        let (io, tls_generation) = self.connect(deadline, header).await?;
+        let (sender, conn) = http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        // An open HTTP/2 connection carries traffic while it is open.
+        let active = self.backend.activate_connection();
+        self.spawn_driver((permit, slot, Some(active)), log_end(conn));
+        Ok((sender, tls_generation))
     }
 
     /// Open a connection to the backend before `deadline`, timing it;
