@@ -28,7 +28,19 @@ const CLIENT: &str = "127.0.0.2";
 struct Peer(Child);
 
 impl Drop for Peer {
+    /// `SIGTERM` first: nginx's master then stops its worker, which a
+    /// `SIGKILL` of the master alone would leave running.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
