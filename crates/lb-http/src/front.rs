@@ -84,15 +84,17 @@ pub async fn serve(
         let drain = Arc::clone(&drain);
         tokio::spawn(async move {
             // When the drain budget runs out the connection is dropped,
-            // which closes it, before its guard reports it gone.
+            // which closes it, before its guard reports it gone. One wait
+            // for both stages: each registers with the drain once.
+            let mut aborted = std::pin::pin!(drain.aborted());
             let conn = tokio::select! {
                 conn = setup => conn,
-                () = drain.aborted() => None,
+                () = aborted.as_mut() => None,
             };
             if let Some(conn) = conn {
                 tokio::select! {
                     () = conn => {}
-                    () = drain.aborted() => {}
+                    () = aborted => {}
                 }
             }
             drop((open, tracked));

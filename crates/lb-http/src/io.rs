@@ -58,6 +58,13 @@ impl Activity {
         self.written.load(Ordering::Relaxed)
     }
 
+    /// When `idle` will have passed without activity, as things stand;
+    /// read from the last stamp, with no look at the clock.
+    pub(crate) fn idle_at(&self, idle: Duration) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        tokio::time::Instant::from_std(epoch() + last.saturating_add(idle))
+    }
+
     /// Time left before `idle` passes without activity; zero when it has.
     pub(crate) fn remaining(&self, idle: Duration) -> Duration {
         let last = self.last.load(Ordering::Relaxed);

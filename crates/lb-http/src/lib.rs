@@ -43,6 +43,7 @@ mod retry;
 mod rules;
 mod tape;
 mod target;
+mod timer;
 mod tunnel;
 mod watch;
 

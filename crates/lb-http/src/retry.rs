@@ -4,6 +4,7 @@
 //! Every attempt feeds the backend's live state: time to first byte into
 //! its latency EWMA, success or failure into outlier detection.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,30 @@ impl Replay {
         }
     }
 
+    /// A copy of `req`'s head, for a request without a body.
+    fn of(req: &Request<ProxyBody>) -> Self {
+        Self {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+            tape: None,
+        }
+    }
+
+    /// The head the HTTP/1.1 client handed back once it had written it,
+    /// for a request without a body: kept as it is, not copied. It was
+    /// shaped for its backend, which each try shapes again for its own.
+    fn from_sent(parts: Parts) -> Self {
+        Self {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            tape: None,
+        }
+    }
+
     /// The request again; `None` when its body was not recorded whole.
     fn request(&self) -> Option<Request<ProxyBody>> {
         let body = match &self.tape {
@@ -106,7 +131,7 @@ impl Replay {
     }
 }
 
-impl Exchange<'_> {
+impl<'e> Exchange<'e> {
     /// Forward the request and return the response to send the client.
     pub(crate) async fn run(
         &self,
@@ -121,7 +146,11 @@ impl Exchange<'_> {
         // Only an idempotent request without a body can be sent twice: a
         // body is streamed, never buffered, so once sent it is gone (a
         // gRPC call's is recorded for its own retries, below).
-        let replay = (idempotent && body.is_end_stream()).then(|| Replay::new(&parts, None));
+        // Its head is kept from the first try: handed back by the
+        // HTTP/1.1 client, which writes it out and needs it no more, or
+        // copied before a send that keeps it.
+        let replayable = idempotent && body.is_end_stream();
+        let mut replay = None;
         // A request body cut for its client's slowness fails the exchange;
         // that failure is the client's, not the backend's.
         let body_cut = body.cut_flag();
@@ -156,7 +185,8 @@ impl Exchange<'_> {
             metrics.requests.inc();
             let started = Instant::now();
             let in_flight = backend.start_request();
-            let tried = self.try_once(pool, index, backend, req).await;
+            let keep = (replayable && replay.is_none()).then_some(&mut replay);
+            let tried = self.try_once(pool, index, backend, req, keep).await;
             // The backend saw nothing of the request, or dropped a reused
             // connection before answering (the keep-alive race).
             let never_reached = matches!(tried, Tried::Unsent(..) | Tried::Stale(_));
@@ -277,42 +307,66 @@ impl Exchange<'_> {
         }
     }
 
-    async fn try_once(
-        &self,
-        pool: &Arc<BackendPool>,
+    /// Not an `async fn`, for the reason given at [`send`].
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
+    fn try_once<'s>(
+        &'s self,
+        pool: &'s Arc<BackendPool>,
         index: usize,
-        backend: &Backend,
+        backend: &'s Backend,
         mut req: Request<ProxyBody>,
-    ) -> Tried {
-        let cluster = &self.up.cluster;
-        let pending = match cluster.circuit.wait_for_connection() {
-            Ok(slot) => slot,
-            Err(tripped) => return Tried::Failed(UpstreamError::Circuit(tripped)),
-        };
-        let conn = match pool.acquire(self.ends).await {
-            Ok(conn) => {
-                lb_health::connected(cluster, index);
-                conn
+        keep: Option<&'s mut Option<Replay>>,
+    ) -> impl Future<Output = Tried> + Send + use<'s, 'e> {
+        async move {
+            let cluster = &self.up.cluster;
+            let pending = match cluster.circuit.wait_for_connection() {
+                Ok(slot) => slot,
+                Err(tripped) => return Tried::Failed(UpstreamError::Circuit(tripped)),
+            };
+            let conn = match pool.acquire(self.ends).await {
+                Ok(conn) => {
+                    lb_health::connected(cluster, index);
+                    conn
+                }
+                Err(e) => {
+                    let condition = e.retry_condition();
+                    return Tried::Unsent(Box::new(req), e, condition);
+                }
+            };
+            drop(pending);
+            // The HTTP/1.1 client hands the head back; other sends keep it.
+            let mut back = None;
+            let keep = match keep {
+                Some(slot) if matches!(conn, Conn::H1(_)) && self.tunnel.is_none() => Some(slot),
+                Some(slot) => {
+                    *slot = Some(Replay::of(&req));
+                    None
+                }
+                None => None,
+            };
+            shape(&mut req, &backend.spec, self.authority);
+            if let Some(asked) = self.tunnel {
+                crate::tunnel::to_backend(&mut req, asked, backend.spec.protocol);
             }
-            Err(e) => {
-                let condition = e.retry_condition();
-                return Tried::Unsent(Box::new(req), e, condition);
+            let timeout = self
+                .retries
+                .per_try_timeout
+                .unwrap_or(cluster.spec.response_headers_timeout);
+            let sent = send(conn, req, timeout, keep.is_some().then_some(&mut back)).await;
+            if let (Some(slot), Some(parts)) = (keep, back) {
+                *slot = Some(Replay::from_sent(parts));
             }
-        };
-        drop(pending);
-        shape(&mut req, &backend.spec, self.authority);
-        if let Some(asked) = self.tunnel {
-            crate::tunnel::to_backend(&mut req, asked, backend.spec.protocol);
-        }
-        let timeout = self
-            .retries
-            .per_try_timeout
-            .unwrap_or(cluster.spec.response_headers_timeout);
-        match send(conn, req, timeout).await {
-            Ok((res, checkout)) => Tried::Response(res, checkout),
-            Err(Failure::NotSent(back, e)) => Tried::Unsent(back, e, Some(RetryOn::RefusedStream)),
-            Err(Failure::Failed(e)) => Tried::Failed(e),
-            Err(Failure::Stale(e)) => Tried::Stale(e),
+            match sent {
+                Ok((res, checkout)) => Tried::Response(res, checkout),
+                Err(Failure::NotSent(back, e)) => {
+                    Tried::Unsent(back, e, Some(RetryOn::RefusedStream))
+                }
+                Err(Failure::Failed(e)) => Tried::Failed(e),
+                Err(Failure::Stale(e)) => Tried::Stale(e),
+            }
         }
     }
 
@@ -405,51 +459,72 @@ enum Failure {
     Stale(UpstreamError),
 }
 
-async fn send(
+/// Send `req` on `conn`; an HTTP/1.1 connection puts the request's head
+/// in `head_back` once written, when asked to.
+///
+/// Not an `async fn`: the `async` block keeps its arguments once, where
+/// an `async fn` keeps a second copy of each.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice"
+)]
+fn send<'a>(
     conn: Conn,
     req: Request<ProxyBody>,
     headers_timeout: Duration,
-) -> Result<(Response<Received>, Option<Checkout>), Failure> {
-    let (sent, checkout) = match conn {
-        Conn::H1(checkout) => return send_h1(checkout, req, headers_timeout).await,
-        Conn::H2(mut sender, lease) => {
-            let fut = sender.try_send_request(req);
-            (
-                tokio::time::timeout(headers_timeout, fut).await,
-                Some(Checkout::Stream(lease)),
-            )
+    head_back: Option<&'a mut Option<Parts>>,
+) -> impl Future<Output = Result<(Response<Received>, Option<Checkout>), Failure>> + Send + use<'a>
+{
+    async move {
+        let (sent, checkout) = match conn {
+            Conn::H1(checkout) => return send_h1(checkout, req, headers_timeout, head_back).await,
+            Conn::H2(mut sender, lease) => {
+                let fut = sender.try_send_request(req);
+                (
+                    tokio::time::timeout(headers_timeout, fut).await,
+                    Some(Checkout::Stream(lease)),
+                )
+            }
+            // Boxed: HTTP/3's send state is kilobytes the other protocols'
+            // requests would carry too.
+            Conn::H3(conn, lease) => {
+                return Box::pin(send_h3(conn, lease, req, headers_timeout)).await
+            }
+        };
+        match sent {
+            Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
+            Ok(Ok(res)) => Ok((res.map(Received::Hyper), checkout)),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(req) => Err(Failure::NotSent(
+                    Box::new(req),
+                    UpstreamError::Handshake(e.into_error()),
+                )),
+                None => Err(Failure::Failed(UpstreamError::Exchange(e.into_error()))),
+            },
         }
-        // Boxed: HTTP/3's send state is kilobytes the other protocols'
-        // requests would carry too.
-        Conn::H3(conn, lease) => return Box::pin(send_h3(conn, lease, req, headers_timeout)).await,
-    };
-    match sent {
-        Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
-        Ok(Ok(res)) => Ok((res.map(Received::Hyper), checkout)),
-        Ok(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(Failure::NotSent(
-                Box::new(req),
-                UpstreamError::Handshake(e.into_error()),
-            )),
-            None => Err(Failure::Failed(UpstreamError::Exchange(e.into_error()))),
-        },
     }
 }
 
-async fn send_h1(
+fn send_h1(
     checkout: crate::pool::H1Checkout,
     req: Request<ProxyBody>,
     headers_timeout: Duration,
-) -> Result<(Response<Received>, Option<Checkout>), Failure> {
+    head_back: Option<&mut Option<Parts>>,
+) -> impl Future<Output = Result<(Response<Received>, Option<Checkout>), Failure>> + Send {
     let reused = checkout.reused;
-    match tokio::time::timeout(headers_timeout, crate::h1::client::send(checkout, req)).await {
-        Err(_) => Err(Failure::Failed(UpstreamError::ResponseTimeout)),
-        // The body puts the connection back itself.
-        Ok(Ok(res)) => Ok((res.map(|b| Received::H1(Box::new(b))), None)),
-        // A reused connection the backend closed before answering: the
-        // keep-alive race.
-        Ok(Err(e)) if reused && e.is_reset() => Err(Failure::Stale(UpstreamError::H1Exchange(e))),
-        Ok(Err(e)) => Err(Failure::Failed(UpstreamError::H1Exchange(e))),
+    let sent = crate::h1::client::send(checkout, req, headers_timeout, head_back);
+    async move {
+        match sent.await {
+            Err(crate::h1::client::Error::TimedOut) => {
+                Err(Failure::Failed(UpstreamError::ResponseTimeout))
+            }
+            // The body puts the connection back itself.
+            Ok(res) => Ok((res.map(|b| Received::H1(Box::new(b))), None)),
+            // A reused connection the backend closed before answering:
+            // the keep-alive race.
+            Err(e) if reused && e.is_reset() => Err(Failure::Stale(UpstreamError::H1Exchange(e))),
+            Err(e) => Err(Failure::Failed(UpstreamError::H1Exchange(e))),
+        }
     }
 }
 

@@ -7,17 +7,20 @@
 //! hands out the last bytes of a response, and only if both messages
 //! ended cleanly.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use super::chunked::{Decoded, Decoder};
 use super::head::tokens;
@@ -26,6 +29,7 @@ use crate::body::{BoxError, ProxyBody};
 use crate::connector::UpstreamIo;
 use crate::io::{Activity, FrontIo};
 use crate::pool::H1Checkout;
+use crate::timer::Timer;
 use crate::tunnel::BoxedIo;
 
 /// The largest response head read from a backend.
@@ -47,6 +51,9 @@ pub(crate) struct Connection {
     /// Bytes read and not used yet (none between exchanges).
     buf: BytesMut,
     held: crate::pool::Held,
+    /// The wait for response heads, kept from one exchange to the next
+    /// (see `timer`); made by the first.
+    timer: Option<Pin<Box<Timer>>>,
 }
 
 /// Why an exchange failed.
@@ -60,6 +67,9 @@ pub enum Error {
     /// The backend's response broke HTTP/1.1.
     #[error("malformed response: {0}")]
     Malformed(&'static str),
+    /// No response head within the time allowed.
+    #[error("no response head in time")]
+    TimedOut,
     /// The request body failed while it was being sent (its client left
     /// or broke its framing).
     #[error("request body: {0}")]
@@ -79,6 +89,7 @@ impl Connection {
             io,
             buf: BytesMut::new(),
             held,
+            timer: None,
         }
     }
 
@@ -233,7 +244,7 @@ impl Pump {
 
 /// Frame the request for the wire: its head goes into the pump's buffer,
 /// ahead of the body.
-fn prepare(req: Request<ProxyBody>) -> (Pump, bool) {
+fn prepare(req: Request<ProxyBody>) -> (Pump, bool, http::request::Parts) {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     // One pass notes which framing fields are there: an absent one costs
@@ -306,7 +317,7 @@ fn prepare(req: Request<ProxyBody>) -> (Pump, bool) {
         out,
         ended,
     };
-    (pump, head_request)
+    (pump, head_request, parts)
 }
 
 /// A backend's upgraded connection, put in a `101` response for the
@@ -321,81 +332,113 @@ impl Upgraded {
     }
 }
 
-/// Send `req` on the checked-out connection and read the response head;
-/// the body follows in the response, reading the connection.
-pub(crate) async fn send(
+/// Send `req` on the checked-out connection and read the response head,
+/// which must come within `headers_timeout`; the body follows in the
+/// response, reading the connection. The request's head, once written,
+/// goes to `head_back` when that is given (for sending it again).
+///
+/// Not an `async fn`: the request is framed before the future is made,
+/// which then holds what goes out rather than the request, once.
+pub(crate) fn send(
     mut checkout: H1Checkout,
     req: Request<ProxyBody>,
-) -> Result<Response<ResponseBody>, Error> {
-    let (mut pump, head_request) = prepare(req);
-    let mut pumping = true;
-    let mut written = false;
-    let conn = &mut checkout.conn;
-    let head = poll_fn(|cx| {
-        if pumping {
-            match pump.poll(&mut conn.io, cx) {
-                Poll::Ready(Pumped::Done) => {
-                    pumping = false;
-                    written = true;
+    headers_timeout: Duration,
+    head_back: Option<&mut Option<http::request::Parts>>,
+) -> impl Future<Output = Result<Response<ResponseBody>, Error>> + Send {
+    let (mut pump, head_request, parts) = prepare(req);
+    match head_back {
+        Some(slot) => *slot = Some(parts),
+        None => drop(parts),
+    }
+    async move {
+        let mut pumping = true;
+        let mut written = false;
+        let conn = &mut checkout.conn;
+        let due = Instant::now() + headers_timeout;
+        let timer = conn.timer.get_or_insert_with(|| Box::pin(Timer::new(due)));
+        // The connection's last exchange may have been another task's.
+        timer.as_mut().new_waiter();
+        timer.as_mut().arm(due);
+        let head = poll_fn(|cx| {
+            if pumping {
+                match pump.poll(&mut conn.io, cx) {
+                    Poll::Ready(Pumped::Done) => {
+                        pumping = false;
+                        written = true;
+                    }
+                    Poll::Ready(Pumped::Failed(e)) => return Poll::Ready(Err(e)),
+                    // A backend that stops reading may have answered already.
+                    Poll::Ready(Pumped::Broken(e)) => {
+                        tracing::debug!(error = %e, "request not written whole");
+                        pumping = false;
+                    }
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Pumped::Failed(e)) => return Poll::Ready(Err(e)),
-                // A backend that stops reading may have answered already.
-                Poll::Ready(Pumped::Broken(e)) => {
-                    tracing::debug!(error = %e, "request not written whole");
-                    pumping = false;
-                }
-                Poll::Pending => {}
             }
+            if let Poll::Ready(head) = poll_head(conn, cx, head_request) {
+                return Poll::Ready(head);
+            }
+            let Some(timer) = conn.timer.as_mut() else {
+                return Poll::Pending;
+            };
+            // Armed for `due` or sooner: fired sooner, it is armed again.
+            while timer.as_mut().poll(cx).is_ready() {
+                if timer.deadline() >= due {
+                    return Poll::Ready(Err(Error::TimedOut));
+                }
+                timer.as_mut().arm(due);
+            }
+            Poll::Pending
+        })
+        .await?;
+        let (parts, delimit, keep_alive) = head;
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            let Connection { io, buf, held, .. } = checkout.into_conn();
+            // An upgraded connection belongs to its tunnel, outside the pool.
+            drop(held);
+            let io = FrontIo::new(io, buf.freeze(), Arc::new(Activity::new()));
+            let mut res = Response::from_parts(parts, ResponseBody::empty());
+            res.extensions_mut()
+                .insert(Upgraded(Arc::new(Mutex::new(
+                    Some(Box::new(io) as BoxedIo),
+                ))));
+            return Ok(res);
         }
-        poll_head(conn, cx, head_request)
-    })
-    .await?;
-    let (parts, delimit, keep_alive) = head;
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let Connection { io, buf, held } = checkout.into_conn();
-        // An upgraded connection belongs to its tunnel, outside the pool.
-        drop(held);
-        let io = FrontIo::new(io, buf.freeze(), Arc::new(Activity::new()));
-        let mut res = Response::from_parts(parts, ResponseBody::empty());
-        res.extensions_mut().insert(Upgraded(Arc::new(Mutex::new(
-            Some(Box::new(io) as BoxedIo),
-        ))));
-        return Ok(res);
+        let mut reading = Reading {
+            checkout: Some(checkout),
+            decoder: match delimit {
+                Delimit::None => Decoder::Done,
+                Delimit::Length(n) => Decoder::Length(n),
+                Delimit::Chunked => Decoder::Chunked(super::chunked::Chunked::Size),
+                Delimit::Close => Decoder::Length(u64::MAX),
+            },
+            until_close: delimit == Delimit::Close,
+            keep_alive: keep_alive && delimit != Delimit::Close,
+            pump: None,
+            written,
+            failed: None,
+            reader: None,
+            pumper: None,
+            done: false,
+        };
+        if reading.decoder.is_done() {
+            reading.finish();
+        }
+        if !pumping || reading.done {
+            return Ok(Response::from_parts(
+                parts,
+                ResponseBody::Own(Box::new(reading)),
+            ));
+        }
+        // The backend answered before the request body ended (a streaming
+        // echo, an early refusal): the rest of the body is pumped by a task of
+        // its own, so it moves on while the client is slow to take the
+        // response, as the backend may need it to before answering further.
+        reading.pump = Some(pump);
+        let shared = Arc::new(Mutex::new(reading));
+        tokio::spawn(pump_rest(Arc::clone(&shared)));
+        Ok(Response::from_parts(parts, ResponseBody::Shared(shared)))
     }
-    let mut reading = Reading {
-        checkout: Some(checkout),
-        decoder: match delimit {
-            Delimit::None => Decoder::Done,
-            Delimit::Length(n) => Decoder::Length(n),
-            Delimit::Chunked => Decoder::Chunked(super::chunked::Chunked::Size),
-            Delimit::Close => Decoder::Length(u64::MAX),
-        },
-        until_close: delimit == Delimit::Close,
-        keep_alive: keep_alive && delimit != Delimit::Close,
-        pump: None,
-        written,
-        failed: None,
-        reader: None,
-        pumper: None,
-        done: false,
-    };
-    if reading.decoder.is_done() {
-        reading.finish();
-    }
-    if !pumping || reading.done {
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::Own(Box::new(reading)),
-        ));
-    }
-    // The backend answered before the request body ended (a streaming
-    // echo, an early refusal): the rest of the body is pumped by a task of
-    // its own, so it moves on while the client is slow to take the
-    // response, as the backend may need it to before answering further.
-    reading.pump = Some(pump);
-    let shared = Arc::new(Mutex::new(reading));
-    tokio::spawn(pump_rest(Arc::clone(&shared)));
-    Ok(Response::from_parts(parts, ResponseBody::Shared(shared)))
 }
 
 /// Send the rest of a request body while its response is read elsewhere.
@@ -477,10 +520,16 @@ pub(super) enum Parsed {
 
 /// Parse one response head off the front of `buf`.
 pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut res = httparse::Response::new(&mut fields);
+    // Left uninitialised: the parser writes the slots it fills.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut []);
     let window = buf.get(..MAX_HEAD).unwrap_or(buf);
-    let len = match res.parse(window) {
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        window,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => {
@@ -509,15 +558,13 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         // `100 Continue`, `103 Early Hints`: the final response follows.
         return Ok(Parsed::Interim);
     }
+    // A `101`'s `Connection: upgrade` goes on to the tunnel.
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     let (mut headers, seen) =
-        super::head::fields(&head, &spans).ok_or(Error::Malformed("header field"))?;
+        super::head::fields(&head, &spans, upgrade).ok_or(Error::Malformed("header field"))?;
     let mut keep_alive = version == Version::HTTP_11;
-    if seen.connection {
-        let options = super::head::connection_options(&headers);
+    if let Some(options) = seen.connection {
         keep_alive &= !options.close;
-        if status != StatusCode::SWITCHING_PROTOCOLS && options.persistence_only() {
-            headers.remove(header::CONNECTION);
-        }
     }
     let chunked = seen
         .transfer_encoding
@@ -862,7 +909,7 @@ mod tests {
     }
 
     fn wire(req: Request<ProxyBody>) -> String {
-        let (mut pump, _) = prepare(req);
+        let (mut pump, _, _) = prepare(req);
         pump.out.seal();
         let bytes: Vec<u8> = pump.out.chain.iter().flat_map(|b| b.to_vec()).collect();
         String::from_utf8(bytes).unwrap()

@@ -2,6 +2,8 @@
 //! and connection handling depend on. Every answer the parser gives is
 //! one of: not complete yet, a request, or the status to refuse it with.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -70,21 +72,24 @@ const STACK_HEADERS: usize = 64;
 /// success the head's bytes are taken from `buf`; header values share
 /// them rather than being copied.
 pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, Refused> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Left uninitialised: the parser writes the slots it fills.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots: &mut [httparse::Header<'_>] = if limits.max_headers <= STACK_HEADERS {
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= STACK_HEADERS {
         stack.get_mut(..limits.max_headers).unwrap_or_default()
     } else {
-        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
         &mut heap
     };
-    let mut req = httparse::Request::new(slots);
+    let mut req = httparse::Request::new(&mut []);
     let base = buf.as_ptr() as usize;
     // Only the first `max_bytes` are looked at: the answer is the same
     // however the bytes arrived, and never depends on what lies past the
     // limit.
     let window = buf.get(..limits.max_bytes).unwrap_or(buf);
-    let status = match req.parse(window) {
+    let parsed = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, window, slots);
+    let status = match parsed {
         Ok(status) => status,
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Refused::new(
@@ -129,7 +134,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         .map_err(|_| Refused::bad("malformed request head: method"))?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1.min(head.len())))
         .map_err(|_| Refused::bad("malformed request head: target"))?;
-    let Some((mut headers, seen)) = fields(&head, &spans) else {
+    let Some((headers, seen)) = fields(&head, &spans, false) else {
         return Err(Refused {
             line: Some(Box::new((method, uri))),
             ..Refused::bad("malformed header field")
@@ -145,11 +150,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
     } else {
         Framing::Empty
     };
-    let keep_alive = if seen.connection {
-        let options = connection_options(&headers);
-        if options.persistence_only() {
-            headers.remove(header::CONNECTION);
-        }
+    let keep_alive = if let Some(options) = seen.connection {
         match version {
             Version::HTTP_10 => options.keep_alive,
             _ => !options.close,
@@ -188,9 +189,10 @@ const ADDED_FIELDS: usize = 6;
 
 /// Which of the fields framing and connection handling read a head has,
 /// noted while its map is built: a field that is absent costs no lookup.
+/// The `Connection` fields are read there and then.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Seen {
-    pub(super) connection: bool,
+    pub(super) connection: Option<ConnectionOptions>,
     pub(super) transfer_encoding: bool,
     pub(super) content_length: bool,
     pub(super) te: bool,
@@ -198,14 +200,25 @@ pub(super) struct Seen {
 }
 
 /// The header fields of `head` at `spans`; values share the head's bytes.
-/// `None` when a name or value is not valid.
-pub(super) fn fields(head: &Bytes, spans: &[Span]) -> Option<(HeaderMap, Seen)> {
+/// `None` when a name or value is not valid. `Connection` fields that only
+/// say whether the connection persists are read and left out (they mean
+/// nothing past this hop), unless `keep_connection`; with any other token
+/// they stay, for the proxy's hop-by-hop removal.
+pub(super) fn fields(
+    head: &Bytes,
+    spans: &[Span],
+    keep_connection: bool,
+) -> Option<(HeaderMap, Seen)> {
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
     let mut seen = Seen::default();
     for &((ns, ne), (vs, ve)) in spans {
         let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
         if name == header::CONNECTION {
-            seen.connection = true;
+            let value = value_at(head, vs, ve)?;
+            seen.connection
+                .get_or_insert_with(ConnectionOptions::default)
+                .read(value.as_bytes());
+            continue;
         } else if name == header::TRANSFER_ENCODING {
             seen.transfer_encoding = true;
         } else if name == header::CONTENT_LENGTH {
@@ -216,6 +229,17 @@ pub(super) fn fields(head: &Bytes, spans: &[Span]) -> Option<(HeaderMap, Seen)> 
             seen.expect = true;
         }
         headers.append(name, value_at(head, vs, ve)?);
+    }
+    if seen
+        .connection
+        .is_some_and(|options| keep_connection || !options.persistence_only())
+    {
+        // Rare: an upgrade, a field named for removal. Added last.
+        for &((ns, ne), (vs, ve)) in spans {
+            if head.get(ns..ne)?.eq_ignore_ascii_case(b"connection") {
+                headers.append(header::CONNECTION, value_at(head, vs, ve)?);
+            }
+        }
     }
     Some((headers, seen))
 }
@@ -247,18 +271,22 @@ impl ConnectionOptions {
     }
 }
 
-pub(super) fn connection_options(headers: &HeaderMap) -> ConnectionOptions {
-    let mut options = ConnectionOptions::default();
-    for token in token_iter(headers, &header::CONNECTION) {
-        if token.eq_ignore_ascii_case("close") {
-            options.close = true;
-        } else if token.eq_ignore_ascii_case("keep-alive") {
-            options.keep_alive = true;
-        } else {
-            options.other = true;
+impl ConnectionOptions {
+    /// Note the tokens of one `Connection` field's value.
+    fn read(&mut self, value: &[u8]) {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.is_empty() {
+                continue;
+            }
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else {
+                self.other = true;
+            }
         }
     }
-    options
 }
 
 /// The comma-separated tokens of every `name` field, trimmed.

@@ -46,6 +46,7 @@ use crate::io::{Activity, FrontIo};
 use crate::plan::ListenerPlan;
 use crate::proxy;
 use crate::record::{ObservedBody, Record};
+use crate::timer::Timer;
 use crate::tunnel::{BoxedIo, ClientUpgrade};
 use crate::watch::ReadWatch;
 
@@ -389,6 +390,9 @@ where
     // rather than at every idle wait.
     let drain = Arc::clone(&conn.drain);
     let mut draining = std::pin::pin!(drain.draining());
+    // One timer for the connection's life: the wait for a head and the
+    // exchange's idle watch share it (see `timer`).
+    let mut timer = std::pin::pin!(Timer::new(Instant::now() + conn.settings.head_timeout));
     loop {
         let Conn {
             shared,
@@ -402,12 +406,21 @@ where
         // local holding it would keep a slot in this future (so in every
         // idle connection) as long as the largest head.
         let step = serve_one(
-            next_head(shared, settings, first, draining.as_mut(), guards).await,
+            next_head(
+                shared,
+                settings,
+                first,
+                draining.as_mut(),
+                timer.as_mut(),
+                guards,
+            )
+            .await,
             shared,
             info,
             plan,
             drain,
             guards,
+            timer.as_mut(),
         );
         first = false;
         match step.await {
@@ -427,12 +440,13 @@ fn serve_one<'a, S>(
     plan: &'a ArcSwap<ListenerPlan>,
     drain: &'a Drain,
     guards: &'a mut Guards,
+    timer: Pin<&'a mut Timer>,
 ) -> Pin<Box<dyn Future<Output = Next> + Send + 'a>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match head {
-        Ok(Some(head)) => boxed_exchange(shared, head, info, plan, drain, guards),
+        Ok(Some(head)) => boxed_exchange(shared, head, info, plan, drain, guards, timer),
         Ok(None) => Box::pin(std::future::ready(Next::Close)),
         Err(refused) => Box::pin(async move {
             refuse(shared, refused, info, plan).await;
@@ -450,11 +464,12 @@ fn boxed_exchange<'a, S>(
     plan: &'a ArcSwap<ListenerPlan>,
     drain: &'a Drain,
     guards: &'a mut Guards,
+    timer: Pin<&'a mut Timer>,
 ) -> Pin<Box<dyn Future<Output = Next> + Send + 'a>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    Box::pin(exchange(shared, head, info, plan, drain, guards))
+    Box::pin(exchange(shared, head, info, plan, drain, guards, timer))
 }
 
 /// Wait for the next request head. `Ok(None)`: the connection is done
@@ -464,12 +479,14 @@ async fn next_head<S>(
     settings: &Settings,
     first: bool,
     mut draining: Pin<&mut lb_core::Reached<'_>>,
+    mut timer: Pin<&mut Timer>,
     guards: &Guards,
 ) -> Result<Option<head::Head>, head::Refused>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut deadline = first.then(|| Instant::now() + settings.head_timeout);
+    // The connection's timer was made for its first head's deadline.
+    let mut deadline = first.then(|| timer.deadline());
     loop {
         let kept = {
             let state = shared.lock();
@@ -503,8 +520,10 @@ where
         }
         let fill = poll_fn(|cx| shared.lock().poll_fill(cx));
         // One timer: the idle timeout, or the head's, whichever is first.
-        let idle_at = Instant::now() + guards.activity.remaining(guards.idle);
-        let at = deadline.map_or(idle_at, |d| d.min(idle_at));
+        let idle_at = guards.activity.idle_at(guards.idle);
+        timer
+            .as_mut()
+            .arm(deadline.map_or(idle_at, |d| d.min(idle_at)));
         tokio::select! {
             biased;
             read = fill => match read {
@@ -512,12 +531,14 @@ where
                 Ok(_) => {}
             },
             () = draining.as_mut(), if idle => return Ok(None),
-            () = tokio::time::sleep_until(at) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+            () = timer.as_mut() => {
+                // It may have been armed for an earlier time than either.
+                let fired = timer.deadline();
+                if deadline.is_some_and(|d| fired >= d) {
                     tracing::debug!("request head not complete in time; closing");
                     return Ok(None);
                 }
-                if guards.activity.remaining(guards.idle).is_zero() {
+                if fired >= guards.activity.idle_at(guards.idle) {
                     tracing::debug!("client connection idle; closing");
                     return Ok(None);
                 }
@@ -534,6 +555,7 @@ async fn exchange<S>(
     plan: &ArcSwap<ListenerPlan>,
     drain: &Drain,
     guards: &mut Guards,
+    timer: Pin<&mut Timer>,
 ) -> Next
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -578,9 +600,9 @@ where
     }
     let handled = proxy::handle(plan.load_full(), info.clone(), request);
     let limit = shared.lock().max_trailers;
-    // One idle timer for the whole exchange: it re-arms itself from the
-    // connection's activity when it fires.
-    let mut idle_out = std::pin::pin!(idle_out(activity, *idle));
+    // The connection's timer watches the whole exchange for idleness: it
+    // re-arms itself from the connection's activity when it fires.
+    let mut idle_out = std::pin::pin!(idle_out(timer, activity, *idle));
     let response = tokio::select! {
         biased;
         Ok(response) = handled => response,
@@ -663,14 +685,15 @@ where
 }
 
 /// Completes once no byte has moved on the connection for `idle`.
-async fn idle_out(activity: &Activity, idle: Duration) {
+async fn idle_out(mut timer: Pin<&mut Timer>, activity: &Activity, idle: Duration) {
     loop {
-        let remaining = activity.remaining(idle);
-        if remaining.is_zero() {
+        timer.as_mut().arm(activity.idle_at(idle));
+        timer.as_mut().await;
+        // Fired at the time it was armed for: idle unless bytes moved since.
+        if timer.deadline() >= activity.idle_at(idle) {
             tracing::debug!("client connection idle; closing");
             return;
         }
-        tokio::time::sleep(remaining).await;
     }
 }
 
