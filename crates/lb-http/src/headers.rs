@@ -25,6 +25,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, forwarding: &Forwarding,
     let mut connection = false;
     let mut te = false;
     for name in headers.keys() {
+        if !may_be_hop_by_hop(name) {
+            continue;
+        }
         if name == header::CONNECTION {
             connection = true;
         } else if name == header::TE {
@@ -77,6 +80,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, forwarding: &Forwarding,
 
 /// The hop-by-hop header `name` is, among those removed whatever
 /// `Connection` says (`Connection` and `TE` are handled apart).
+/// Whether `name` has the length of a name the removal looks for (`te`
+/// 2; `upgrade` 7; `connection`, `keep-alive` 10; `proxy-connection` 16;
+/// `transfer-encoding` 17; `proxy-authenticate` 18; `proxy-authorization`
+/// 19): most names do not, and a length costs no comparison of names.
+fn may_be_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17 | 18 | 19)
+}
+
 fn fixed_hop_by_hop(name: &HeaderName, pass_proxy_auth: bool) -> Option<&'static HeaderName> {
     static TRANSFER_ENCODING: HeaderName = header::TRANSFER_ENCODING;
     static UPGRADE: HeaderName = header::UPGRADE;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::SegQueue;
 use hyper::client::conn::http2;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -34,6 +34,9 @@ pub struct BackendPool {
     pub(crate) backend: Arc<Backend>,
     /// Swapped when a reload hands the backend other TLS material.
     pub(crate) tls: ArcSwapOption<UpstreamTls>,
+    /// Whether `tls` holds any: a cleartext backend's connections are
+    /// checked without loading it.
+    tls_on: AtomicBool,
     pub(crate) circuit: Arc<Circuit>,
     pub(crate) settings: lb_config::Pool,
     pub(crate) connect_timeout: Duration,
@@ -267,6 +270,7 @@ impl BackendPool {
         let settings = cluster.spec.pool;
         let pool = Arc::new(Self {
             backend,
+            tls_on: AtomicBool::new(tls.is_some()),
             tls: ArcSwapOption::new(tls),
             circuit: Arc::clone(&cluster.circuit),
             settings,
@@ -323,11 +327,15 @@ impl BackendPool {
     /// Make new connections with `tls` (after a reload); connections made
     /// with other TLS material are retired as they come back idle.
     pub fn set_tls(&self, tls: Option<Arc<UpstreamTls>>) {
+        self.tls_on.store(tls.is_some(), AtomicOrdering::Release);
         self.tls.store(tls);
     }
 
     /// The TLS generation new connections get (0: cleartext).
     pub(crate) fn tls_generation(&self) -> u64 {
+        if !self.tls_on.load(AtomicOrdering::Acquire) {
+            return 0;
+        }
         self.tls.load().as_ref().map_or(0, |t| t.generation())
     }
 

@@ -204,7 +204,9 @@ impl<'e> Exchange<'e> {
                         Outcome::Success
                     };
                     lb_health::record(cluster, index, outcome);
-                    let again = match refused_call(&res) {
+                    // Only a call whose policy retries gRPC statuses looks for one.
+                    let refused = grpc_replay.as_ref().and_then(|_| refused_call(&res));
+                    let again = match refused {
                         Some(code) if self.retries.on(RetryOn::Grpc(code)) => {
                             grpc_replay.as_ref().and_then(Replay::request)
                         }

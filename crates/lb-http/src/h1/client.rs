@@ -99,6 +99,12 @@ impl Connection {
         if !self.buf.is_empty() {
             return true;
         }
+        if let UpstreamIo::Plain(tcp) = &self.io {
+            // Without readiness noted since the last read, tokio answers
+            // without a system call or registering a waker.
+            let mut byte = [0u8; 1];
+            return !matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        }
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
         let mut probe = ReadBuf::new(&mut byte);

@@ -39,6 +39,9 @@ pub(crate) struct Head {
     pub(crate) expect_continue: bool,
     /// `TE: trailers`: the client takes trailer fields in a response.
     pub(crate) trailers: bool,
+    /// `Connection` names a token besides `keep-alive` and `close`, as an
+    /// upgrade's does; without one, no upgrade is asked for.
+    pub(crate) may_upgrade: bool,
 }
 
 /// Why a head is refused; the connection closes after the answer.
@@ -176,6 +179,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
         keep_alive,
         expect_continue,
         trailers,
+        may_upgrade: seen.connection.is_some_and(|options| options.other),
     }))
 }
 
@@ -213,20 +217,23 @@ pub(super) fn fields(
     let mut seen = Seen::default();
     for &((ns, ne), (vs, ve)) in spans {
         let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
-        if name == header::CONNECTION {
-            let value = value_at(head, vs, ve)?;
-            seen.connection
-                .get_or_insert_with(ConnectionOptions::default)
-                .read(value.as_bytes());
-            continue;
-        } else if name == header::TRANSFER_ENCODING {
-            seen.transfer_encoding = true;
-        } else if name == header::CONTENT_LENGTH {
-            seen.content_length = true;
-        } else if name == header::TE {
-            seen.te = true;
-        } else if name == header::EXPECT {
-            seen.expect = true;
+        // Only names as long as one of those noted are compared with them.
+        if matches!(ne.saturating_sub(ns), 2 | 6 | 10 | 14 | 17) {
+            if name == header::CONNECTION {
+                let value = value_at(head, vs, ve)?;
+                seen.connection
+                    .get_or_insert_with(ConnectionOptions::default)
+                    .read(value.as_bytes());
+                continue;
+            } else if name == header::TRANSFER_ENCODING {
+                seen.transfer_encoding = true;
+            } else if name == header::CONTENT_LENGTH {
+                seen.content_length = true;
+            } else if name == header::TE {
+                seen.te = true;
+            } else if name == header::EXPECT {
+                seen.expect = true;
+            }
         }
         headers.append(name, value_at(head, vs, ve)?);
     }

@@ -571,6 +571,7 @@ where
         keep_alive,
         expect_continue,
         trailers,
+        may_upgrade,
     } = head;
     let body = {
         let mut state = shared.lock();
@@ -590,7 +591,7 @@ where
     let mut request = request.map(|()| body);
     let head_request = request.method() == Method::HEAD;
     let version = request.version();
-    let upgrade = asks_upgrade(request.headers()).then(|| {
+    let upgrade = (may_upgrade && asks_upgrade(request.headers())).then(|| {
         let (tx, rx) = oneshot::channel();
         request.extensions_mut().insert(ClientUpgrade::new(rx));
         tx
