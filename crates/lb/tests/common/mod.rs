@@ -57,6 +57,11 @@ fn ephemeral_start() -> u16 {
 /// this process's block below the ephemeral range, and not bound by anyone
 /// when returned. See the comment above for why not port 0.
 pub fn free_port() -> u16 {
+    port_in_block(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// The next port of this process's block that `bindable` says is free.
+fn port_in_block(bindable: impl Fn(u16) -> bool) -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let top = ephemeral_start().max(PORT_FLOOR + PORT_BLOCK);
     let blocks = u32::from((top - PORT_FLOOR) / PORT_BLOCK);
@@ -70,7 +75,7 @@ pub fn free_port() -> u16 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let offset = start.wrapping_add(n) % u32::from(PORT_BLOCK);
         let port = u16::try_from(base + offset).unwrap();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if bindable(port) {
             return port;
         }
     }
@@ -87,11 +92,13 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// A loopback UDP address for a gateway's `quic` listener: the port the
-/// kernel handed a socket that is closed again.
+/// A loopback UDP address for a gateway's `udp` or `quic` listener, from
+/// the same block as [`free_port`]'s and for the same reason: a port the
+/// kernel handed out once is soon handed to another socket (a test's own
+/// client among them) before the gateway binds it.
 pub fn free_udp() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
+    let port = port_in_block(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// A fresh temp directory for one test.
