@@ -78,8 +78,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, forwarding: &Forwarding,
     }
 }
 
-/// The hop-by-hop header `name` is, among those removed whatever
-/// `Connection` says (`Connection` and `TE` are handled apart).
 /// Whether `name` has the length of a name the removal looks for (`te`
 /// 2; `upgrade` 7; `connection`, `keep-alive` 10; `proxy-connection` 16;
 /// `transfer-encoding` 17; `proxy-authenticate` 18; `proxy-authorization`
@@ -88,6 +86,8 @@ fn may_be_hop_by_hop(name: &HeaderName) -> bool {
     matches!(name.as_str().len(), 2 | 7 | 10 | 16 | 17 | 18 | 19)
 }
 
+/// The hop-by-hop header `name` is, among those removed whatever
+/// `Connection` says (`Connection` and `TE` are handled apart).
 fn fixed_hop_by_hop(name: &HeaderName, pass_proxy_auth: bool) -> Option<&'static HeaderName> {
     static TRANSFER_ENCODING: HeaderName = header::TRANSFER_ENCODING;
     static UPGRADE: HeaderName = header::UPGRADE;

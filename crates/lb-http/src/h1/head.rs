@@ -276,9 +276,7 @@ impl ConnectionOptions {
     pub(super) fn persistence_only(self) -> bool {
         !self.other
     }
-}
 
-impl ConnectionOptions {
     /// Note the tokens of one `Connection` field's value.
     fn read(&mut self, value: &[u8]) {
         for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
