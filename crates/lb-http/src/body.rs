@@ -173,6 +173,8 @@ pub struct RequestBodyTooSlow;
 #[derive(Debug)]
 pub(crate) enum Received {
     H1(Box<crate::h1::client::ResponseBody>),
+    /// All of an HTTP/1.1 body, read with its head.
+    Full(Option<Bytes>),
     Hyper(Incoming),
     H3(Box<lb_h3client::ResponseBody>),
 }
@@ -187,6 +189,7 @@ impl Body for Received {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::H1(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::H3(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
@@ -195,6 +198,7 @@ impl Body for Received {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::H1(b) => b.is_end_stream(),
+            Self::Full(data) => data.is_none(),
             Self::Hyper(b) => b.is_end_stream(),
             Self::H3(b) => b.is_end_stream(),
         }
@@ -203,6 +207,7 @@ impl Body for Received {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::H1(b) => b.size_hint(),
+            Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Self::Hyper(b) => b.size_hint(),
             Self::H3(b) => b.size_hint(),
         }
@@ -284,6 +289,14 @@ impl ProxyBody {
         in_flight: lb_core::InFlightGuard,
         deadline: Option<tokio::time::Instant>,
     ) -> Self {
+        if let Received::Full(data) = inner {
+            // Read whole with its head: nothing is left to wait for, to
+            // count as in flight or to give back later.
+            if let Some(checkout) = checkout {
+                checkout.release();
+            }
+            return data.map_or_else(Self::empty, Self::full);
+        }
         let mut body = UpstreamBody {
             inner,
             checkout,

@@ -521,7 +521,13 @@ fn send_h1(
                 Err(Failure::Failed(UpstreamError::ResponseTimeout))
             }
             // The body puts the connection back itself.
-            Ok(res) => Ok((res.map(|b| Received::H1(Box::new(b))), None)),
+            Ok(res) => Ok((
+                res.map(|mut b| match &mut b {
+                    crate::h1::client::ResponseBody::Full(data) => Received::Full(data.take()),
+                    _ => Received::H1(Box::new(b)),
+                }),
+                None,
+            )),
             // A reused connection the backend closed before answering:
             // the keep-alive race.
             Err(e) if reused && e.is_reset() => Err(Failure::Stale(UpstreamError::H1Exchange(e))),

@@ -429,6 +429,14 @@ pub(crate) fn send(
         };
         if reading.decoder.is_done() {
             reading.finish();
+            if !pumping {
+                return Ok(Response::from_parts(parts, ResponseBody::Full(None)));
+            }
+        }
+        if !pumping {
+            if let Some(data) = reading.whole_body() {
+                return Ok(Response::from_parts(parts, ResponseBody::Full(Some(data))));
+            }
         }
         if !pumping || reading.done {
             return Ok(Response::from_parts(
@@ -549,16 +557,9 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = (s.as_ptr() as usize).saturating_sub(base);
-        (start, start + s.len())
-    };
-    let spans: Vec<super::head::Span> = res
-        .headers
-        .iter()
-        .map(|h| (span(h.name.as_bytes()), span(h.value)))
-        .collect();
+    let mut inline = [((0, 0), (0, 0)); super::head::INLINE_SPANS];
+    let mut more = Vec::new();
+    let spans = super::head::spans_of(res.headers, buf.as_ptr() as usize, &mut inline, &mut more);
     let head = buf.split_to(len).freeze();
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         // `100 Continue`, `103 Early Hints`: the final response follows.
@@ -567,7 +568,7 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
     // A `101`'s `Connection: upgrade` goes on to the tunnel.
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     let (mut headers, seen) =
-        super::head::fields(&head, &spans, upgrade).ok_or(Error::Malformed("header field"))?;
+        super::head::fields(&head, spans, upgrade).ok_or(Error::Malformed("header field"))?;
     let mut keep_alive = version == Version::HTTP_11;
     if let Some(options) = seen.connection {
         keep_alive &= !options.close;
@@ -620,11 +621,13 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
 
 /// A backend's response body, read from the connection as it is
 /// polled: owned, or shared with the task sending the rest of the request
-/// body.
+/// body; or all of it, when it came with the head (its connection is back
+/// in the pool already).
 #[derive(Debug)]
 pub(crate) enum ResponseBody {
     Own(Box<Reading>),
     Shared(Arc<Mutex<Reading>>),
+    Full(Option<Bytes>),
 }
 
 /// Where reading a response stands.
@@ -673,6 +676,22 @@ impl ResponseBody {
 }
 
 impl Reading {
+    /// The whole body, when it has a length and all of it is read already:
+    /// the response ends here and its connection is done with.
+    fn whole_body(&mut self) -> Option<Bytes> {
+        let Decoder::Length(n) = self.decoder else {
+            return None;
+        };
+        let buf = &mut self.checkout.as_mut()?.conn.buf;
+        if self.until_close || (buf.len() as u64) < n {
+            return None;
+        }
+        let data = buf.split_to(usize::try_from(n).ok()?).freeze();
+        self.decoder = Decoder::Done;
+        self.finish();
+        Some(data)
+    }
+
     /// The response ended: its connection goes back to the pool if both
     /// messages ended cleanly and nothing is left over, else it closes.
     fn finish(&mut self) {
@@ -776,6 +795,7 @@ impl Body for ResponseBody {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .poll_frame(cx),
+            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -783,6 +803,7 @@ impl Body for ResponseBody {
         match self {
             Self::Own(reading) => reading.done,
             Self::Shared(shared) => shared.lock().unwrap_or_else(PoisonError::into_inner).done,
+            Self::Full(data) => data.is_none(),
         }
     }
 
@@ -793,6 +814,7 @@ impl Body for ResponseBody {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .size_hint(),
+            Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }

@@ -126,18 +126,16 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
     };
     let method = span(req.method.unwrap_or_default().as_bytes());
     let target = span(req.path.unwrap_or_default().as_bytes());
-    let spans: Vec<Span> = req
-        .headers
-        .iter()
-        .map(|h| (span(h.name.as_bytes()), span(h.value)))
-        .collect();
+    let mut inline = [((0, 0), (0, 0)); INLINE_SPANS];
+    let mut more = Vec::new();
+    let spans = spans_of(req.headers, base, &mut inline, &mut more);
     let head = buf.split_to(len).freeze();
     let piece = |(s, e): (usize, usize)| head.get(s..e).unwrap_or_default();
     let method = Method::from_bytes(piece(method))
         .map_err(|_| Refused::bad("malformed request head: method"))?;
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1.min(head.len())))
         .map_err(|_| Refused::bad("malformed request head: target"))?;
-    let Some((headers, seen)) = fields(&head, &spans, false) else {
+    let Some((headers, seen)) = fields(&head, spans, false) else {
         return Err(Refused {
             line: Some(Box::new((method, uri))),
             ..Refused::bad("malformed header field")
@@ -185,6 +183,33 @@ pub(crate) fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, 
 
 /// Where a header field's name and value lie in its head.
 pub(super) type Span = ((usize, usize), (usize, usize));
+
+/// Heads with up to this many fields note where they lie on the stack.
+pub(super) const INLINE_SPANS: usize = 24;
+
+/// Where each of `fields` lies, relative to `base` (the head's first
+/// byte): in `inline` when there is room, else in `more`.
+pub(super) fn spans_of<'a>(
+    fields: &[httparse::Header<'_>],
+    base: usize,
+    inline: &'a mut [Span; INLINE_SPANS],
+    more: &'a mut Vec<Span>,
+) -> &'a [Span] {
+    let span = |s: &[u8]| {
+        let start = (s.as_ptr() as usize).saturating_sub(base);
+        (start, start + s.len())
+    };
+    let each = |h: &httparse::Header<'_>| (span(h.name.as_bytes()), span(h.value));
+    if fields.len() <= INLINE_SPANS {
+        for (slot, field) in inline.iter_mut().zip(fields) {
+            *slot = each(field);
+        }
+        inline.get(..fields.len()).unwrap_or_default()
+    } else {
+        more.extend(fields.iter().map(each));
+        more
+    }
+}
 
 /// Room left in a parsed head's map for the fields the proxy adds
 /// (forwarding headers, the request ID, `Via`), so adding them does not
