@@ -144,6 +144,41 @@ pub fn h2_floor(mut it: impl Iterator<Item = String>) -> anyhow::Result<()> {
     })
 }
 
+/// The floor of hyper's HTTP/2 server alone: h2c on one current-thread
+/// runtime, every request answered at once with a fixed 19-byte body (the
+/// benchmark backend's), no backend behind it. What it costs per request is
+/// what the gateway's HTTP/2 front costs before the gateway does anything.
+///
+/// ```text
+/// eg-loadgen h2-serve PORT
+/// ```
+pub fn h2_serve(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let addr = port(it)?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    let mut res = Response::new(http_body_util::Full::new(Bytes::from_static(
+                        b"hello from backend\n",
+                    )));
+                    res.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain"),
+                    );
+                    Ok::<_, Infallible>(res)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(1024)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
 /// The floor of an HTTP/1.1 proxy on tokio: one backend connection per
 /// client connection, each request head parsed with `httparse` and passed
 /// on as it came, each response likewise; no header changes, routing,

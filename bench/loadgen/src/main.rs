@@ -399,6 +399,10 @@ fn main() -> anyhow::Result<()> {
             it.next();
             return echo::h2_floor(it);
         }
+        Some("h2-serve") => {
+            it.next();
+            return echo::h2_serve(it);
+        }
         _ => {}
     }
     let args = Arc::new(parse_args(it)?);

@@ -241,7 +241,11 @@ pub(super) fn fields(
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
     let mut seen = Seen::default();
     for &((ns, ne), (vs, ve)) in spans {
-        let name = HeaderName::from_bytes(head.get(ns..ne)?).ok()?;
+        let raw = head.get(ns..ne)?;
+        let name = match known_name(raw) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(raw).ok()?,
+        };
         // Only names as long as one of those noted are compared with them.
         if matches!(ne.saturating_sub(ns), 2 | 6 | 10 | 14 | 17) {
             if name == header::CONNECTION {
@@ -275,6 +279,54 @@ pub(super) fn fields(
     }
     Some((headers, seen))
 }
+
+/// `known_name`: standard names as most peers spell them (capitalised by
+/// HTTP/1.1 clients and servers, lower case by others), found by a match
+/// the compiler turns into a few comparisons of fixed length, rather than
+/// by lowering the name and matching it against every standard one.
+macro_rules! known_names {
+    ($(($capitalised:literal, $lower:literal, $name:expr)),* $(,)?) => {
+        fn known_name(raw: &[u8]) -> Option<HeaderName> {
+            Some(match raw {
+                $($capitalised | $lower => $name,)*
+                _ => return None,
+            })
+        }
+
+        #[cfg(test)]
+        const KNOWN_NAMES: &[(&[u8], &[u8])] = &[$(($capitalised, $lower)),*];
+    };
+}
+
+known_names![
+    (b"Host", b"host", header::HOST),
+    (b"Date", b"date", header::DATE),
+    (b"ETag", b"etag", header::ETAG),
+    (b"Vary", b"vary", header::VARY),
+    (b"TE", b"te", header::TE),
+    (b"Accept", b"accept", header::ACCEPT),
+    (b"Server", b"server", header::SERVER),
+    (b"Cookie", b"cookie", header::COOKIE),
+    (b"Expect", b"expect", header::EXPECT),
+    (b"Origin", b"origin", header::ORIGIN),
+    (b"Referer", b"referer", header::REFERER),
+    (b"Expires", b"expires", header::EXPIRES),
+    (b"Upgrade", b"upgrade", header::UPGRADE),
+    (b"Location", b"location", header::LOCATION),
+    (b"Connection", b"connection", header::CONNECTION),
+    (b"User-Agent", b"user-agent", header::USER_AGENT),
+    (b"Set-Cookie", b"set-cookie", header::SET_COOKIE),
+    (b"Content-Type", b"content-type", header::CONTENT_TYPE),
+    (b"Cache-Control", b"cache-control", header::CACHE_CONTROL),
+    (b"Last-Modified", b"last-modified", header::LAST_MODIFIED),
+    (b"Authorization", b"authorization", header::AUTHORIZATION),
+    (b"Accept-Ranges", b"accept-ranges", header::ACCEPT_RANGES),
+    (b"Content-Length", b"content-length", header::CONTENT_LENGTH),
+    (b"Accept-Encoding", b"accept-encoding", header::ACCEPT_ENCODING),
+    (b"Accept-Language", b"accept-language", header::ACCEPT_LANGUAGE),
+    (b"Content-Encoding", b"content-encoding", header::CONTENT_ENCODING),
+    (b"Transfer-Encoding", b"transfer-encoding", header::TRANSFER_ENCODING),
+];
 
 fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {
     if start > end || end > head.len() {
@@ -436,6 +488,21 @@ mod tests {
         .unwrap();
         assert!(!head.keep_alive);
         assert_eq!(head.request.headers()["connection"], "upgrade, close");
+    }
+
+    #[test]
+    fn known_names_are_the_names_their_bytes_spell() {
+        for (capitalised, lower) in KNOWN_NAMES {
+            assert_eq!(capitalised.to_ascii_lowercase(), lower.to_vec());
+            for raw in [*capitalised, *lower] {
+                let name = known_name(raw);
+                assert!(name.is_some());
+                assert_eq!(name, HeaderName::from_bytes(raw).ok());
+            }
+        }
+        // Other spellings take the general path, to the same names.
+        assert_eq!(known_name(b"CONTENT-LENGTH"), None);
+        assert_eq!(known_name(b"X-Custom"), None);
     }
 
     #[test]

@@ -135,11 +135,13 @@ impl<S> State<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> State<S> {
-    /// Read more into `buf`; `Ok(0)` at end of stream. Without a buffer
-    /// the bytes are read on the stack first, so waiting costs nothing.
+    /// Read more into `buf`; `Ok(0)` at end of stream. Without a buffer,
+    /// or with an empty one too small to read into, the bytes are read on
+    /// the stack first, so waiting costs nothing (a head's buffer still
+    /// shared with the head is not grown while its request is served).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let io = self.io.as_mut().ok_or_else(gone)?;
-        if self.buf.capacity() == 0 {
+        if self.buf.is_empty() && self.buf.capacity() < 1024 {
             // Left uninitialised: only what the read fills is looked at.
             let mut stack = [MaybeUninit::<u8>::uninit(); FIRST_READ];
             let mut read = ReadBuf::uninit(&mut stack);
@@ -252,6 +254,19 @@ fn poll_write_chain<W>(io: &mut W, cx: &mut Context<'_>, out: &mut Out) -> Poll<
 where
     W: AsyncWrite + Unpin,
 {
+    if out.chain.is_empty() {
+        // Only gathered pieces (a small response, a head): written from
+        // where they were gathered.
+        while !out.small.is_empty() {
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, &out.small))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            out.small.advance(n);
+            out.len = out.len.saturating_sub(n);
+        }
+        return Poll::Ready(Ok(()));
+    }
     out.seal();
     while !out.chain.is_empty() {
         let mut slices = [IoSlice::new(&[]); 16];
@@ -492,6 +507,8 @@ where
             let state = shared.lock();
             state.buf.is_empty() && state.buf.capacity() > 0
         };
+        // Whether this task's waker waits on the connection's reads already.
+        let mut registered = false;
         if kept {
             // A busy client's next request usually follows at once: it is
             // read into the buffer the connection still has, which goes
@@ -499,7 +516,7 @@ where
             match poll_fn(|cx| Poll::Ready(shared.lock().poll_fill(cx))).await {
                 Poll::Ready(Ok(0) | Err(_)) => return Ok(None),
                 Poll::Ready(Ok(_)) => continue,
-                Poll::Pending => {}
+                Poll::Pending => registered = true,
             }
         }
         let idle = {
@@ -518,7 +535,15 @@ where
         if !idle && deadline.is_none() {
             deadline = Some(Instant::now() + settings.head_timeout);
         }
-        let fill = poll_fn(|cx| shared.lock().poll_fill(cx));
+        // A read that just found nothing left this task's waker with the
+        // socket, and no await lies between: the first poll need not ask
+        // again (the buffer given back meanwhile held nothing).
+        let fill = poll_fn(|cx| {
+            if std::mem::take(&mut registered) {
+                return Poll::Pending;
+            }
+            shared.lock().poll_fill(cx)
+        });
         // One timer: the idle timeout, or the head's, whichever is first.
         let idle_at = guards.activity.idle_at(guards.idle);
         timer
