@@ -147,10 +147,11 @@ fn vars<'a>(
 /// lookup walks).
 fn request_id(plan: &ListenerPlan, req: &Request<ProxyBody>) -> HeaderValue {
     let trusted = plan.http.rules.request_id.trust_incoming;
-    let mut id = req
-        .headers()
-        .get(&plan.request_id)
-        .filter(|v| trusted && rules::acceptable_id(v).is_some())
+    // The client's field is looked up only when it may be taken.
+    let mut id = trusted
+        .then(|| req.headers().get(&plan.request_id))
+        .flatten()
+        .filter(|v| rules::acceptable_id(v).is_some())
         .cloned()
         .unwrap_or_else(rules::new_request_id);
     id.set_sensitive(true);
