@@ -3,10 +3,11 @@
 //! requests through the proxy core with connection caps, timeouts and
 //! drain.
 
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -266,24 +267,21 @@ async fn sniff_preface(stream: &mut TcpStream) -> std::io::Result<(Bytes, bool)>
     // the buffer lives only between awaits.
     let mut seen = Vec::new();
     loop {
-        stream.readable().await?;
-        let mut buf = [0u8; 2048];
         // Read through `poll_read`, not `try_read`: a short read through it
         // tells tokio the socket is drained, so the exchange's next look
-        // at the client costs no failed `recvfrom`. Nothing waits here
-        // (the buffer is not held across an await); a spurious wake-up
-        // goes back to `readable`.
-        let mut read = ReadBuf::new(&mut buf);
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let n = match Pin::new(&mut *stream).poll_read(&mut cx, &mut read) {
-            Poll::Ready(Ok(())) => read.filled().len(),
-            Poll::Pending => continue,
-            Poll::Ready(Err(e)) => return Err(e),
-        };
+        // at the client costs no failed `recvfrom`. The buffer lives only
+        // within a poll, never across the wait.
+        let n = std::future::poll_fn(|cx| {
+            let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+            let mut read = ReadBuf::uninit(&mut buf);
+            ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+            seen.extend_from_slice(read.filled());
+            Poll::Ready(Ok::<_, std::io::Error>(read.filled().len()))
+        })
+        .await?;
         if n == 0 {
             break;
         }
-        seen.extend_from_slice(buf.get(..n).unwrap_or_default());
         let start = seen.get(..H2_PREFACE.len()).unwrap_or(&seen);
         if seen.len() >= H2_PREFACE.len() || !H2_PREFACE.starts_with(start) {
             break;
