@@ -250,6 +250,8 @@ access_log = {{ enabled = false }}
 # One load client address stands for many clients: h2load's 512 streams
 # at once would pass the default cap of 256 (nginx and HAProxy have none).
 max_requests_per_client = 0
+# Neither nginx nor HAProxy makes request IDs or forwarding headers here.
+request_id = {{ enabled = false }}
 [listeners.forwarding]
 x_forwarded_for = false
 x_forwarded_proto = false
@@ -264,6 +266,7 @@ address = "127.0.0.1:{self.tls}"
 protocol = "h1s"
 access_log = {{ enabled = false }}
 max_requests_per_client = 0
+request_id = {{ enabled = false }}
 [listeners.forwarding]
 x_forwarded_for = false
 x_forwarded_proto = false

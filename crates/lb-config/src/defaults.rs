@@ -188,6 +188,8 @@ pub const BACKEND_TLS: bool = false;
 /// Backend: whether the backend's certificate is verified.
 pub const BACKEND_TLS_VERIFY: bool = true;
 
+/// Listener: whether requests get IDs.
+pub const REQUEST_ID_ENABLED: bool = true;
 /// Listener: the header carrying request IDs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Listener: whether a client's request ID is kept rather than replaced.

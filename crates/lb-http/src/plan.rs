@@ -26,8 +26,8 @@ pub struct ListenerPlan {
     pub(crate) routes: Vec<RouteStats>,
     pub(crate) metrics: ListenerMetrics,
     pub(crate) access_log: Option<AccessLog>,
-    /// The request ID header.
-    pub(crate) request_id: http::HeaderName,
+    /// The request ID header; `None` when requests get no ID.
+    pub(crate) request_id: Option<http::HeaderName>,
     /// The listener's own rate limit.
     pub(crate) limiter: Option<crate::rate_limit::Limiter>,
     /// The listener as `%listener%` and the metric labels name it.
@@ -220,7 +220,11 @@ impl ListenerPlan {
                 .access_log
                 .as_ref()
                 .and_then(|log| AccessLogs::global().open(listener.id(), log.path())),
-            request_id: http::HeaderName::try_from(http.rules.request_id.header.as_str()).ok()?,
+            request_id: if http.rules.request_id.enabled {
+                Some(http::HeaderName::try_from(http.rules.request_id.header.as_str()).ok()?)
+            } else {
+                None
+            },
             limiter: http
                 .rules
                 .rate_limit

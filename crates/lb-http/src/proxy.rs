@@ -115,7 +115,9 @@ pub(crate) fn handle(
         if let Some(routed) = routed {
             rules::apply(&routed.rules.response_headers, headers, &vars);
         }
-        headers.insert(plan.request_id.clone(), record.request_id.clone());
+        if let Some(name) = &plan.request_id {
+            headers.insert(name.clone(), record.request_id.clone());
+        }
         *response.version_mut() = version;
         Ok(record.respond(response))
     }
@@ -141,15 +143,19 @@ fn vars<'a>(
 }
 
 /// The request's ID: the client's own when the listener trusts it and it
-/// is well formed, otherwise a new one. Marked never to be indexed: a value
+/// is well formed, otherwise a new one; empty when the listener gives
+/// none. Marked never to be indexed: a value
 /// unique to each request would only churn an HTTP/2 HPACK table (each
 /// insertion evicts an entry and lengthens the name's chain every later
 /// lookup walks).
 fn request_id(plan: &ListenerPlan, req: &Request<ProxyBody>) -> HeaderValue {
+    let Some(name) = &plan.request_id else {
+        return HeaderValue::from_static("");
+    };
     let trusted = plan.http.rules.request_id.trust_incoming;
     // The client's field is looked up only when it may be taken.
     let mut id = trusted
-        .then(|| req.headers().get(&plan.request_id))
+        .then(|| req.headers().get(name))
         .flatten()
         .filter(|v| rules::acceptable_id(v).is_some())
         .cloned()
@@ -490,9 +496,11 @@ fn forward<'a>(
         let vars = vars(plan, &conn, &record.request_id, Some(routed.index), "");
         rules::apply(&plan.http.rules.request_headers, &mut parts.headers, &vars);
         rules::apply(&rules.request_headers, &mut parts.headers, &vars);
-        parts
-            .headers
-            .insert(plan.request_id.clone(), record.request_id.clone());
+        if let Some(name) = &plan.request_id {
+            parts
+                .headers
+                .insert(name.clone(), record.request_id.clone());
+        }
         if let Some(change) = &rules.rewrite {
             let path = rules::changed_path(change, &routed.prefix, parts.uri.path());
             if let Some(pq) = rules::with_path(&parts.uri, &path) {

@@ -992,6 +992,18 @@ routes = [{ direct = { status = 200 } }]
         reason: "unknown variable %user%",
     },
     Case {
+        name: "a request ID setting on a listener that makes none",
+        toml: r#"
+[[listeners]]
+address = "127.0.0.1:8081"
+protocol = "h1"
+request_id = { enabled = false, trust_incoming = true }
+routes = [{ direct = { status = 200 } }]
+"#,
+        path: "listeners[0].request_id.trust_incoming",
+        reason: "has no effect with request_id.enabled = false",
+    },
+    Case {
         name: "the backend variable in a request header",
         toml: r#"
 [[listeners]]

@@ -281,6 +281,65 @@ async fn every_request_gets_an_id_sent_upstream_returned_and_logged() {
 }
 
 #[tokio::test]
+async fn request_ids_turned_off_are_neither_made_nor_logged() {
+    let backend = headers_echo(Proto::H1);
+    let dir = common::temp_dir("request-id-off");
+    let listen = free_addr();
+    let log = dir.join("access.log");
+    let toml = format!(
+        r#"
+[[listeners]]
+address = "{listen}"
+protocol = "h1"
+access_log = {{ path = {log:?} }}
+request_id = {{ enabled = false }}
+[[listeners.backends]]
+address = "{}"
+"#,
+        backend.addr
+    );
+    let gw = Gateway::start(&toml, &[listen]);
+    for proto in [Proto::H1, Proto::H2] {
+        let plain = send(proto, listen, "app.test", "/no-id", &[]).await;
+        assert_eq!(plain.status, 200);
+        assert!(
+            seen(&plain.body, "x-request-id").is_empty(),
+            "{}",
+            plain.body
+        );
+        assert!(plain.headers.get("x-request-id").is_none());
+        // A client's own field is an ordinary one then: passed on as sent.
+        let own = send(
+            proto,
+            listen,
+            "app.test",
+            "/own-id",
+            &[("x-request-id", "client-chosen-2")],
+        )
+        .await;
+        assert_eq!(seen(&own.body, "x-request-id"), ["client-chosen-2"]);
+        assert!(own.headers.get("x-request-id").is_none());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("-id\"")).collect();
+        if lines.len() == 4 {
+            for line in lines {
+                assert!(!line.contains("\"request_id\":\""), "{line}");
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not four access lines:\n{text}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_rate_limit_answers_429_beyond_its_burst_per_key_and_recovers() {
     let backend = headers_echo(Proto::H1);
     let listen = free_addr();

@@ -74,6 +74,9 @@ pub struct RateLimit {
 /// Request IDs of a listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId {
+    /// Requests get an ID (sent upstream, returned, logged); without,
+    /// none is made, passed on as such or logged.
+    pub enabled: bool,
     /// Header carrying the ID (lowercase).
     pub header: String,
     /// Keep a well-formed incoming ID.

@@ -50,10 +50,12 @@ pub struct RawHeaderRules {
     pub remove: Vec<String>,
 }
 
-/// `request_id = { header, trust_incoming }` on a listener.
+/// `request_id = { enabled, header, trust_incoming }` on a listener.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawRequestId {
+    /// Whether requests get an ID at all.
+    pub enabled: Option<bool>,
     /// Header carrying the ID.
     pub header: Option<String>,
     /// Keep a well-formed incoming ID instead of replacing it.

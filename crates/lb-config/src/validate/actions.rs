@@ -233,6 +233,26 @@ pub(super) fn listener_rules(rl: &RawListener, path: &str, errors: &mut Errors) 
     if let Err(reason) = settable_name(&header) {
         errors.push(format!("{path}.request_id.header"), reason);
     }
+    let enabled = request_id
+        .and_then(|r| r.enabled)
+        .unwrap_or(d::REQUEST_ID_ENABLED);
+    if !enabled {
+        // Without IDs these would mean nothing.
+        for (key, given) in [
+            ("header", request_id.is_some_and(|r| r.header.is_some())),
+            (
+                "trust_incoming",
+                request_id.is_some_and(|r| r.trust_incoming.is_some()),
+            ),
+        ] {
+            if given {
+                errors.push(
+                    format!("{path}.request_id.{key}"),
+                    "has no effect with request_id.enabled = false".to_owned(),
+                );
+            }
+        }
+    }
     ListenerRules {
         request_headers: header_rules(
             rl.request_headers.as_ref(),
@@ -245,6 +265,7 @@ pub(super) fn listener_rules(rl: &RawListener, path: &str, errors: &mut Errors) 
             errors,
         ),
         request_id: RequestId {
+            enabled,
             header,
             trust_incoming: request_id
                 .and_then(|r| r.trust_incoming)

@@ -322,10 +322,26 @@ known_names![
     (b"Authorization", b"authorization", header::AUTHORIZATION),
     (b"Accept-Ranges", b"accept-ranges", header::ACCEPT_RANGES),
     (b"Content-Length", b"content-length", header::CONTENT_LENGTH),
-    (b"Accept-Encoding", b"accept-encoding", header::ACCEPT_ENCODING),
-    (b"Accept-Language", b"accept-language", header::ACCEPT_LANGUAGE),
-    (b"Content-Encoding", b"content-encoding", header::CONTENT_ENCODING),
-    (b"Transfer-Encoding", b"transfer-encoding", header::TRANSFER_ENCODING),
+    (
+        b"Accept-Encoding",
+        b"accept-encoding",
+        header::ACCEPT_ENCODING
+    ),
+    (
+        b"Accept-Language",
+        b"accept-language",
+        header::ACCEPT_LANGUAGE
+    ),
+    (
+        b"Content-Encoding",
+        b"content-encoding",
+        header::CONTENT_ENCODING
+    ),
+    (
+        b"Transfer-Encoding",
+        b"transfer-encoding",
+        header::TRANSFER_ENCODING
+    ),
 ];
 
 fn value_at(head: &Bytes, start: usize, end: usize) -> Option<HeaderValue> {
