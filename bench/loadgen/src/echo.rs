@@ -49,14 +49,26 @@ async fn call(req: Request<Incoming>) -> Result<Response<EchoBody>, hyper::Error
 }
 
 pub fn grpc(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let addr = port(it)?;
+    serve_h2c(port(it)?, hyper::service::service_fn(call))
+}
+
+/// Serve h2c on `addr`, every connection by `service`, on one thread.
+fn serve_h2c<S, B>(addr: SocketAddr, service: S) -> anyhow::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         loop {
             let (stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
+            let service = service.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(call);
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(1024)
                     .serve_connection(TokioIo::new(stream), service)
@@ -153,30 +165,19 @@ pub fn h2_floor(mut it: impl Iterator<Item = String>) -> anyhow::Result<()> {
 /// eg-loadgen h2-serve PORT
 /// ```
 pub fn h2_serve(it: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let addr = port(it)?;
-    runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        loop {
-            let (stream, _) = listener.accept().await?;
-            stream.set_nodelay(true)?;
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    let mut res = Response::new(http_body_util::Full::new(Bytes::from_static(
-                        b"hello from backend\n",
-                    )));
-                    res.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain"),
-                    );
-                    Ok::<_, Infallible>(res)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(1024)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    })
+    serve_h2c(
+        port(it)?,
+        hyper::service::service_fn(|_req: Request<Incoming>| async {
+            let mut res = Response::new(http_body_util::Full::new(Bytes::from_static(
+                b"hello from backend\n",
+            )));
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            Ok::<_, Infallible>(res)
+        }),
+    )
 }
 
 /// The floor of an HTTP/1.1 proxy on tokio: one backend connection per

@@ -60,6 +60,29 @@ fn seen<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The access log's lines holding `needle`, once `count` of them are
+/// written (10 s at most).
+async fn logged(log: &std::path::Path, needle: &str, count: usize, gw: &Gateway) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {count} access lines with {needle}:\n{text}\n{}",
+            gw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 const REDIRECTS: &str = r#"
 [[listeners.routes]]
 path_prefix = "/r301/"
@@ -192,21 +215,11 @@ address = "{}"
         assert!(first.starts_with("GET /only?q=1 "), "{proto:?}: {first}");
         assert_eq!(seen(&fixed.body, "x-edge"), [listen.to_string().as_str()]);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let line = text.lines().find(|l| l.contains("\"path\":\"/api/users\""));
-        if let Some(line) = line {
-            assert!(line.contains("\"upstream_path\":\"/v2/users\""), "{line}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no access line:\n{text}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let lines = logged(&log, "\"path\":\"/api/users\"", 1, &gw).await;
+    assert!(
+        lines[0].contains("\"upstream_path\":\"/v2/users\""),
+        "{lines:?}"
+    );
 }
 
 fn id_config(
@@ -235,7 +248,7 @@ async fn every_request_gets_an_id_sent_upstream_returned_and_logged() {
     for trust in [false, true] {
         let listen = free_addr();
         let log = dir.join(format!("access-{trust}.log"));
-        let _gw = Gateway::start(&id_config(listen, backend.addr, trust, &log), &[listen]);
+        let gw = Gateway::start(&id_config(listen, backend.addr, trust, &log), &[listen]);
         for proto in [Proto::H1, Proto::H2] {
             let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
             let mine = send(
@@ -262,20 +275,12 @@ async fn every_request_gets_an_id_sent_upstream_returned_and_logged() {
             let new_id = header(&fresh, "x-correlation-id");
             assert_eq!(new_id.len(), 32);
             assert_ne!(new_id, id);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let wanted = format!("\"request_id\":\"{id}\"");
-                if let Some(line) = text.lines().find(|l| l.contains(&wanted)) {
-                    assert!(
-                        line.contains(&format!("\"traceparent\":\"{parent}\"")),
-                        "{line}"
-                    );
-                    break;
-                }
-                assert!(Instant::now() < deadline, "no line with {wanted}:\n{text}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let wanted = format!("\"request_id\":\"{id}\"");
+            let lines = logged(&log, &wanted, 1, &gw).await;
+            assert!(
+                lines[0].contains(&format!("\"traceparent\":\"{parent}\"")),
+                "{lines:?}"
+            );
         }
     }
 }
@@ -293,6 +298,7 @@ address = "{listen}"
 protocol = "h1"
 access_log = {{ path = {log:?} }}
 request_id = {{ enabled = false }}
+response_headers = {{ set = {{ x-seen-id = "id=%request_id%" }} }}
 [[listeners.backends]]
 address = "{}"
 "#,
@@ -308,6 +314,8 @@ address = "{}"
             plain.body
         );
         assert!(plain.headers.get("x-request-id").is_none());
+        // The header rules' variable is empty.
+        assert_eq!(header(&plain, "x-seen-id"), "id=");
         // A client's own field is an ordinary one then: passed on as sent.
         let own = send(
             proto,
@@ -320,22 +328,10 @@ address = "{}"
         assert_eq!(seen(&own.body, "x-request-id"), ["client-chosen-2"]);
         assert!(own.headers.get("x-request-id").is_none());
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains("-id\"")).collect();
-        if lines.len() == 4 {
-            for line in lines {
-                assert!(!line.contains("\"request_id\":\""), "{line}");
-            }
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not four access lines:\n{text}\n{}",
-            gw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let lines = logged(&log, "-id\"", 4, &gw).await;
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for line in lines {
+        assert!(!line.contains("\"request_id\":\""), "{line}");
     }
 }
 
