@@ -100,6 +100,13 @@ pub const QUIC_HASH_KEY: &str = "connection_id";
 pub const RING_SIZE: usize = 160;
 /// Cluster: entries of the `maglev` lookup table (a prime).
 pub const MAGLEV_TABLE_SIZE: usize = 65_537;
+/// XDP: how the program attaches to its interface (in the driver).
+pub const XDP_MODE: crate::XdpMode = crate::XdpMode::Native;
+/// Cluster of XDP virtual IPs: the balancing policy, the only one the
+/// kernel program has. Its `maglev_table_size` defaults to
+/// `MAGLEV_TABLE_SIZE`, which fits the kernel table
+/// (`Xdp::MAX_MAGLEV_TABLE_SIZE`).
+pub const XDP_POLICY: crate::Policy = crate::Policy::Maglev;
 /// Cluster: below this percentage of healthy backends the cluster routes to
 /// all of them (panic mode); 0 turns panic mode off.
 pub const PANIC_THRESHOLD_PERCENT: u8 = 50;

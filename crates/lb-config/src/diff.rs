@@ -2,7 +2,7 @@
 //! configurations as one log line, and which differences cannot be applied
 //! to a running process.
 
-use crate::model::{Backend, Cluster, Config, Listener, ListenerId};
+use crate::model::{Backend, Cluster, Config, Listener, ListenerId, Xdp};
 
 /// Differences between the running and the new configuration.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -32,6 +32,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let mut d = ConfigDiff::default();
     listeners(old, new, &mut d);
     clusters(old, new, &mut d);
+    xdp(old.xdp.as_ref(), new.xdp.as_ref(), &mut d);
     if old.runtime.worker_threads != new.runtime.worker_threads {
         d.restart_required.push(format!(
             "runtime.worker_threads {} -> {} needs a restart",
@@ -146,6 +147,73 @@ fn listener_changes(o: &Listener, l: &Listener, d: &mut ConfigDiff) {
             .any(|c| c.starts_with(&format!("listener {a}:")))
     {
         d.changes.push(format!("listener {a}: settings changed"));
+    }
+}
+
+/// The program's attachment (`[xdp]` itself, `interface`, `mode`) is fixed
+/// until a restart; the VIPs are applied, as are their clusters (compared
+/// with the others).
+fn xdp(old: Option<&Xdp>, new: Option<&Xdp>, d: &mut ConfigDiff) {
+    let (o, n) = match (old, new) {
+        (None, None) => return,
+        (None, Some(n)) => {
+            d.restart_required.push(format!(
+                "xdp on {} ({}) added: attaching the XDP program needs a restart",
+                n.interface,
+                n.mode.as_str()
+            ));
+            return;
+        }
+        (Some(o), None) => {
+            d.restart_required.push(format!(
+                "xdp on {} removed: detaching the XDP program needs a restart; it keeps running as before",
+                o.interface
+            ));
+            return;
+        }
+        (Some(o), Some(n)) => (o, n),
+    };
+    if o.interface != n.interface {
+        d.restart_required.push(format!(
+            "xdp.interface {} -> {} needs a restart; the XDP program stays on {}",
+            o.interface, n.interface, o.interface
+        ));
+    }
+    if o.mode != n.mode {
+        d.restart_required.push(format!(
+            "xdp.mode {} -> {} needs a restart",
+            o.mode.as_str(),
+            n.mode.as_str()
+        ));
+    }
+    for v in &n.vips {
+        let vip = format!("xdp vip {}/{}", v.address, v.transport.as_str());
+        match o
+            .vips
+            .iter()
+            .find(|ov| ov.address == v.address && ov.transport == v.transport)
+        {
+            None => d
+                .changes
+                .push(format!("{vip} (cluster {}) added", v.cluster)),
+            Some(ov) if ov.cluster != v.cluster => d
+                .changes
+                .push(format!("{vip}: cluster {} -> {}", ov.cluster, v.cluster)),
+            Some(_) => {}
+        }
+    }
+    for ov in &o.vips {
+        if !n
+            .vips
+            .iter()
+            .any(|v| v.address == ov.address && v.transport == ov.transport)
+        {
+            d.changes.push(format!(
+                "xdp vip {}/{} removed",
+                ov.address,
+                ov.transport.as_str()
+            ));
+        }
     }
 }
 
@@ -308,5 +376,90 @@ cluster = "api"
             }]
         );
         assert_eq!(d.restart_required.len(), 1, "{d:?}");
+    }
+
+    const XDP: &str = r#"
+[xdp]
+interface = "lo"
+[[xdp.vips]]
+address = "10.0.0.10:80"
+transport = "tcp"
+cluster = "web"
+
+[[clusters]]
+name = "web"
+[[clusters.backends]]
+address = "10.1.0.1:80"
+protocol = "tcp"
+"#;
+
+    #[test]
+    fn xdp_interface_and_mode_need_a_restart() {
+        // Only "lo" exists on every host: the other interface is set on
+        // the model rather than parsed.
+        let old = cfg(XDP);
+        let mut changed = old.clone();
+        let x = changed.xdp.as_mut().unwrap();
+        x.interface = "eth9".to_owned();
+        x.mode = crate::model::XdpMode::Generic;
+        let d = diff(&old, &changed);
+        assert_eq!(
+            d.restart_required,
+            vec![
+                "xdp.interface lo -> eth9 needs a restart; the XDP program stays on lo".to_owned(),
+                "xdp.mode native -> generic needs a restart".to_owned(),
+            ]
+        );
+        assert!(d.changes.is_empty(), "{d:?}");
+        let generic = cfg(&XDP.replace(
+            "interface = \"lo\"",
+            "interface = \"lo\"\nmode = \"generic\"",
+        ));
+        let d = diff(&old, &generic);
+        assert_eq!(
+            d.restart_required,
+            vec!["xdp.mode native -> generic needs a restart".to_owned()]
+        );
+    }
+
+    #[test]
+    fn xdp_added_or_removed_needs_a_restart() {
+        let d = diff(&cfg(BASE), &cfg(&format!("{BASE}{XDP}")));
+        assert_eq!(
+            d.restart_required,
+            vec!["xdp on lo (native) added: attaching the XDP program needs a restart".to_owned()]
+        );
+        assert!(d.changes.contains(&"cluster web added".to_owned()), "{d:?}");
+        let d = diff(&cfg(&format!("{BASE}{XDP}")), &cfg(BASE));
+        assert_eq!(d.restart_required.len(), 1, "{d:?}");
+    }
+
+    #[test]
+    fn xdp_vips_and_their_clusters_are_applied() {
+        let new = XDP
+            .replace("10.0.0.10:80", "10.0.0.11:80")
+            .replace("address = \"10.1.0.1:80\"", "address = \"10.1.0.2:80\"")
+            + "[[xdp.vips]]\naddress = \"10.0.0.12:80\"\ntransport = \"tcp\"\ncluster = \"web\"\n";
+        let d = diff(&cfg(XDP), &cfg(&new));
+        assert!(d.restart_required.is_empty(), "{d:?}");
+        for line in [
+            "xdp vip 10.0.0.11:80/tcp (cluster web) added",
+            "xdp vip 10.0.0.12:80/tcp (cluster web) added",
+            "xdp vip 10.0.0.10:80/tcp removed",
+            "cluster web: backend 10.1.0.2:80 added",
+            "cluster web: backend 10.1.0.1:80 removed",
+        ] {
+            assert!(d.changes.contains(&line.to_owned()), "{line}: {d:?}");
+        }
+        let moved = XDP
+            .replace("cluster = \"web\"", "cluster = \"web2\"")
+            .replace("name = \"web\"", "name = \"web2\"");
+        let d = diff(&cfg(XDP), &cfg(&moved));
+        assert!(
+            d.changes
+                .contains(&"xdp vip 10.0.0.10:80/tcp: cluster web -> web2".to_owned()),
+            "{d:?}"
+        );
+        assert!(d.restart_required.is_empty(), "{d:?}");
     }
 }

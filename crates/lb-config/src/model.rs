@@ -8,9 +8,11 @@ use std::time::Duration;
 mod actions;
 mod balancing;
 mod tls;
+mod xdp;
 pub use actions::*;
 pub use balancing::*;
 pub use tls::*;
+pub use xdp::*;
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +26,8 @@ pub struct Config {
     pub clusters: Vec<Cluster>,
     /// Metrics and the admin listener.
     pub observability: Observability,
+    /// The in-kernel XDP fast path; `None` when `[xdp]` is absent.
+    pub xdp: Option<Xdp>,
 }
 
 impl Config {

@@ -8,9 +8,11 @@ use serde::Deserialize;
 mod actions;
 mod balancing;
 mod tls;
+mod xdp;
 pub use actions::*;
 pub use balancing::*;
 pub use tls::*;
+pub use xdp::*;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -31,6 +33,8 @@ pub struct RawConfig {
     /// Admin API access.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// The in-kernel XDP fast path; off when absent.
+    pub xdp: Option<RawXdp>,
 }
 
 /// `[observability]`.

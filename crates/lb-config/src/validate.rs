@@ -25,6 +25,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Errors(Vec::new());
     let runtime = runtime(&raw.runtime, &mut errors);
 
+    // Clusters that XDP virtual IPs name are validated as such: what they
+    // accept depends on the VIP, not on a listener.
+    let xdp_uses = xdp::cluster_uses(raw.xdp.as_ref());
     let mut clusters = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, rc) in raw.clusters.iter().enumerate() {
@@ -49,19 +52,19 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
                 ),
             );
         }
-        clusters.push(cluster(
-            rc,
-            &rc.backends,
-            &path,
-            BackendProtocol::H1,
-            &mut errors,
-        ));
+        clusters.push(match xdp_uses.get(&rc.name) {
+            Some(vip) => xdp::cluster(rc, &path, vip, &mut errors),
+            None => cluster(rc, &rc.backends, &path, BackendProtocol::H1, &mut errors),
+        });
     }
 
     let mut listeners = Vec::new();
     let mut bound: Vec<(ListenerId, usize)> = Vec::new();
-    if raw.listeners.is_empty() {
-        errors.push("listeners", "at least one listener is required");
+    if raw.listeners.is_empty() && raw.xdp.is_none() {
+        errors.push(
+            "listeners",
+            "at least one listener or XDP virtual IP is required",
+        );
     }
     for (i, rl) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
@@ -86,12 +89,23 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         &bound_addresses,
         &mut errors,
     );
+    let xdp = xdp::xdp(
+        &raw,
+        &names,
+        &xdp_uses,
+        &xdp::Bound {
+            listeners: &bound,
+            metrics_bind: observability.metrics_bind,
+        },
+        &mut errors,
+    );
     if errors.0.is_empty() {
         Ok(Config {
             runtime,
             listeners,
             clusters,
             observability,
+            xdp,
         })
     } else {
         Err(errors.0)
@@ -387,15 +401,7 @@ fn backend(
     default_protocol: BackendProtocol,
     errors: &mut Errors,
 ) -> Option<Backend> {
-    let protocol = match rb.protocol {
-        None => default_protocol,
-        Some(RawBackendProtocol::Tcp) => BackendProtocol::Tcp,
-        Some(RawBackendProtocol::H1) => BackendProtocol::H1,
-        Some(RawBackendProtocol::H2) => BackendProtocol::H2,
-        Some(RawBackendProtocol::H3) => BackendProtocol::H3,
-        Some(RawBackendProtocol::Udp) => BackendProtocol::Udp,
-        Some(RawBackendProtocol::Quic) => BackendProtocol::Quic,
-    };
+    let protocol = rb.protocol.map_or(default_protocol, backend_protocol);
     let resolved = match resolve(&rb.address) {
         Ok(addr) => addr,
         Err(reason) => {
@@ -433,6 +439,18 @@ fn backend(
         send_proxy_protocol,
         quic_server_id: rb.quic_server_id,
     })
+}
+
+/// The backend protocol a token names.
+fn backend_protocol(raw: RawBackendProtocol) -> BackendProtocol {
+    match raw {
+        RawBackendProtocol::Tcp => BackendProtocol::Tcp,
+        RawBackendProtocol::H1 => BackendProtocol::H1,
+        RawBackendProtocol::H2 => BackendProtocol::H2,
+        RawBackendProtocol::H3 => BackendProtocol::H3,
+        RawBackendProtocol::Udp => BackendProtocol::Udp,
+        RawBackendProtocol::Quic => BackendProtocol::Quic,
+    }
 }
 
 /// Resolve `host:port` (or `ip:port`, `[v6]:port`) to its first address.
@@ -1034,3 +1052,4 @@ mod route;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod xdp;

@@ -1193,7 +1193,7 @@ max_requests_per_client = 10
         name: "no listeners",
         toml: "",
         path: "listeners",
-        reason: "at least one listener is required",
+        reason: "at least one listener or XDP virtual IP is required",
     },
     Case {
         name: "TOML syntax error",
@@ -1659,6 +1659,71 @@ backends = [{ address = "127.0.0.1:9001", send_proxy_protocol = "v3" }]
 "#,
         path: "listeners[0].backends[0].send_proxy_protocol",
         reason: "unknown variant `v3`",
+    },
+    Case {
+        name: "XDP on an interface this host does not have",
+        toml: r#"
+[xdp]
+interface = "eg-no-such0"
+[[xdp.vips]]
+address = "10.0.0.10:80"
+transport = "tcp"
+cluster = "web"
+[[clusters]]
+name = "web"
+backends = [{ address = "10.1.0.1:80", protocol = "tcp" }]
+"#,
+        path: "xdp.interface",
+        reason: "no network interface named \"eg-no-such0\" on this host",
+    },
+    Case {
+        name: "IPv6 XDP virtual IP",
+        toml: r#"
+[xdp]
+interface = "lo"
+[[xdp.vips]]
+address = "[2001:db8::10]:80"
+transport = "tcp"
+cluster = "web"
+[[clusters]]
+name = "web"
+backends = [{ address = "10.1.0.1:80", protocol = "tcp" }]
+"#,
+        path: "xdp.vips[0].address",
+        reason: "IPv6 virtual IPs are not supported on the XDP path",
+    },
+    Case {
+        name: "XDP backend on another port than its VIP",
+        toml: r#"
+[xdp]
+interface = "lo"
+[[xdp.vips]]
+address = "10.0.0.10:80"
+transport = "tcp"
+cluster = "web"
+[[clusters]]
+name = "web"
+backends = [{ address = "10.1.0.1:8080", protocol = "tcp" }]
+"#,
+        path: "clusters[0].backends[0].address",
+        reason: "direct server return: the backend answers on the VIP's port; give port 80",
+    },
+    Case {
+        name: "policy other than maglev on an XDP cluster",
+        toml: r#"
+[xdp]
+interface = "lo"
+[[xdp.vips]]
+address = "10.0.0.10:80"
+transport = "tcp"
+cluster = "web"
+[[clusters]]
+name = "web"
+policy = "round_robin"
+backends = [{ address = "10.1.0.1:80", protocol = "tcp" }]
+"#,
+        path: "clusters[0].policy",
+        reason: "the XDP path balances with maglev in the kernel; policy \"round_robin\" is not available",
     },
 ];
 /// Run `--check` on `toml`; returns (exit code, stdout, stderr).

@@ -245,11 +245,11 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn is_prime(n: usize) -> bool {
+pub(super) fn is_prime(n: usize) -> bool {
     n >= 2 && (2..).take_while(|k| k * k <= n).all(|k| n % k != 0)
 }
 
-fn health_check(
+pub(super) fn health_check(
     raw: Option<&RawHealthCheck>,
     path: &str,
     family: Family,
