@@ -33,6 +33,13 @@ impl Maglev {
         }
     }
 
+    /// The table: each slot's backend, as an index into the backends it
+    /// was built from; empty when none has weight. The XDP path writes it
+    /// into the kernel as it is, so kernel and userspace pick alike.
+    pub fn slots(&self) -> &[u32] {
+        &self.table
+    }
+
     /// The usable backend for `key`: its slot's backend, else the next
     /// slots' in order.
     pub(crate) fn lookup(&self, c: &Candidates<'_>, key: u64) -> Option<usize> {

@@ -33,4 +33,5 @@ pub use prometheus_client;
 pub use ratelimit::LogLimiter;
 pub use status::{
     render_html, BackendStatus, ClusterStatus, ConfigStatus, ListenerStatus, ReloadStatus, Status,
+    XdpBackendStatus, XdpReasonStatus, XdpStatus, XdpVipStatus,
 };

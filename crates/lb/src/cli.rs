@@ -11,6 +11,14 @@ pub enum Command {
     Version,
     /// Print usage.
     Help,
+    /// Attach the IP-in-IP decapsulator to an interface (on a backend of
+    /// an XDP virtual IP) until SIGTERM or SIGINT.
+    Decap {
+        /// The interface.
+        interface: String,
+        /// `generic` instead of native XDP.
+        generic: bool,
+    },
 }
 
 /// The config used when no path is given.
@@ -23,6 +31,10 @@ USAGE:
     expressgateway [CONFIG]          run with CONFIG (default: config/default.toml)
     expressgateway --check [CONFIG]  validate CONFIG, print a summary, exit 0 or 1
                                      (-t is the same as --check)
+    expressgateway xdp-decap IFACE [--generic]
+                                     on a backend of an XDP virtual IP: unwrap
+                                     the IP-in-IP packets the gateway sends,
+                                     on IFACE, until SIGTERM or SIGINT
     expressgateway --version         print the version (-V)
     expressgateway --help            print this help (-h)
 
@@ -48,6 +60,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             Ok(Command::Check(DEFAULT_CONFIG.to_owned()))
         }
         [flag, path] if flag == "--check" || flag == "-t" => Ok(Command::Check(path.clone())),
+        [cmd, interface] if cmd == "xdp-decap" => Ok(Command::Decap {
+            interface: interface.clone(),
+            generic: false,
+        }),
+        [cmd, interface, flag] if cmd == "xdp-decap" && flag == "--generic" => Ok(Command::Decap {
+            interface: interface.clone(),
+            generic: true,
+        }),
         [path] if !path.starts_with('-') => Ok(Command::Run(path.clone())),
         _ => Err(format!(
             "unrecognised arguments: {}\n\n{USAGE}",

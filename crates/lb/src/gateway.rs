@@ -18,6 +18,7 @@ use lb_tls::TlsState;
 
 use crate::listeners::{self, Context, RunningListener};
 use crate::telemetry::{DrainPhase, Telemetry};
+use crate::xdp::XdpPath;
 
 /// Longest wait for aborted connections to close.
 const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -47,6 +48,10 @@ pub struct Gateway {
     pub admin_token: Arc<arc_swap::ArcSwapOption<[u8; 32]>>,
     /// Admin connection limits, swapped on reload.
     pub admin_limits: Arc<ArcSwap<lb_config::AdminLimits>>,
+    /// The XDP program, when `[xdp]` is configured; detached when dropped.
+    pub xdp: Option<Arc<XdpPath>>,
+    /// The task that keeps the XDP maps in line with health and reloads.
+    pub xdp_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -71,6 +76,9 @@ impl Gateway {
         )));
         let tls = Arc::new(ArcSwap::from_pointee(tls));
         let current = snapshot.load_full();
+        // Attached before any listener serves: when it fails, the start
+        // fails whole.
+        let xdp = XdpPath::start(&current).context("starting the XDP fast path")?;
         let upstreams = lb_http::upstreams(&current, &tls.load(), None);
         let health = lb_health::start(&current, &tls.load(), None);
         let ctx = Context {
@@ -84,6 +92,10 @@ impl Gateway {
         }
         let telemetry = Telemetry::register(metrics, Arc::clone(&snapshot));
         telemetry.generation.set(1);
+        let xdp_watch = xdp.as_ref().map(|x| {
+            x.register_metrics(metrics);
+            x.watch(Arc::clone(&snapshot))
+        });
         Ok(Arc::new(Self {
             path,
             started: Instant::now(),
@@ -101,6 +113,8 @@ impl Gateway {
             telemetry,
             admin_token: Arc::new(arc_swap::ArcSwapOption::new(token.map(Arc::new))),
             admin_limits: Arc::new(ArcSwap::from_pointee(admin_limits)),
+            xdp,
+            xdp_watch,
         }))
     }
 

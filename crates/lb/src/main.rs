@@ -16,6 +16,7 @@ mod reload;
 mod status;
 mod summary;
 mod telemetry;
+mod xdp;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
         }
+        cli::Command::Decap { interface, generic } => return decap(&interface, generic),
         cli::Command::Check(path) | cli::Command::Run(path) => path,
     };
     let config = match lb_config::load(&path) {
@@ -89,6 +91,52 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "gateway stopped");
+            eprintln!("expressgateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `xdp-decap`: attach the decapsulator, hold it until SIGTERM or SIGINT,
+/// detach.
+fn decap(interface: &str, generic: bool) -> ExitCode {
+    lb_observability::logging::init();
+    let mode = if generic {
+        lb_xdp::Mode::Generic
+    } else {
+        lb_xdp::Mode::Native
+    };
+    let attached = lb_xdp::Decapsulator::attach(lb_xdp::OBJECT, interface, mode);
+    let decapsulator = match attached {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("expressgateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let waited = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| {
+            rt.block_on(async {
+                let mut term = signal(SignalKind::terminate())?;
+                let mut int = signal(SignalKind::interrupt())?;
+                tracing::info!(%interface, generic, "XDP decapsulator attached");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                Ok(())
+            })
+        });
+    drop(decapsulator);
+    match waited {
+        Ok(()) => {
+            tracing::info!(%interface, "XDP decapsulator detached");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
             eprintln!("expressgateway: {e:#}");
             ExitCode::FAILURE
         }
@@ -244,5 +292,11 @@ async fn serve(path: String, config: Config, tls: TlsState) -> anyhow::Result<()
         }
     }
     gateway.shutdown().await;
+    if let Some(task) = &gateway.xdp_watch {
+        task.abort();
+    }
+    if let Some(xdp) = &gateway.xdp {
+        xdp.detach();
+    }
     Ok(())
 }

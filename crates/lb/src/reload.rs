@@ -106,6 +106,13 @@ impl Gateway {
                 .into_iter()
                 .map(|l| format!("not applied: {l}")),
         );
+        if let Some(xdp) = &self.xdp {
+            match xdp.sync(&snapshot) {
+                Ok(true) => lines.push("XDP tables updated".to_owned()),
+                Ok(false) => {}
+                Err(e) => lines.push(format!("XDP tables not updated: {e}")),
+            }
+        }
         Ok(lines)
     }
 

@@ -1,7 +1,8 @@
 //! The status the admin page and `/api/v1/status` show, built from the
 //! snapshot in service and the running listeners. Rates are the change in
 //! each backend's counters since the previous sample (at least a second
-//! apart).
+//! apart). The XDP section's counts are read from the kernel at each
+//! request.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lb_config::ListenerKind;
-use lb_observability::{BackendStatus, ClusterStatus, ConfigStatus, ListenerStatus, Status};
+use lb_core::Snapshot;
+use lb_observability::{
+    BackendStatus, ClusterStatus, ConfigStatus, ListenerStatus, Status, XdpBackendStatus,
+    XdpReasonStatus, XdpStatus, XdpVipStatus,
+};
 
 use crate::gateway::Gateway;
 
@@ -85,7 +90,92 @@ impl StatusSource {
             },
             listeners,
             clusters,
+            xdp: self.xdp(&snapshot),
         }
+    }
+
+    /// The XDP section, when the program is attached: the configured
+    /// virtual IPs, then what the kernel counted for each. A backend shows
+    /// under a virtual IP when it is in the VIP's cluster or was sent
+    /// packets for it.
+    fn xdp(&self, snapshot: &Snapshot) -> Option<XdpStatus> {
+        let path = self.gateway.xdp.as_ref()?;
+        let (interface, mode) = path.attached();
+        let configured = snapshot
+            .config
+            .xdp
+            .as_ref()
+            .map_or(&[][..], |x| x.vips.as_slice());
+        let mut status = XdpStatus {
+            interface: interface.to_owned(),
+            mode: mode.as_str().to_owned(),
+            vips: configured
+                .iter()
+                .map(|v| XdpVipStatus {
+                    address: v.address.to_string(),
+                    transport: v.transport.as_str().to_owned(),
+                    cluster: v.cluster.clone(),
+                    backends: Vec::new(),
+                })
+                .collect(),
+            ..XdpStatus::default()
+        };
+        let counters = match path.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "XDP counters not read for the status page");
+                status.error = Some(e.to_string());
+                return Some(status);
+            }
+        };
+        for f in &counters.flows {
+            let address = f.vip.to_string();
+            let transport = match f.transport {
+                lb_xdp::Transport::Tcp => "tcp",
+                lb_xdp::Transport::Udp => "udp",
+            };
+            let member = configured
+                .iter()
+                .find(|v| v.address == f.vip && v.transport.as_str() == transport)
+                .and_then(|v| snapshot.cluster(&v.cluster))
+                .is_some_and(|c| {
+                    c.backends
+                        .iter()
+                        .any(|b| b.spec.resolved.ip() == std::net::IpAddr::V4(f.backend))
+                });
+            if !member && f.packets == 0 {
+                continue;
+            }
+            let same = |v: &XdpVipStatus| v.address == address && v.transport == transport;
+            if !status.vips.iter().any(same) {
+                status.vips.push(XdpVipStatus {
+                    address: address.clone(),
+                    transport: transport.to_owned(),
+                    cluster: String::new(),
+                    backends: Vec::new(),
+                });
+            }
+            if let Some(vip) = status.vips.iter_mut().find(|v| same(v)) {
+                vip.backends.push(XdpBackendStatus {
+                    address: std::net::SocketAddr::from((f.backend, f.vip.port())).to_string(),
+                    packets: f.packets,
+                    bytes: f.bytes,
+                });
+            }
+        }
+        for (reason, packets, bytes) in counters.reasons {
+            let r = XdpReasonStatus {
+                reason: reason.as_str().to_owned(),
+                packets,
+                bytes,
+            };
+            if reason.dropped() {
+                status.drops.push(r);
+            } else {
+                status.passes.push(r);
+            }
+        }
+        Some(status)
     }
 
     fn backend(&self, cluster: &str, b: &lb_core::Backend) -> BackendStatus {

@@ -50,6 +50,23 @@ pub fn render(path: &str, config: &Config) -> String {
             }
         }
     }
+    if let Some(xdp) = &config.xdp {
+        let _ = writeln!(
+            out,
+            "xdp: on {} ({} mode), balanced in the kernel, backends reached by IP-in-IP",
+            xdp.interface,
+            xdp.mode.as_str()
+        );
+        for vip in &xdp.vips {
+            let _ = writeln!(
+                out,
+                "  {} {} -> cluster {}",
+                vip.address,
+                vip.transport.as_str(),
+                vip.cluster
+            );
+        }
+    }
     let _ = writeln!(out, "clusters:");
     for c in &config.clusters {
         let _ = writeln!(out, "  {} ({})", c.name, c.policy.as_str());

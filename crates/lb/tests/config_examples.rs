@@ -137,7 +137,21 @@ fn stage(name: &str, text: &str) -> PathBuf {
 
 fn staged(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap().to_str().unwrap();
-    stage(name, &std::fs::read_to_string(path).unwrap())
+    stage(name, &on_this_host(&std::fs::read_to_string(path).unwrap()))
+}
+
+/// An XDP example names the interface of its own deployment (`eth0`);
+/// here it is checked against one every host has.
+fn on_this_host(text: &str) -> String {
+    text.replace("interface = \"eth0\"", "interface = \"lo\"")
+}
+
+/// Whether a config attaches an XDP program: booting one needs the
+/// network namespaces of `tests/xdp.rs`, which boot the XDP path with
+/// real backends.
+fn attaches_xdp(path: &Path) -> bool {
+    let table: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+    table.contains_key("xdp")
 }
 
 #[test]
@@ -191,7 +205,7 @@ fn every_example_names_its_shape_and_run_command() {
 
 #[test]
 fn every_shipped_config_boots_with_all_listeners_bound() {
-    for path in shipped_configs() {
+    for path in shipped_configs().into_iter().filter(|p| !attaches_xdp(p)) {
         let (text, listeners) = on_free_ports(&path);
         assert!(!listeners.is_empty(), "{}", path.display());
         let name = path.file_name().unwrap().to_str().unwrap();

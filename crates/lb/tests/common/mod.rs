@@ -202,7 +202,7 @@ impl Gateway {
 
     /// Run `command` with its output in `<config>.log` and wait for it to
     /// serve `wait_for`.
-    fn spawn(mut command: Command, config_path: PathBuf, wait_for: &[SocketAddr]) -> Gateway {
+    pub fn spawn(mut command: Command, config_path: PathBuf, wait_for: &[SocketAddr]) -> Gateway {
         let log_path = config_path.with_extension("log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = command
