@@ -176,7 +176,9 @@ fn load(object: &[u8], small: bool) -> Result<Ebpf, Error> {
             loader.map_max_entries(name, 1);
         }
     }
-    loader.load(object).map_err(|e| Error::Load(e.to_string()))
+    loader
+        .load(object)
+        .map_err(|e| Error::Load(error_chain(&e)))
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, interface: &str, mode: Mode) -> Result<(), Error> {
@@ -190,7 +192,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, interface: &str, mode: Mode) -> Result
         .ok_or_else(|| Error::Load(format!("the object has no program {program}")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| Error::Load(e.to_string()))?;
-    prog.load().map_err(|e| Error::Load(e.to_string()))?;
+    prog.load().map_err(|e| Error::Load(error_chain(&e)))?;
     prog.attach(interface, mode.flags())
         .map_err(|e| fail(error_chain(&e)))?;
     Ok(())

@@ -719,3 +719,78 @@ fn a_backend_failing_its_tcp_health_check_gets_no_new_flows_until_it_passes_agai
         assert_eq!(t.connect(sport).0, expected(&all, "tcp", sport));
     }
 }
+
+/// An `[xdp]` configuration on the loopback interface, with a tcp listener
+/// beside it.
+fn on_loopback(mode: &str) -> String {
+    let listener = common::free_addr();
+    format!(
+        "[xdp]\ninterface = \"lo\"\nmode = \"{mode}\"\n[[xdp.vips]]\naddress = \"10.98.0.1:80\"\n\
+         transport = \"tcp\"\ncluster = \"vip\"\n[[clusters]]\nname = \"vip\"\n[[clusters.backends]]\n\
+         address = \"127.0.0.1:80\"\nprotocol = \"tcp\"\n\n[[listeners]]\naddress = \"{listener}\"\n\
+         protocol = \"tcp\"\ncluster = \"other\"\n[[clusters]]\nname = \"other\"\n[[clusters.backends]]\n\
+         address = \"127.0.0.1:9\"\nprotocol = \"tcp\"\n"
+    )
+}
+
+/// Run the gateway on `config` through `wrapper` (a command line, or
+/// none), expecting it to stop at start; its output.
+fn failed_start(config: &str, wrapper: &[&str]) -> String {
+    let path = common::temp_dir("xdp-start").join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg("--").arg(common::binary());
+            c
+        }
+        None => Command::new(common::binary()),
+    };
+    let out = cmd.arg(&path).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        !text.contains("\"listening\""),
+        "a listener served:\n{text}"
+    );
+    assert!(!text.contains("expressgateway started"), "{text}");
+    text
+}
+
+#[test]
+fn without_privileges_the_start_fails_naming_what_is_missing() {
+    // Root without a single capability (an empty bounding set).
+    let text = failed_start(
+        &on_loopback("generic"),
+        &["setpriv", "--bounding-set=-all", "--inh-caps=-all"],
+    );
+    assert!(
+        text.contains("loading the XDP program")
+            && text.contains("Operation not permitted")
+            && text.contains("needs root, or CAP_BPF with CAP_NET_ADMIN"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_interface_without_native_xdp_fails_the_start_with_nothing_attached() {
+    // The loopback interface has no native XDP.
+    let text = failed_start(&on_loopback("native"), &[]);
+    assert!(
+        text.contains("attaching the XDP program to lo in native mode")
+            && text.contains("Operation not supported"),
+        "{text}"
+    );
+    let attached = Command::new("ip")
+        .args(["link", "show", "lo"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&attached.stdout).contains("xdp"),
+        "an XDP program stayed on lo"
+    );
+}
