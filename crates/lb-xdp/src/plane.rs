@@ -267,12 +267,11 @@ impl Plane {
             )));
         }
         let mut hops = Vec::with_capacity(wanted.len());
-        for &addr in &wanted {
-            let hop = route::resolve(addr).map_err(|reason| Error::Route {
-                backend: addr,
+        for (addr, hop) in wanted.iter().zip(route::resolve_all(&wanted)) {
+            hops.push(hop.map_err(|reason| Error::Route {
+                backend: *addr,
                 reason,
-            })?;
-            hops.push(hop);
+            })?);
         }
         let gone: Vec<(Ipv4Addr, u32)> = self
             .ids

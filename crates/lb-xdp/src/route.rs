@@ -21,8 +21,85 @@ const ATF_COM: u32 = 0x2;
 /// neighbour asks nothing of the backend.
 const DISCARD_PORT: u16 = 9;
 
-/// The route, source address and next hop towards `backend`.
-pub fn resolve(backend: Ipv4Addr) -> Result<Hop, String> {
+/// The route, source address and next hop towards each of `backends`, in
+/// their order. Neighbours the kernel does not know yet are probed all at
+/// once and waited for together (up to 2 s in all).
+pub fn resolve_all(backends: &[Ipv4Addr]) -> Vec<Result<Hop, String>> {
+    let partial: Vec<Result<Toward, String>> = backends.iter().map(|&b| towards(b)).collect();
+    let mut hops: Vec<Option<Result<Hop, String>>> = vec![None; backends.len()];
+    let arp = read("/proc/net/arp").unwrap_or_default();
+    let mut waiting = Vec::new();
+    for (slot, p) in hops.iter_mut().zip(&partial) {
+        match p {
+            Err(e) => *slot = Some(Err(e.clone())),
+            Ok(t) => match lookup_neighbour(t.next(), &t.route.interface, &arp) {
+                Some(dmac) => *slot = Some(Ok(t.hop(dmac))),
+                None => {
+                    probe(t.next());
+                    waiting.push(t.next());
+                }
+            },
+        }
+    }
+    let start = Instant::now();
+    while !waiting.is_empty() && start.elapsed() < PROBE_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+        let arp = read("/proc/net/arp").unwrap_or_default();
+        for (slot, p) in hops.iter_mut().zip(&partial) {
+            if let (None, Ok(t)) = (&slot, p) {
+                if let Some(dmac) = lookup_neighbour(t.next(), &t.route.interface, &arp) {
+                    waiting.retain(|w| *w != t.next());
+                    *slot = Some(Ok(t.hop(dmac)));
+                }
+            }
+        }
+    }
+    hops.into_iter()
+        .zip(&partial)
+        .map(|(hop, p)| {
+            hop.unwrap_or_else(|| {
+                let (next, interface) = match p {
+                    Ok(t) => (t.next(), t.route.interface.as_str()),
+                    Err(_) => (Ipv4Addr::UNSPECIFIED, ""),
+                };
+                Err(format!(
+                    "no neighbour entry for {next} on {interface} (no answer to ARP within {} s)",
+                    PROBE_WAIT.as_secs()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Everything but the next hop's MAC: the backend, its route, the source
+/// address towards it, the egress interface's index and MAC.
+#[derive(Debug, Clone)]
+struct Toward {
+    backend: Ipv4Addr,
+    route: Route,
+    saddr: Ipv4Addr,
+    ifindex: u32,
+    smac: [u8; 6],
+}
+
+impl Toward {
+    /// The neighbour packets to the backend go to.
+    fn next(&self) -> Ipv4Addr {
+        self.route.gateway.unwrap_or(self.backend)
+    }
+
+    fn hop(&self, dmac: [u8; 6]) -> Hop {
+        Hop {
+            addr: self.backend,
+            saddr: self.saddr,
+            ifindex: self.ifindex,
+            dmac,
+            smac: self.smac,
+        }
+    }
+}
+
+fn towards(backend: Ipv4Addr) -> Result<Toward, String> {
     let route = lookup_route(backend, &read("/proc/net/route")?)?;
     let saddr = source_for(backend)?;
     let ifindex = read(&format!("/sys/class/net/{}/ifindex", route.interface))?
@@ -31,15 +108,21 @@ pub fn resolve(backend: Ipv4Addr) -> Result<Hop, String> {
         .map_err(|e| format!("ifindex of {}: {e}", route.interface))?;
     let smac = parse_mac(read(&format!("/sys/class/net/{}/address", route.interface))?.trim())
         .ok_or_else(|| format!("{} has no Ethernet address", route.interface))?;
-    let next = route.gateway.unwrap_or(backend);
-    let dmac = neighbour(next, &route.interface)?;
-    Ok(Hop {
-        addr: backend,
+    Ok(Toward {
+        backend,
+        route,
         saddr,
         ifindex,
-        dmac,
         smac,
     })
+}
+
+/// One empty datagram to `next`'s discard port: the kernel resolves the
+/// neighbour to send it.
+fn probe(next: Ipv4Addr) {
+    if let Ok(socket) = UdpSocket::bind("0.0.0.0:0") {
+        let _ = socket.send_to(&[], SocketAddrV4::new(next, DISCARD_PORT));
+    }
 }
 
 fn read(path: &str) -> Result<String, String> {
@@ -47,7 +130,7 @@ fn read(path: &str) -> Result<String, String> {
 }
 
 /// A route's egress interface and gateway (`None`: on link).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Route {
     interface: String,
     gateway: Option<Ipv4Addr>,
@@ -114,28 +197,6 @@ fn source_for(dst: Ipv4Addr) -> Result<Ipv4Addr, String> {
     }
 }
 
-/// The MAC of `next` on `interface`; when the kernel has no complete
-/// entry, one empty datagram to its discard port makes it resolve one,
-/// which is waited for.
-fn neighbour(next: Ipv4Addr, interface: &str) -> Result<[u8; 6], String> {
-    if let Some(mac) = lookup_neighbour(next, interface, &read("/proc/net/arp")?) {
-        return Ok(mac);
-    }
-    let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("neighbour probe: {e}"))?;
-    let _ = socket.send_to(&[], SocketAddrV4::new(next, DISCARD_PORT));
-    let start = Instant::now();
-    while start.elapsed() < PROBE_WAIT {
-        std::thread::sleep(Duration::from_millis(20));
-        if let Some(mac) = lookup_neighbour(next, interface, &read("/proc/net/arp")?) {
-            return Ok(mac);
-        }
-    }
-    Err(format!(
-        "no neighbour entry for {next} on {interface} (no answer to ARP within {} s)",
-        PROBE_WAIT.as_secs()
-    ))
-}
-
 fn lookup_neighbour(ip: Ipv4Addr, interface: &str, table: &str) -> Option<[u8; 6]> {
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -165,8 +226,8 @@ mod tests {
     const ROUTES: &str = "\
 Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0
-eth1\t0001000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
-eth2\t0201000A\t00000000\t0001\t0\t0\t0\tFFFFFFFF\t0\t0\t0
+eth1\t0000010A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth2\t0200010A\t00000000\t0001\t0\t0\t0\tFFFFFFFF\t0\t0\t0
 ";
 
     #[test]
