@@ -701,7 +701,8 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--loadgen", required=True, help="the fixed-rate client, bench/loadgen")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test of the harness)")
-    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,tls,rate,h3,grpcws,udp")
+    ap.add_argument("--only", default="", help="comma-separated scenario keys: small,64k,close,h2c,tcp,idle,tls,rate,h3,grpcws,udp,xdp "
+                    "(xdp: root, network namespaces; only when asked for)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
 
@@ -815,6 +816,13 @@ def main():
             for name, rows in grpcws.scenarios(work, os.path.abspath(args.binary),
                                                os.path.abspath(args.loadgen), seconds):
                 results[name] = rows
+        if "xdp" in only:
+            import xdpbench
+            if os.geteuid() != 0:
+                raise SystemExit("--only xdp needs root (network namespaces, XDP)")
+            for name, rows in xdpbench.scenarios(work, os.path.abspath(args.binary),
+                                                 os.path.abspath(args.loadgen), seconds, rounds):
+                results[name] = rows
         if want("udp"):
             import udpbench
             name, rows = udpbench.scenario(work, os.path.abspath(args.binary),
@@ -839,6 +847,9 @@ def main():
             lines.append("|---|---:|---:|---:|")
             for t, r in rows:
                 lines.append(f"| {t} | {fmt(r['rss_before'])} | {fmt(r['rss_after'])} | {fmt(r['kib_per_conn'], 2)} |")
+        elif scenario.startswith("XDP "):
+            import xdpbench
+            lines.extend(xdpbench.table(scenario, rows))
         elif scenario.startswith("tcp bulk"):
             lines.append("| target | MB/s | CPU µs per MB | CPU µs per MB, each round | errors |")
             lines.append("|---|---:|---:|---:|---:|")

@@ -2,8 +2,10 @@
 //! closed-loop HTTP/3 with `eg-loadgen h3 ...` (see `h3.rs`), closed-loop
 //! WebSocket messages with `eg-loadgen ws ...` (see `ws.rs`), closed-loop
 //! UDP datagrams with `eg-loadgen udp ...` and its echo backend
-//! (`udp-echo`: see `udp.rs`), and the gRPC and WebSocket echo backends
-//! (`grpc-echo`, `ws-echo`: see `echo.rs`).
+//! (`udp-echo`: see `udp.rs`), open-loop UDP datagrams and their sink for
+//! the XDP benchmark (`udp-blast`, `udp-sink`: see `blast.rs`), and the
+//! gRPC and WebSocket echo backends (`grpc-echo`, `ws-echo`: see
+//! `echo.rs`).
 //!
 //! Requests arrive on a schedule, `rate` per second, evenly spaced, whether
 //! or not earlier ones have been answered (an open loop). A pacer thread
@@ -29,6 +31,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
 
+mod blast;
 mod echo;
 mod h3;
 mod udp;
@@ -390,6 +393,14 @@ fn main() -> anyhow::Result<()> {
         Some("udp-echo") => {
             it.next();
             return udp::echo(it);
+        }
+        Some("udp-blast") => {
+            it.next();
+            return blast::blast(it);
+        }
+        Some("udp-sink") => {
+            it.next();
+            return blast::sink(it);
         }
         Some("h1-floor") => {
             it.next();
