@@ -30,7 +30,9 @@ pub mod route;
 
 pub use hash::flow_hash;
 pub use layout::{Reason, MAX_BACKENDS, MAX_VIPS, RING_SIZE};
-pub use plane::{Counters, Decapsulator, Error, FlowCount, Mode, Plane, Transport, VipTable};
+pub use plane::{
+    resolve, Counters, Decapsulator, Error, FlowCount, Hops, Mode, Plane, Transport, VipTable,
+};
 
 /// The compiled kernel programs (`bpf/balancer.c`).
 pub const OBJECT: &[u8] = include_bytes!("../bpf/balancer.o");

@@ -8,7 +8,7 @@ use aya::maps::{Array, HashMap as KernelHashMap, Map, MapData, PerCpuArray, PerC
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::layout::{self, Reason, MAX_BACKENDS, MAX_VIPS, RING_SIZE};
+use crate::layout::{self, Hop, Reason, MAX_BACKENDS, MAX_VIPS, RING_SIZE};
 use crate::route;
 
 /// How the program is attached.
@@ -141,8 +141,14 @@ pub struct FlowCount {
 
 /// A virtual IP and its transport.
 type VipId = (SocketAddrV4, Transport);
-/// A virtual IP's row in the Maglev map and the table last written there.
-type Row = (u32, Vec<u32>);
+/// A virtual IP's row in the Maglev map, the table last written there and
+/// the backends it names.
+#[derive(Debug, Default)]
+struct Row {
+    row: u32,
+    written: Vec<u32>,
+    named: Vec<Ipv4Addr>,
+}
 
 /// The balancer program, attached; dropping it detaches it.
 pub struct Plane {
@@ -220,6 +226,39 @@ where
     T::try_from(map).map_err(map_err(name))
 }
 
+/// The next hops of every backend some table names, sorted by address.
+#[derive(Debug, Clone)]
+pub struct Hops(Vec<Hop>);
+
+/// Check `tables` against the program's room and resolve the next hop of
+/// every backend they name (refreshing known ones). Needs no program:
+/// it may run, and wait for neighbours, while the maps are read.
+pub fn resolve(tables: &[VipTable]) -> Result<Hops, Error> {
+    if tables.len() > MAX_VIPS as usize {
+        return Err(Error::Limit(format!(
+            "{} virtual IPs; the XDP program has room for {MAX_VIPS}",
+            tables.len()
+        )));
+    }
+    let mut wanted: Vec<Ipv4Addr> = tables.iter().flat_map(|t| t.backends.clone()).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.len() > MAX_BACKENDS as usize {
+        return Err(Error::Limit(format!(
+            "{} backends; the XDP program has room for {MAX_BACKENDS}",
+            wanted.len()
+        )));
+    }
+    let mut hops = Vec::with_capacity(wanted.len());
+    for (addr, hop) in wanted.iter().zip(route::resolve_all(&wanted)) {
+        hops.push(hop.map_err(|reason| Error::Route {
+            backend: *addr,
+            reason,
+        })?);
+    }
+    Ok(Hops(hops))
+}
+
 impl Plane {
     /// Load the balancer from `object` and attach it to `interface`.
     /// Nothing stays attached when this fails.
@@ -243,36 +282,21 @@ impl Plane {
         })
     }
 
-    /// Make the maps say `tables`: backends' next hops resolved and
-    /// written, each virtual IP's table written where it changed, virtual
-    /// IPs and backends no longer named taken out (their counters reset).
-    /// Flows already in the flow table keep their backend while it is
-    /// still named.
+    /// Make the maps say `tables`: [`resolve`] and [`Plane::write`] in
+    /// one.
     pub fn apply(&mut self, tables: &[VipTable]) -> Result<(), Error> {
-        if tables.len() > MAX_VIPS as usize {
-            return Err(Error::Limit(format!(
-                "{} virtual IPs; the XDP program has room for {MAX_VIPS}",
-                tables.len()
-            )));
-        }
-        // Backends: every named address resolved (refreshing known ones)
-        // before anything is written.
-        let mut wanted: Vec<Ipv4Addr> = tables.iter().flat_map(|t| t.backends.clone()).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        if wanted.len() > MAX_BACKENDS as usize {
-            return Err(Error::Limit(format!(
-                "{} backends; the XDP program has room for {MAX_BACKENDS}",
-                wanted.len()
-            )));
-        }
-        let mut hops = Vec::with_capacity(wanted.len());
-        for (addr, hop) in wanted.iter().zip(route::resolve_all(&wanted)) {
-            hops.push(hop.map_err(|reason| Error::Route {
-                backend: *addr,
-                reason,
-            })?);
-        }
+        let hops = resolve(tables)?;
+        self.write(tables, &hops)
+    }
+
+    /// Make the maps say `tables`, with the next hops [`resolve`] found
+    /// for their backends: each virtual IP's table written where it
+    /// changed, virtual IPs and backends no longer named taken out (their
+    /// counters reset). Flows already in the flow table keep their backend
+    /// while it is still named.
+    pub fn write(&mut self, tables: &[VipTable], hops: &Hops) -> Result<(), Error> {
+        let hops = &hops.0;
+        let wanted: Vec<Ipv4Addr> = hops.iter().map(|h| h.addr).collect();
         let gone: Vec<(Ipv4Addr, u32)> = self
             .ids
             .iter()
@@ -288,7 +312,7 @@ impl Plane {
             }
             self.ids.remove(&addr);
         }
-        for hop in &hops {
+        for hop in hops {
             let id = match self.ids.get(&hop.addr) {
                 Some(id) => *id,
                 None => {
@@ -310,7 +334,7 @@ impl Plane {
             .rows
             .iter()
             .filter(|(k, _)| !keep.contains(k))
-            .map(|(k, (row, _))| (*k, *row))
+            .map(|(k, r)| (*k, r.row))
             .collect();
         for ((vip, transport), row) in stale {
             let key = layout::vip_key(*vip.ip(), vip.port(), transport.proto());
@@ -338,14 +362,16 @@ impl Plane {
             )));
         }
         let key = (t.vip, t.transport);
-        let (row, mut written) = match self.rows.remove(&key) {
+        let Row {
+            row, mut written, ..
+        } = match self.rows.remove(&key) {
             Some(r) => r,
-            None => {
-                let row = (0..MAX_VIPS)
-                    .find(|r| !self.rows.values().any(|(v, _)| v == r))
-                    .ok_or_else(|| Error::Limit("no free virtual IP row".to_owned()))?;
-                (row, Vec::new())
-            }
+            None => Row {
+                row: (0..MAX_VIPS)
+                    .find(|r| !self.rows.values().any(|v| v.row == *r))
+                    .ok_or_else(|| Error::Limit("no free virtual IP row".to_owned()))?,
+                ..Row::default()
+            },
         };
         let mut ids = Vec::with_capacity(t.table.len());
         for &i in &t.table {
@@ -380,7 +406,14 @@ impl Plane {
                 0,
             )
             .map_err(map_err("vips"))?;
-        self.rows.insert(key, (row, written));
+        self.rows.insert(
+            key,
+            Row {
+                row,
+                written,
+                named: t.backends.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -398,8 +431,9 @@ impl Plane {
             .map_err(map_err("flow_stats"))
     }
 
-    /// The counters, summed over CPUs, for every virtual IP and backend
-    /// now named, and every reason.
+    /// The counters, summed over CPUs, for every virtual IP and each
+    /// backend its table names or that it sent packets to, and every
+    /// reason.
     pub fn counters(&self) -> Result<Counters, Error> {
         let sum = |values: PerCpuValues<[u64; 2]>| {
             values.iter().fold((0u64, 0u64), |(p, b), [vp, vb]| {
@@ -411,12 +445,15 @@ impl Plane {
         backends.sort();
         let mut vips: Vec<(&VipId, &Row)> = self.rows.iter().collect();
         vips.sort_by_key(|((vip, t), _)| (*vip, t.proto()));
-        for ((vip, transport), (row, _)) in vips {
+        for ((vip, transport), r) in vips {
             for (addr, id) in &backends {
                 let (packets, bytes) = sum(self
                     .flow_stats
-                    .get(&(row * MAX_BACKENDS + **id), 0)
+                    .get(&(r.row * MAX_BACKENDS + **id), 0)
                     .map_err(map_err("flow_stats"))?);
+                if packets == 0 && !r.named.contains(addr) {
+                    continue;
+                }
                 counters.flows.push(FlowCount {
                     vip: *vip,
                     transport: *transport,

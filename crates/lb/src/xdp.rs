@@ -34,6 +34,8 @@ type Signature = Vec<(
 pub struct XdpPath {
     /// `None` once detached.
     plane: Mutex<Option<Plane>>,
+    /// The counters last read.
+    last: Mutex<lb_xdp::Counters>,
     applied: Mutex<Signature>,
     interface: String,
     mode: XdpMode,
@@ -159,6 +161,7 @@ impl XdpPath {
         );
         Ok(Some(Arc::new(Self {
             plane: Mutex::new(Some(plane)),
+            last: Mutex::new(lb_xdp::Counters::default()),
             applied: Mutex::new(signature),
             interface: xdp.interface.clone(),
             mode: xdp.mode,
@@ -174,11 +177,16 @@ impl XdpPath {
         if *applied == signature {
             return Ok(false);
         }
+        // Next hops are resolved (and unknown neighbours waited for)
+        // before the program's lock is taken: scrapes read its counters
+        // meanwhile.
+        let tables = tables(&signature);
+        let hops = lb_xdp::resolve(&tables)?;
         let mut plane = locked(&self.plane);
         let Some(plane) = plane.as_mut() else {
             return Ok(false);
         };
-        plane.apply(&tables(&signature))?;
+        plane.write(&tables, &hops)?;
         *applied = signature;
         Ok(true)
     }
@@ -233,11 +241,22 @@ impl XdpPath {
         metrics.register(|r| r.register_collector(Box::new(XdpCollector(path))));
     }
 
-    /// The kernel's counters now (none once detached).
+    /// The kernel's counters now (none once detached). While the maps
+    /// are being written (a table of 65,537 slots takes a moment), the
+    /// last counters read are given rather than waiting on the runtime's
+    /// thread.
     pub fn counters(&self) -> Result<lb_xdp::Counters, lb_xdp::Error> {
-        locked(&self.plane)
+        let plane = match self.plane.try_lock() {
+            Ok(p) => p,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(locked(&self.last).clone()),
+        };
+        let counters = plane
             .as_ref()
-            .map_or_else(|| Ok(lb_xdp::Counters::default()), Plane::counters)
+            .map_or_else(|| Ok(lb_xdp::Counters::default()), Plane::counters)?;
+        drop(plane);
+        locked(&self.last).clone_from(&counters);
+        Ok(counters)
     }
 
     /// Detach the program: packets to the virtual IPs go to the kernel
