@@ -185,11 +185,68 @@ impl Topology {
         }
     }
 
+    /// A backend on the client's own segment, 10.99.0.3 in namespace `t`:
+    /// the client namespace's link becomes a bridge port, with the
+    /// backend's link beside it, so the gateway reaches this backend
+    /// through the interface client packets arrive on (`XDP_TX`). Its
+    /// decapsulator runs in generic mode.
+    fn segment_backend(&mut self) {
+        let (c, t) = (self.ns("c"), self.ns("t"));
+        sh(&format!("ip netns add {t}"));
+        sh(&format!("ip -n {t} link set lo up"));
+        sh(&format!("ip -n {c} link add br0 type bridge"));
+        sh(&format!("ip -n {c} addr del 10.99.0.2/24 dev c0"));
+        sh(&format!("ip -n {c} link set c0 master br0"));
+        sh(&format!("ip -n {c} addr add 10.99.0.2/24 dev br0"));
+        sh(&format!("ip -n {c} link set br0 up"));
+        sh(&format!("ip -n {c} route add 10.99.100.0/24 via 10.99.0.1"));
+        sh(&format!("ip netns exec {c} ethtool -K br0 tx off"));
+        sh(&format!(
+            "ip link add cb netns {c} type veth peer name bt netns {t}"
+        ));
+        sh(&format!("ip -n {c} link set cb master br0"));
+        sh(&format!("ip -n {c} link set cb up"));
+        sh(&format!("ip -n {t} addr add 10.99.0.3/24 dev bt"));
+        sh(&format!("ip -n {t} link set bt up"));
+        sh(&format!("ip -n {t} addr add {VIP}/32 dev lo"));
+        sh(&format!("ip netns exec {t} ethtool -K bt tx off"));
+        let log = common::temp_dir("xdp-decap").join("decap.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &t,
+                common::binary(),
+                "xdp-decap",
+                "bt",
+                "--generic",
+            ])
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        wait_for(
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("decapsulator attached")
+            },
+            "the decapsulator on bt",
+        );
+    }
+
     /// A TCP server on backend `n` (port 80, every address): it greets each
     /// connection with its name, then echoes lines. Returns its off switch.
     fn tcp_server(&mut self, n: usize) -> Arc<AtomicBool> {
+        self.tcp_server_in(self.backend_ns(n), format!("b{n}"))
+    }
+
+    /// A TCP server in namespace `ns` greeting connections with `name`.
+    fn tcp_server_in(&mut self, ns: String, name: String) -> Arc<AtomicBool> {
         let stop = Arc::new(AtomicBool::new(false));
-        let listener = self.inside(&self.backend_ns(n), move || {
+        let listener = self.inside(&ns, move || {
             let l = TcpListener::bind(("0.0.0.0", TCP_PORT)).unwrap();
             l.set_nonblocking(true).unwrap();
             l
@@ -199,9 +256,10 @@ impl Topology {
             while !off.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
+                        let name = name.clone();
                         std::thread::spawn(move || {
                             s.set_nonblocking(false).unwrap();
-                            let _ = s.write_all(format!("b{n}\n").as_bytes());
+                            let _ = s.write_all(format!("{name}\n").as_bytes());
                             let mut r = BufReader::new(s.try_clone().unwrap());
                             let mut line = String::new();
                             while r.read_line(&mut line).map(|k| k > 0).unwrap_or(false) {
@@ -347,6 +405,10 @@ impl Drop for Topology {
                 .args(["netns", "del", &self.backend_ns(n)])
                 .status();
         }
+        // The backend on the client's segment, when there is one.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns("t")])
+            .output();
     }
 }
 
@@ -793,4 +855,55 @@ fn an_interface_without_native_xdp_fails_the_start_with_nothing_attached() {
         !String::from_utf8_lossy(&attached.stdout).contains("xdp"),
         "an XDP program stayed on lo"
     );
+}
+
+#[test]
+fn a_backend_on_the_clients_segment_is_reached_by_xdp_tx_in_generic_mode() {
+    // One backend behind its own link (redirect), one on the segment the
+    // client packets arrive from (XDP_TX back out of the same interface).
+    let mut t = Topology::new(1);
+    t.decapsulate(true);
+    t.tcp_server(1);
+    t.segment_backend();
+    t.tcp_server_in(t.ns("t"), "t".to_owned());
+    let config = format!(
+        "[observability]\nmetrics_bind = \"{METRICS}\"\n\n[xdp]\ninterface = \"g0\"\nmode = \"generic\"\n\
+         [[xdp.vips]]\naddress = \"{VIP}:{TCP_PORT}\"\ntransport = \"tcp\"\ncluster = \"vip\"\n\n\
+         [[clusters]]\nname = \"vip\"\n\
+         [[clusters.backends]]\naddress = \"10.99.1.2:{TCP_PORT}\"\nprotocol = \"tcp\"\n\
+         [[clusters.backends]]\naddress = \"10.99.0.3:{TCP_PORT}\"\nprotocol = \"tcp\"\n"
+    );
+    let _gw = t.gateway(&config);
+    let specs: Vec<lb_config::Backend> = ["10.99.1.2", "10.99.0.3"]
+        .iter()
+        .map(|ip| {
+            let addr: SocketAddr = format!("{ip}:{TCP_PORT}").parse().unwrap();
+            lb_config::Backend {
+                address: addr.to_string(),
+                resolved: addr,
+                protocol: lb_config::BackendProtocol::Tcp,
+                weight: 1,
+                tls: None,
+                send_proxy_protocol: None,
+                quic_server_id: None,
+            }
+        })
+        .collect();
+    let table = lb_balancer::Maglev::new(&specs, 65_537).slots().to_vec();
+    let names = ["b1", "t"];
+    let mut seen = std::collections::HashSet::new();
+    for sport in 50_000..50_040u16 {
+        let h = lb_xdp::flow_hash(CLIENT, VIP, sport, TCP_PORT, 6);
+        let want = names[table[h as usize % table.len()] as usize];
+        let (got, mut stream) = t.connect(sport);
+        assert_eq!(got, want, "new flow from port {sport}");
+        stream.write_all(b"ping\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ping\n");
+        seen.insert(got);
+    }
+    assert_eq!(seen.len(), 2, "both backends took flows: {seen:?}");
 }
