@@ -19,7 +19,7 @@ flows) as fast as one thread can for the run; `eg-loadgen udp-sink`
 counts what reaches the backend. Datagrams processed are the gateway's own
 counts (XDP: `expressgateway_xdp_packets_total`; listener:
 `expressgateway_udp_datagrams_received_total`). The figure that matters is
-datagrams per second of gateway CPU (per core), the issue's target being
+datagrams per second of gateway CPU (per core); the target is
 at least 5 times the listener's.
 
 Floor: `bench/xdp/floor.c`, a program that redirects every UDP packet
