@@ -191,11 +191,6 @@ impl XdpPath {
         Ok(true)
     }
 
-    /// Whether `snapshot` would change the maps.
-    fn stale(&self, snapshot: &Snapshot) -> bool {
-        *locked(&self.applied) != signature(snapshot)
-    }
-
     /// Watch the snapshot in service (health checks, reloads) and write
     /// each change into the maps; a change that cannot be written is
     /// logged and tried again at the next one.
@@ -209,7 +204,8 @@ impl XdpPath {
             loop {
                 tokio::time::sleep(WATCH_INTERVAL).await;
                 let current = snapshot.load_full();
-                if !path.stale(&current) || failed.as_ref() == Some(&signature(&current)) {
+                let wanted = signature(&current);
+                if *locked(&path.applied) == wanted || failed.as_ref() == Some(&wanted) {
                     continue;
                 }
                 let p = Arc::clone(&path);
@@ -221,7 +217,7 @@ impl XdpPath {
                     }
                     Ok(Ok(false)) => failed = None,
                     Ok(Err(e)) => {
-                        failed = Some(signature(&current));
+                        failed = Some(wanted);
                         tracing::error!(error = %e, "XDP tables not updated");
                     }
                     Err(e) => tracing::error!(error = %e, "XDP table update did not finish"),

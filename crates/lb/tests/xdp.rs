@@ -154,35 +154,34 @@ impl Topology {
     /// The decapsulator on every backend's link.
     fn decapsulate(&mut self, generic: bool) {
         for n in 1..=self.backends {
-            let mut cmd = Command::new("ip");
-            cmd.args([
-                "netns",
-                "exec",
-                &self.backend_ns(n),
-                common::binary(),
-                "xdp-decap",
-            ])
-            .arg(format!("b{n}"));
-            if generic {
-                cmd.arg("--generic");
-            }
-            let log = common::temp_dir("xdp-decap").join("decap.log");
-            let file = std::fs::File::create(&log).unwrap();
-            let child = cmd
-                .stdout(Stdio::from(file.try_clone().unwrap()))
-                .stderr(Stdio::from(file))
-                .spawn()
-                .unwrap();
-            self.children.push(child);
-            wait_for(
-                || {
-                    std::fs::read_to_string(&log)
-                        .unwrap_or_default()
-                        .contains("decapsulator attached")
-                },
-                &format!("the decapsulator on b{n}"),
-            );
+            self.decapsulator(&self.backend_ns(n), &format!("b{n}"), generic);
         }
+    }
+
+    /// `expressgateway xdp-decap` on `link` in namespace `ns`, until the
+    /// topology is dropped.
+    fn decapsulator(&mut self, ns: &str, link: &str, generic: bool) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, common::binary(), "xdp-decap", link]);
+        if generic {
+            cmd.arg("--generic");
+        }
+        let log = common::temp_dir("xdp-decap").join("decap.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        wait_for(
+            || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("decapsulator attached")
+            },
+            &format!("the decapsulator on {link}"),
+        );
     }
 
     /// A backend on the client's own segment, 10.99.0.3 in namespace `t`:
@@ -210,31 +209,7 @@ impl Topology {
         sh(&format!("ip -n {t} link set bt up"));
         sh(&format!("ip -n {t} addr add {VIP}/32 dev lo"));
         sh(&format!("ip netns exec {t} ethtool -K bt tx off"));
-        let log = common::temp_dir("xdp-decap").join("decap.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &t,
-                common::binary(),
-                "xdp-decap",
-                "bt",
-                "--generic",
-            ])
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap();
-        self.children.push(child);
-        wait_for(
-            || {
-                std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("decapsulator attached")
-            },
-            "the decapsulator on bt",
-        );
+        self.decapsulator(&t, "bt", true);
     }
 
     /// A TCP server on backend `n` (port 80, every address): it greets each
@@ -447,59 +422,69 @@ fn config(mode: &str, transport: &str, backends: &[(usize, u32)], health: bool) 
     s
 }
 
-/// The Maglev table the gateway builds for these backends (indices into
-/// `backends`).
-fn table(backends: &[(usize, u32)], transport: &str) -> Vec<u32> {
-    let port = if transport == "tcp" {
-        TCP_PORT
-    } else {
-        UDP_PORT
-    };
-    let specs: Vec<lb_config::Backend> = backends
-        .iter()
-        .filter(|(_, w)| *w > 0)
-        .map(|(n, w)| {
-            let addr = SocketAddr::from((backend_ip(*n), port));
-            lb_config::Backend {
-                address: addr.to_string(),
-                resolved: addr,
-                protocol: if transport == "tcp" {
-                    lb_config::BackendProtocol::Tcp
-                } else {
-                    lb_config::BackendProtocol::Udp
-                },
-                weight: *w,
-                tls: None,
-                send_proxy_protocol: None,
-                quic_server_id: None,
-            }
-        })
-        .collect();
-    lb_balancer::Maglev::new(&specs, 65_537).slots().to_vec()
+/// Which backend a new flow takes: the Maglev table the gateway builds for
+/// the serving backends, built once, and the flow hash its program uses.
+struct Picker {
+    names: Vec<String>,
+    table: Vec<u32>,
+    port: u16,
+    proto: u8,
 }
 
-/// The backend (its name, `bN`) a new flow from `sport` takes.
-fn expected(backends: &[(usize, u32)], transport: &str, sport: u16) -> String {
-    let (port, proto) = if transport == "tcp" {
-        (TCP_PORT, 6)
-    } else {
-        (UDP_PORT, 17)
-    };
-    let serving: Vec<usize> = backends
-        .iter()
-        .filter(|(_, w)| *w > 0)
-        .map(|(n, _)| *n)
-        .collect();
-    let t = table(backends, transport);
-    let h = lb_xdp::flow_hash(CLIENT, VIP, sport, port, proto);
-    format!("b{}", serving[t[h as usize % t.len()] as usize])
+impl Picker {
+    /// Backends `n` (named `bN`, at 10.99.N.2) with their weights.
+    fn new(backends: &[(usize, u32)], transport: &str) -> Picker {
+        let named: Vec<(Ipv4Addr, String, u32)> = backends
+            .iter()
+            .map(|(n, w)| (backend_ip(*n), format!("b{n}"), *w))
+            .collect();
+        Self::of(&named, transport)
+    }
+
+    /// Backends at these addresses, with their names and weights.
+    fn of(backends: &[(Ipv4Addr, String, u32)], transport: &str) -> Picker {
+        let (port, proto, protocol) = if transport == "tcp" {
+            (TCP_PORT, 6, lb_config::BackendProtocol::Tcp)
+        } else {
+            (UDP_PORT, 17, lb_config::BackendProtocol::Udp)
+        };
+        let serving: Vec<&(Ipv4Addr, String, u32)> =
+            backends.iter().filter(|(_, _, w)| *w > 0).collect();
+        let specs: Vec<lb_config::Backend> = serving
+            .iter()
+            .map(|(ip, _, w)| {
+                let addr = SocketAddr::from((*ip, port));
+                lb_config::Backend {
+                    address: addr.to_string(),
+                    resolved: addr,
+                    protocol,
+                    weight: *w,
+                    tls: None,
+                    send_proxy_protocol: None,
+                    quic_server_id: None,
+                }
+            })
+            .collect();
+        Picker {
+            names: serving.iter().map(|(_, name, _)| name.clone()).collect(),
+            table: lb_balancer::Maglev::new(&specs, 65_537).slots().to_vec(),
+            port,
+            proto,
+        }
+    }
+
+    /// The backend's name for a new flow from the client's `sport`.
+    fn pick(&self, sport: u16) -> String {
+        let h = lb_xdp::flow_hash(CLIENT, VIP, sport, self.port, self.proto);
+        self.names[self.table[h as usize % self.table.len()] as usize].clone()
+    }
 }
 
 /// Share of 4,000 source ports whose new flows change backend between two
 /// backend sets.
-fn moved(before: &[(usize, u32)], after: &[(usize, u32)], transport: &str) -> f64 {
+fn moved(before: &Picker, after: &Picker) -> f64 {
     let changed = (10_000..14_000u16)
-        .filter(|p| expected(before, transport, *p) != expected(after, transport, *p))
+        .filter(|p| before.pick(*p) != after.pick(*p))
         .count();
     changed as f64 / 4000.0
 }
@@ -529,17 +514,14 @@ fn tcp_vip_spreads_new_flows_by_maglev_and_keeps_established_ones_through_change
     }
     // b3 weighs twice as much; b4 is not in the cluster yet.
     let three = [(1, 1), (2, 1), (3, 2)];
+    let p_three = Picker::new(&three, "tcp");
     let gw = t.gateway(&config("native", "tcp", &three, false));
 
     let mut counts = std::collections::HashMap::new();
     let mut open = Vec::new();
     for sport in 20_000..20_090u16 {
         let (got, stream) = t.connect(sport);
-        assert_eq!(
-            got,
-            expected(&three, "tcp", sport),
-            "new flow from port {sport}"
-        );
+        assert_eq!(got, p_three.pick(sport), "new flow from port {sport}");
         *counts.entry(got.clone()).or_insert(0) += 1;
         if sport % 3 == 0 {
             open.push((got, stream));
@@ -553,7 +535,8 @@ fn tcp_vip_spreads_new_flows_by_maglev_and_keeps_established_ones_through_change
     // A fourth backend: about a fifth of new flows move (its share), the
     // established ones stay where they are.
     let four = [(1, 1), (2, 1), (3, 2), (4, 1)];
-    let share = moved(&three, &four, "tcp");
+    let p_four = Picker::new(&four, "tcp");
+    let share = moved(&p_three, &p_four);
     assert!((0.12..0.3).contains(&share), "{share} of new flows moved");
     reload(&gw, &config("native", "tcp", &four, false));
     let ping = |open: &mut Vec<(String, TcpStream)>| {
@@ -570,11 +553,7 @@ fn tcp_vip_spreads_new_flows_by_maglev_and_keeps_established_ones_through_change
     let mut fourth = 0;
     for sport in 21_000..21_100u16 {
         let (got, _) = t.connect(sport);
-        assert_eq!(
-            got,
-            expected(&four, "tcp", sport),
-            "new flow from port {sport}"
-        );
+        assert_eq!(got, p_four.pick(sport), "new flow from port {sport}");
         fourth += usize::from(got == "b4");
     }
     assert!(
@@ -585,18 +564,15 @@ fn tcp_vip_spreads_new_flows_by_maglev_and_keeps_established_ones_through_change
     // b1 removed: its share of new flows moves, nobody else's, and flows
     // established to the others go on.
     let without = [(2, 1), (3, 2), (4, 1)];
-    let share = moved(&four, &without, "tcp");
+    let p_without = Picker::new(&without, "tcp");
+    let share = moved(&p_four, &p_without);
     assert!((0.12..0.3).contains(&share), "{share} of new flows moved");
     reload(&gw, &config("native", "tcp", &without, false));
     open.retain(|(b, _)| b != "b1");
     ping(&mut open);
     for sport in 22_000..22_060u16 {
         let (got, _) = t.connect(sport);
-        assert_eq!(
-            got,
-            expected(&without, "tcp", sport),
-            "new flow from port {sport}"
-        );
+        assert_eq!(got, p_without.pick(sport), "new flow from port {sport}");
     }
 
     // Traffic that is not for the VIP still reaches the gateway
@@ -647,16 +623,13 @@ fn udp_vip_in_generic_mode_counts_every_datagram_and_pins_flows_through_drains()
         t.udp_server(n);
     }
     let three = [(1, 1), (2, 1), (3, 1)];
+    let p_three = Picker::new(&three, "udp");
     let gw = t.gateway(&config("generic", "udp", &three, false));
     let payload = [7u8; 100];
     let mut sent = std::collections::HashMap::new();
     for sport in 30_000..30_060u16 {
         let got = t.datagram(sport, &payload);
-        assert_eq!(
-            got,
-            expected(&three, "udp", sport),
-            "datagram from port {sport}"
-        );
+        assert_eq!(got, p_three.pick(sport), "datagram from port {sport}");
         *sent.entry(got).or_insert(0u64) += 1;
     }
     let m = t.metrics();
@@ -685,27 +658,29 @@ fn udp_vip_in_generic_mode_counts_every_datagram_and_pins_flows_through_drains()
     // A flow whose table slot moves when b4 joins stays on its backend;
     // a new flow whose slot moved goes to the new owner.
     let four = [(1, 1), (2, 1), (3, 1), (4, 1)];
+    let p_four = Picker::new(&four, "udp");
     let movers: Vec<u16> = (31_000..33_000u16)
-        .filter(|p| expected(&three, "udp", *p) != expected(&four, "udp", *p))
+        .filter(|p| p_three.pick(*p) != p_four.pick(*p))
         .take(2)
         .collect();
     let (pinned, fresh) = (movers[0], movers[1]);
     let first = t.datagram(pinned, b"x");
-    assert_eq!(first, expected(&three, "udp", pinned));
+    assert_eq!(first, p_three.pick(pinned));
     reload(&gw, &config("generic", "udp", &four, false));
     assert_eq!(
         t.datagram(pinned, b"x"),
         first,
         "an established flow keeps its backend"
     );
-    assert_eq!(t.datagram(fresh, b"x"), expected(&four, "udp", fresh));
+    assert_eq!(t.datagram(fresh, b"x"), p_four.pick(fresh));
 
     // Weight 0 drains b2: no new flow reaches it, its flows stay.
     let on_b2 = (34_000..36_000u16)
-        .find(|p| expected(&four, "udp", *p) == "b2")
+        .find(|p| p_four.pick(*p) == "b2")
         .unwrap();
     assert_eq!(t.datagram(on_b2, b"x"), "b2");
     let drained = [(1, 1), (2, 0), (3, 1), (4, 1)];
+    let p_drained = Picker::new(&drained, "udp");
     reload(&gw, &config("generic", "udp", &drained, false));
     assert_eq!(
         t.datagram(on_b2, b"x"),
@@ -718,7 +693,7 @@ fn udp_vip_in_generic_mode_counts_every_datagram_and_pins_flows_through_drains()
             got, "b2",
             "a new flow from {sport} reached the drained backend"
         );
-        assert_eq!(got, expected(&drained, "udp", sport));
+        assert_eq!(got, p_drained.pick(sport));
     }
 
     // The status page shows the attachment and the counts.
@@ -752,9 +727,10 @@ fn a_backend_failing_its_tcp_health_check_gets_no_new_flows_until_it_passes_agai
         switches.push(t.tcp_server(n));
     }
     let all = [(1, 1), (2, 1), (3, 1)];
+    let p_all = Picker::new(&all, "tcp");
     let gw = t.gateway(&config("native", "tcp", &all, true));
     for sport in 40_000..40_030u16 {
-        assert_eq!(t.connect(sport).0, expected(&all, "tcp", sport));
+        assert_eq!(t.connect(sport).0, p_all.pick(sport));
     }
     // b2's server goes away: its checks fail and the table is rebuilt
     // without it.
@@ -765,10 +741,11 @@ fn a_backend_failing_its_tcp_health_check_gets_no_new_flows_until_it_passes_agai
         "the failed backend to leave the XDP table",
     );
     let without = [(1, 1), (2, 0), (3, 1)];
+    let p_without = Picker::new(&without, "tcp");
     for sport in 41_000..41_060u16 {
         let got = t.connect(sport).0;
         assert_ne!(got, "b2");
-        assert_eq!(got, expected(&without, "tcp", sport));
+        assert_eq!(got, p_without.pick(sport));
     }
     // Back: it passes again and takes its share of new flows.
     let updates = gw.log().matches("XDP tables updated").count();
@@ -778,7 +755,7 @@ fn a_backend_failing_its_tcp_health_check_gets_no_new_flows_until_it_passes_agai
         "the recovered backend to rejoin the XDP table",
     );
     for sport in 42_000..42_060u16 {
-        assert_eq!(t.connect(sport).0, expected(&all, "tcp", sport));
+        assert_eq!(t.connect(sport).0, p_all.pick(sport));
     }
 }
 
@@ -874,27 +851,16 @@ fn a_backend_on_the_clients_segment_is_reached_by_xdp_tx_in_generic_mode() {
          [[clusters.backends]]\naddress = \"10.99.0.3:{TCP_PORT}\"\nprotocol = \"tcp\"\n"
     );
     let _gw = t.gateway(&config);
-    let specs: Vec<lb_config::Backend> = ["10.99.1.2", "10.99.0.3"]
-        .iter()
-        .map(|ip| {
-            let addr: SocketAddr = format!("{ip}:{TCP_PORT}").parse().unwrap();
-            lb_config::Backend {
-                address: addr.to_string(),
-                resolved: addr,
-                protocol: lb_config::BackendProtocol::Tcp,
-                weight: 1,
-                tls: None,
-                send_proxy_protocol: None,
-                quic_server_id: None,
-            }
-        })
-        .collect();
-    let table = lb_balancer::Maglev::new(&specs, 65_537).slots().to_vec();
-    let names = ["b1", "t"];
+    let picker = Picker::of(
+        &[
+            (backend_ip(1), "b1".to_owned(), 1),
+            (Ipv4Addr::new(10, 99, 0, 3), "t".to_owned(), 1),
+        ],
+        "tcp",
+    );
     let mut seen = std::collections::HashSet::new();
     for sport in 50_000..50_040u16 {
-        let h = lb_xdp::flow_hash(CLIENT, VIP, sport, TCP_PORT, 6);
-        let want = names[table[h as usize % table.len()] as usize];
+        let want = picker.pick(sport);
         let (got, mut stream) = t.connect(sport);
         assert_eq!(got, want, "new flow from port {sport}");
         stream.write_all(b"ping\n").unwrap();
